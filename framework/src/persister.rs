@@ -1,0 +1,209 @@
+//! The [`Persister`] trait: where events and service state live.
+//!
+//! # For implementers
+//!
+//! A persister stores events and answers NIP-01 filters. It also gives each
+//! service a private key-value namespace.
+//!
+//! **Durable** means: when a future returned by [`Persister::save_event`],
+//! [`Persister::delete_events`] or a `kv_*` write resolves `Ok`, the change
+//! survives a crash of the process (SIGKILL) and of the machine, as far as the
+//! operating system's `fsync` promises. The node sends `OK true` only after
+//! that future resolves, so a persister that acknowledges early breaks the
+//! node's promise to its clients.
+//!
+//! Batch writes (group commit): many concurrent `save_event` calls should
+//! share one fsync. Each caller still waits for the batch that holds its
+//! write.
+//!
+//! **Semantics** come from the shared algorithm [`apply_save`]: implement
+//! [`EventTable`] over your storage and call it under your write lock (or from
+//! your single writer task). Do not re-implement replacement or deletion
+//! rules; the conformance suite (`civkit_framework::persister_conformance!`)
+//! checks them.
+//!
+//! **Queries**: each filter's `limit` applies to that filter (newest first,
+//! ties by lowest id); results of several filters are OR'd, de-duplicated and
+//! returned newest first ([`crate::kinds::result_order`]). `limit: None` means
+//! no limit: the node caps limits before it calls you. Events expired at `now`
+//! (NIP-40) are never returned or counted.
+//!
+//! **Key alphabet**: namespaces are `[a-z0-9_-]{1,64}` (checked by the node);
+//! keys and values are arbitrary bytes.
+//!
+//! ```ignore
+//! // Wrong: answering before the write is durable.
+//! async fn save_event(&self, e: &Event) -> Result<SaveOutcome> {
+//!     self.queue.push(e.clone());       // fsync happens "later"
+//!     Ok(SaveOutcome::Stored { .. })    // client already told OK
+//! }
+//! // Right: queue, and resolve when the batch holding it has been flushed.
+//! async fn save_event(&self, e: &Event) -> Result<SaveOutcome> {
+//!     let (tx, rx) = oneshot::channel();
+//!     self.writer.send((e.clone(), tx)).await?;
+//!     rx.await?                          // resolved after flush
+//! }
+//! ```
+
+use async_trait::async_trait;
+use nostr::{Event, EventId, Filter, PublicKey, Timestamp};
+
+use crate::kinds::{self, Address};
+use crate::Result;
+
+/// The result of saving one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaveOutcome {
+    /// Stored. `replaced` lists older versions at the same address that were
+    /// removed; `deleted` lists events removed by a NIP-09 request.
+    Stored {
+        replaced: Vec<EventId>,
+        deleted: Vec<EventId>,
+    },
+    /// The same id is already stored.
+    Duplicate,
+    /// A newer version at the same address is stored; nothing changed.
+    Stale,
+    /// The author deleted this event (or this address) earlier; nothing changed.
+    Deleted,
+}
+
+/// Sizes reported by `civkit-cli status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStats {
+    /// Stored events.
+    pub events: u64,
+    /// Bytes on disk (0 for memory stores).
+    pub size_bytes: u64,
+}
+
+/// Storage and query of events, plus per-service key-value state.
+#[async_trait]
+pub trait Persister: Send + Sync + 'static {
+    /// A short name for logs (`sled`, `memory`).
+    fn backend(&self) -> &'static str;
+    /// Store an event with NIP-01 replacement and NIP-09 deletion semantics,
+    /// durably. Ephemeral events are never passed here.
+    async fn save_event(&self, event: &Event) -> Result<SaveOutcome>;
+    /// True when an event with this id is stored.
+    async fn event_exists(&self, id: &EventId) -> Result<bool>;
+    /// Events matching any filter, newest first; expired events left out.
+    async fn query(&self, filters: &[Filter], now: Timestamp) -> Result<Vec<Event>>;
+    /// How many stored events match any filter (limits ignored).
+    async fn count(&self, filters: &[Filter], now: Timestamp) -> Result<u64>;
+    /// Remove events by id (operator action; leaves no tombstone). Returns how many were removed.
+    async fn delete_events(&self, ids: &[EventId]) -> Result<u64>;
+    /// Remove every event whose NIP-40 expiration is at or before `now`.
+    async fn remove_expired(&self, now: Timestamp) -> Result<u64>;
+    /// Read a key of a service namespace.
+    async fn kv_get(&self, namespace: &str, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Write a key, durably.
+    async fn kv_put(&self, namespace: &str, key: &[u8], value: &[u8]) -> Result<()>;
+    /// Write a key only if absent, atomically and durably. `true` when written.
+    async fn kv_insert_new(&self, namespace: &str, key: &[u8], value: &[u8]) -> Result<bool>;
+    /// Remove a key, durably. `true` when it existed.
+    async fn kv_delete(&self, namespace: &str, key: &[u8]) -> Result<bool>;
+    /// All pairs whose key starts with `prefix`, in key order.
+    async fn kv_scan(&self, namespace: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Counts and sizes.
+    async fn stats(&self) -> Result<StoreStats>;
+    /// Make everything written so far durable (called at shutdown).
+    async fn flush(&self) -> Result<()>;
+}
+
+/// The storage primitives [`apply_save`] needs. A backend implements this over
+/// its own tables and calls `apply_save` with writes serialized.
+pub trait EventTable {
+    /// Look up a stored event.
+    fn get(&self, id: &EventId) -> Result<Option<Event>>;
+    /// The id currently stored at an address.
+    fn at_address(&self, address: &Address) -> Result<Option<EventId>>;
+    /// The author of a deletion request that named this id, if any.
+    fn id_tombstone(&self, id: &EventId) -> Result<Option<PublicKey>>;
+    /// The newest `created_at` up to which this address was deleted.
+    fn address_tombstone(&self, address: &Address) -> Result<Option<Timestamp>>;
+    /// Store an event with all its indexes (and its address, if any).
+    fn insert(&mut self, event: &Event) -> Result<()>;
+    /// Remove an event with all its indexes (and its address entry if it points at it).
+    fn remove(&mut self, event: &Event) -> Result<()>;
+    /// Remember that `author` asked to delete `id`.
+    fn put_id_tombstone(&mut self, id: &EventId, author: &PublicKey) -> Result<()>;
+    /// Remember that `address` was deleted up to `until`.
+    fn put_address_tombstone(&mut self, address: &Address, until: Timestamp) -> Result<()>;
+}
+
+/// The one implementation of NIP-01 replacement and NIP-09 deletion, shared
+/// by every persister.
+pub fn apply_save<T: EventTable + ?Sized>(table: &mut T, event: &Event) -> Result<SaveOutcome> {
+    if table.get(&event.id)?.is_some() {
+        return Ok(SaveOutcome::Duplicate);
+    }
+    if table.id_tombstone(&event.id)? == Some(event.pubkey) {
+        return Ok(SaveOutcome::Deleted);
+    }
+    let mut replaced = Vec::new();
+    if let Some(address) = kinds::address_of(event) {
+        if table
+            .address_tombstone(&address)?
+            .is_some_and(|until| event.created_at <= until)
+        {
+            return Ok(SaveOutcome::Deleted);
+        }
+        if let Some(current_id) = table.at_address(&address)? {
+            if let Some(current) = table.get(&current_id)? {
+                if !kinds::supersedes(event, &current) {
+                    return Ok(SaveOutcome::Stale);
+                }
+                table.remove(&current)?;
+                replaced.push(current.id);
+            }
+        }
+    }
+    let mut deleted = Vec::new();
+    if event.kind.as_u16() == kinds::DELETION {
+        let targets = kinds::deletion_targets(event);
+        for id in &targets.ids {
+            if let Some(target) = table.get(id)? {
+                // Only the author may delete, and deleting a deletion has no effect.
+                if target.pubkey != event.pubkey || target.kind.as_u16() == kinds::DELETION {
+                    continue;
+                }
+                table.remove(&target)?;
+                deleted.push(target.id);
+            }
+            table.put_id_tombstone(id, &event.pubkey)?;
+        }
+        for address in &targets.addresses {
+            if let Some(current_id) = table.at_address(address)? {
+                if let Some(current) = table.get(&current_id)? {
+                    if current.created_at <= event.created_at {
+                        table.remove(&current)?;
+                        deleted.push(current.id);
+                    }
+                }
+            }
+            let until = table
+                .address_tombstone(address)?
+                .map_or(event.created_at, |t| t.max(event.created_at));
+            table.put_address_tombstone(address, until)?;
+        }
+    }
+    table.insert(event)?;
+    Ok(SaveOutcome::Stored { replaced, deleted })
+}
+
+/// Merge per-filter results: de-duplicate by id and order newest first.
+pub fn merge_results(mut events: Vec<Event>) -> Vec<Event> {
+    events.sort_by(kinds::result_order);
+    events.dedup_by(|a, b| a.id == b.id);
+    events
+}
+
+/// True when a namespace name is in the allowed alphabet `[a-z0-9_-]{1,64}`.
+pub fn valid_namespace(ns: &str) -> bool {
+    !ns.is_empty()
+        && ns.len() <= 64
+        && ns
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}

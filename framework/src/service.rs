@@ -1,0 +1,219 @@
+//! The [`Service`] trait: policy and state that plug into the node pipeline.
+//!
+//! # For implementers
+//!
+//! A service is built by the [`crate::Registry`] from its config section and
+//! handed to the node. Every hook has a no-op default, so a service overrides
+//! only what it needs:
+//!
+//! - [`Service::admit_event`] runs in config order for every event that passed
+//!   the id/signature/duplicate/expiration checks, before it is stored. The
+//!   first rejection wins and becomes the client's `OK false`.
+//! - [`Service::admit_query`] runs for every `REQ` and `COUNT`; a rejection
+//!   becomes `CLOSED`.
+//! - [`Service::on_stored`] runs after the event is durable, `OK` was sent and
+//!   subscribers got it. Slow work here delays the sender's next message, so
+//!   spawn if it is long.
+//! - [`Service::run`] is spawned once at start for background work (sweeps,
+//!   polling). Return when `shutdown` fires.
+//! - [`Service::admin`] answers `POST /services/<instance>/<command>` on the
+//!   admin API.
+//!
+//! Hooks get a [`ServiceContext`]: publish signed events, read and write the
+//! service's own key-value namespace, read the clock, use the node's keys.
+//!
+//! Rejections carry a NIP-01 prefix, chosen through [`Rejection`]'s
+//! constructors, so clients can act on them:
+//!
+//! ```ignore
+//! // Wrong: free text the client cannot interpret.
+//! Admission::Reject("too fast".into())
+//! // Right:
+//! Admission::Reject(Rejection::rate_limited("at most 10 events per minute"))
+//! ```
+//!
+//! A service must never panic on input: events and filters come from strangers.
+
+use std::fmt;
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use nostr::{Event, EventBuilder, Filter, Keys, Timestamp};
+
+use crate::node::{Inner, Node, OkReply};
+use crate::origin::Origin;
+use crate::transport::Shutdown;
+use crate::{Error, Persister, Result};
+
+/// NIP-01 machine-readable prefixes for `OK false` and `CLOSED`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefix {
+    Duplicate,
+    Pow,
+    Blocked,
+    RateLimited,
+    Invalid,
+    Restricted,
+    PaymentRequired,
+    AuthRequired,
+    Unsupported,
+    Error,
+}
+
+impl Prefix {
+    /// The wire spelling, without the colon.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Prefix::Duplicate => "duplicate",
+            Prefix::Pow => "pow",
+            Prefix::Blocked => "blocked",
+            Prefix::RateLimited => "rate-limited",
+            Prefix::Invalid => "invalid",
+            Prefix::Restricted => "restricted",
+            Prefix::PaymentRequired => "payment-required",
+            Prefix::AuthRequired => "auth-required",
+            Prefix::Unsupported => "unsupported",
+            Prefix::Error => "error",
+        }
+    }
+}
+
+/// A refusal with its NIP-01 prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub prefix: Prefix,
+    pub reason: String,
+}
+
+macro_rules! rejection_ctor {
+    ($($name:ident => $prefix:ident),* $(,)?) => {
+        impl Rejection {
+            $(
+                #[doc = concat!("A `", stringify!($name), "` rejection.")]
+                pub fn $name(reason: impl Into<String>) -> Self {
+                    Rejection { prefix: Prefix::$prefix, reason: reason.into() }
+                }
+            )*
+        }
+    };
+}
+
+rejection_ctor!(
+    blocked => Blocked,
+    rate_limited => RateLimited,
+    restricted => Restricted,
+    invalid => Invalid,
+    pow => Pow,
+    payment_required => PaymentRequired,
+    auth_required => AuthRequired,
+    unsupported => Unsupported,
+    error => Error,
+    duplicate => Duplicate,
+);
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.prefix.as_str(), self.reason)
+    }
+}
+
+/// A service's verdict on an event or query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    Accept,
+    Reject(Rejection),
+}
+
+/// A market service or policy plugged into the node.
+#[async_trait]
+pub trait Service: Send + Sync + 'static {
+    /// NIPs this service adds to NIP-11 `supported_nips`.
+    fn supported_nips(&self) -> Vec<u16> {
+        Vec::new()
+    }
+    /// Fields this service adds to NIP-11 `limitation` (for example `min_pow_difficulty`).
+    fn nip11_limitation(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
+    }
+    /// Accept or reject an event before it is stored.
+    async fn admit_event(&self, _ctx: &ServiceContext, _origin: &Origin, _event: &Event) -> Admission {
+        Admission::Accept
+    }
+    /// Accept or reject a `REQ` or `COUNT`.
+    async fn admit_query(&self, _ctx: &ServiceContext, _origin: &Origin, _filters: &[Filter]) -> Admission {
+        Admission::Accept
+    }
+    /// React to an event that was stored (or, for ephemeral kinds, delivered).
+    async fn on_stored(&self, _ctx: &ServiceContext, _origin: &Origin, _event: &Event) {}
+    /// Background work, spawned once when the node starts.
+    async fn run(&self, _ctx: ServiceContext, _shutdown: Shutdown) -> Result<()> {
+        Ok(())
+    }
+    /// Answer an admin command.
+    async fn admin(&self, _ctx: &ServiceContext, command: &str, _args: serde_json::Value) -> Result<serde_json::Value> {
+        Err(Error::Unsupported(format!("admin command `{command}`")))
+    }
+}
+
+/// What a service can reach of the node.
+#[derive(Clone)]
+pub struct ServiceContext {
+    pub(crate) name: Arc<str>,
+    pub(crate) node: Weak<Inner>,
+}
+
+impl fmt::Debug for ServiceContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceContext").field("name", &self.name).finish()
+    }
+}
+
+impl ServiceContext {
+    fn node(&self) -> Result<Node> {
+        self.node.upgrade().map(Node::from_inner).ok_or(Error::Shutdown)
+    }
+    /// This service's instance name (also its key-value namespace).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Current time from the node's clock.
+    pub fn now(&self) -> Timestamp {
+        self.node().map(|n| n.now()).unwrap_or_else(|_| Timestamp::now())
+    }
+    /// The node's signing keys.
+    pub fn keys(&self) -> Result<Keys> {
+        Ok(self.node()?.keys().clone())
+    }
+    /// The node's persister (for queries).
+    pub fn persister(&self) -> Result<Arc<dyn Persister>> {
+        Ok(self.node()?.persister().clone())
+    }
+    /// Sign with the node's keys and publish through the whole pipeline.
+    pub async fn publish(&self, builder: EventBuilder) -> Result<OkReply> {
+        let node = self.node()?;
+        let event = builder
+            .sign_with_keys(node.keys())
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        Ok(node.submit(&Origin::service(&self.name), event).await)
+    }
+    /// Read a key of this service's namespace.
+    pub async fn kv_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.persister()?.kv_get(&self.name, key).await
+    }
+    /// Write a key of this service's namespace, durably.
+    pub async fn kv_put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.persister()?.kv_put(&self.name, key, value).await
+    }
+    /// Write a key only if absent; `true` when written.
+    pub async fn kv_insert_new(&self, key: &[u8], value: &[u8]) -> Result<bool> {
+        self.persister()?.kv_insert_new(&self.name, key, value).await
+    }
+    /// Remove a key.
+    pub async fn kv_delete(&self, key: &[u8]) -> Result<bool> {
+        self.persister()?.kv_delete(&self.name, key).await
+    }
+    /// All pairs under a prefix.
+    pub async fn kv_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.persister()?.kv_scan(&self.name, prefix).await
+    }
+}

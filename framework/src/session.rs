@@ -1,0 +1,434 @@
+//! A [`Session`] is one client's conversation with the node: its
+//! subscriptions, its NIP-42 state and its limits. Transports feed it text
+//! and drain its [`SessionOutbox`].
+
+use std::sync::Arc;
+
+use nostr::{Event, EventId, Filter, JsonUtil, RelayMessage, SubscriptionId, Timestamp};
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+
+use crate::kinds;
+use crate::node::{event_message, Node};
+use crate::origin::Origin;
+use crate::service::Rejection;
+
+/// Per-session limits. Transports take them from their config.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionLimits {
+    /// Open subscriptions per connection.
+    pub max_subscriptions: usize,
+    /// Filters in one `REQ` or `COUNT`.
+    pub max_filters: usize,
+    /// Largest `limit` honoured; bigger ones are lowered to this.
+    pub max_limit: usize,
+    /// `limit` used when a filter has none.
+    pub default_limit: usize,
+    /// Longest subscription id.
+    pub max_subid_length: usize,
+    /// Oldest accepted `created_at`, in seconds before now (0: no bound).
+    pub created_at_lower_limit: u64,
+    /// Newest accepted `created_at`, in seconds after now (0: no bound).
+    pub created_at_upper_limit: u64,
+    /// Sustained `EVENT`s per second per connection (0: unlimited).
+    pub events_per_second: f64,
+    /// Burst of `EVENT`s allowed above the sustained rate.
+    pub event_burst: u32,
+    /// Require NIP-42 authentication before `EVENT`, `REQ` and `COUNT`.
+    pub auth_required: bool,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            max_subscriptions: 20,
+            max_filters: 10,
+            max_limit: 500,
+            default_limit: 500,
+            max_subid_length: 64,
+            created_at_lower_limit: 0,
+            created_at_upper_limit: 900,
+            events_per_second: 0.0,
+            event_burst: 50,
+            auth_required: false,
+        }
+    }
+}
+
+/// Token bucket for the per-connection event rate.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// Something for the transport to send, or a request to close.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    /// A NIP-01 relay message, as JSON text.
+    Message(String),
+    /// The node wants this connection closed (subscriber too slow).
+    Kick,
+}
+
+/// The relay-to-client side of a session.
+#[derive(Debug)]
+pub struct SessionOutbox {
+    rx: mpsc::Receiver<String>,
+    kick: Arc<Notify>,
+}
+
+impl SessionOutbox {
+    pub(crate) fn new(rx: mpsc::Receiver<String>, kick: Arc<Notify>) -> Self {
+        SessionOutbox { rx, kick }
+    }
+    /// The next thing to send; `None` once the session is gone and drained.
+    pub async fn next(&mut self) -> Option<Outgoing> {
+        tokio::select! {
+            biased;
+            _ = self.kick.notified() => Some(Outgoing::Kick),
+            m = self.rx.recv() => m.map(Outgoing::Message),
+        }
+    }
+}
+
+/// One client's conversation with the node.
+#[derive(Debug)]
+pub struct Session {
+    node: Node,
+    id: u64,
+    origin: Origin,
+    limits: SessionLimits,
+    challenge: String,
+    relay_urls: Vec<url::Url>,
+    tx: mpsc::Sender<String>,
+    bucket: Bucket,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.node.close_session(self.id);
+    }
+}
+
+fn random_hex(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    // A failing OS RNG leaves zeros; the challenge then is still unique per time.
+    if getrandom::getrandom(&mut buf).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        buf.iter_mut().zip(t.to_le_bytes()).for_each(|(b, t)| *b = t);
+    }
+    hex::encode(buf)
+}
+
+impl Session {
+    pub(crate) fn new(node: Node, id: u64, origin: Origin, limits: SessionLimits, tx: mpsc::Sender<String>) -> Self {
+        let relay_urls = node
+            .info()
+            .relay_url
+            .iter()
+            .filter_map(|u| url::Url::parse(u).ok())
+            .collect();
+        Session {
+            bucket: Bucket {
+                tokens: f64::from(limits.event_burst.max(1)),
+                last: Instant::now(),
+            },
+            node,
+            id,
+            origin,
+            limits,
+            challenge: random_hex(16),
+            relay_urls,
+            tx,
+        }
+    }
+
+    /// The session id (unique in this node's run).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+    /// Who this session is, including its NIP-42 pubkey once authenticated.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+    /// The NIP-42 challenge of this session.
+    pub fn challenge(&self) -> &str {
+        &self.challenge
+    }
+    /// Accept `relay` tags naming this URL too (the one the client dialed).
+    pub fn add_relay_url(&mut self, url: &str) {
+        if let Ok(u) = url::Url::parse(url) {
+            self.relay_urls.push(u);
+        }
+    }
+    /// Queue `["AUTH", <challenge>]` for the client.
+    pub async fn send_auth_challenge(&self) {
+        let msg = RelayMessage::auth(self.challenge.clone()).as_json();
+        self.send(msg).await;
+    }
+    /// Queue a `NOTICE`.
+    pub async fn notice(&self, text: impl Into<String>) {
+        self.send(RelayMessage::notice(text.into()).as_json()).await;
+    }
+
+    async fn send(&self, msg: String) {
+        // The receiver is gone only when the transport dropped the connection.
+        let _ = self.tx.send(msg).await;
+    }
+
+    async fn ok(&self, id: EventId, accepted: bool, message: impl Into<String>) {
+        self.send(RelayMessage::ok(id, accepted, message.into()).as_json()).await;
+    }
+
+    async fn closed(&self, sub: &SubscriptionId, rejection: &Rejection) {
+        self.send(RelayMessage::closed(sub.clone(), rejection.to_string()).as_json())
+            .await;
+    }
+
+    /// Handle one client message (a NIP-01 JSON array). Replies go to the outbox.
+    pub async fn handle_text(&mut self, text: &str) {
+        let parts: Vec<&RawValue> = match serde_json::from_str(text) {
+            Ok(p) => p,
+            Err(e) => return self.notice(format!("invalid: message is not a JSON array: {e}")).await,
+        };
+        let verb: String = match parts.first().map(|v| serde_json::from_str::<String>(v.get())) {
+            Some(Ok(v)) => v,
+            _ => return self.notice("invalid: the first element must be the message type").await,
+        };
+        match verb.as_str() {
+            "EVENT" => self.on_event(&parts).await,
+            "REQ" => self.on_req(&parts, false).await,
+            "COUNT" => self.on_req(&parts, true).await,
+            "CLOSE" => self.on_close(&parts).await,
+            "AUTH" => self.on_auth(&parts).await,
+            other => {
+                self.notice(format!("unsupported: message type `{}`", truncate(other, 32)))
+                    .await
+            }
+        }
+    }
+
+    /// Parse an event, replying `OK false` (when an id is readable) or `NOTICE`.
+    async fn parse_event(&self, parts: &[&RawValue], verb: &str) -> Option<Event> {
+        if parts.len() != 2 {
+            self.notice(format!("invalid: {verb} takes exactly one event")).await;
+            return None;
+        }
+        match Event::from_json(parts[1].get()) {
+            Ok(e) => Some(e),
+            Err(err) => {
+                let id = serde_json::from_str::<serde_json::Value>(parts[1].get())
+                    .ok()
+                    .and_then(|v| v.get("id").and_then(|i| i.as_str()).and_then(|s| EventId::from_hex(s).ok()));
+                match id {
+                    Some(id) => self.ok(id, false, format!("invalid: malformed event: {err}")).await,
+                    None => self.notice(format!("invalid: malformed event: {err}")).await,
+                }
+                None
+            }
+        }
+    }
+
+    fn take_token(&mut self) -> bool {
+        let rate = self.limits.events_per_second;
+        if rate <= 0.0 {
+            return true;
+        }
+        let now = Instant::now();
+        let burst = f64::from(self.limits.event_burst.max(1));
+        let elapsed = now.duration_since(self.bucket.last).as_secs_f64();
+        self.bucket.tokens = (self.bucket.tokens + elapsed * rate).min(burst);
+        self.bucket.last = now;
+        if self.bucket.tokens >= 1.0 {
+            self.bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn check_created_at(&self, created_at: Timestamp) -> Result<(), Rejection> {
+        let now = self.node.now().as_secs();
+        let t = created_at.as_secs();
+        let lower = self.limits.created_at_lower_limit;
+        let upper = self.limits.created_at_upper_limit;
+        if lower > 0 && t < now.saturating_sub(lower) {
+            return Err(Rejection::invalid(format!(
+                "created_at is more than {lower} seconds in the past"
+            )));
+        }
+        if upper > 0 && t > now.saturating_add(upper) {
+            return Err(Rejection::invalid(format!(
+                "created_at is more than {upper} seconds in the future"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn on_event(&mut self, parts: &[&RawValue]) {
+        let Some(event) = self.parse_event(parts, "EVENT").await else {
+            return;
+        };
+        if !self.take_token() {
+            return self
+                .ok(event.id, false, Rejection::rate_limited("too many events; slow down").to_string())
+                .await;
+        }
+        if self.limits.auth_required && self.origin.authenticated.is_none() {
+            return self
+                .ok(event.id, false, Rejection::auth_required("authenticate with AUTH first").to_string())
+                .await;
+        }
+        if let Err(r) = self.check_created_at(event.created_at) {
+            return self.ok(event.id, false, r.to_string()).await;
+        }
+        let (reply, fresh) = self.node.ingest(&self.origin, &event).await;
+        self.ok(reply.event_id, reply.accepted, reply.message).await;
+        if fresh {
+            self.node.distribute(&self.origin, &event).await;
+        }
+    }
+
+    async fn on_req(&mut self, parts: &[&RawValue], count: bool) {
+        let verb = if count { "COUNT" } else { "REQ" };
+        let sub = match parts.get(1).map(|v| serde_json::from_str::<String>(v.get())) {
+            Some(Ok(s)) => s,
+            _ => return self.notice(format!("invalid: {verb} needs a subscription id string")).await,
+        };
+        let sub_id = SubscriptionId::new(&sub);
+        if sub.is_empty() || sub.len() > self.limits.max_subid_length {
+            let r = Rejection::invalid(format!(
+                "subscription id must be 1 to {} characters",
+                self.limits.max_subid_length
+            ));
+            return self.closed(&SubscriptionId::new(truncate(&sub, 64)), &r).await;
+        }
+        let raw_filters = &parts[2..];
+        if raw_filters.is_empty() || raw_filters.len() > self.limits.max_filters {
+            let r = Rejection::invalid(format!("{verb} takes 1 to {} filters", self.limits.max_filters));
+            return self.closed(&sub_id, &r).await;
+        }
+        let mut filters = Vec::with_capacity(raw_filters.len());
+        for raw in raw_filters {
+            match Filter::from_json(raw.get()) {
+                Ok(mut f) => {
+                    let limit = f.limit.unwrap_or(self.limits.default_limit);
+                    f.limit = Some(limit.min(self.limits.max_limit));
+                    filters.push(f);
+                }
+                Err(e) => {
+                    return self
+                        .closed(&sub_id, &Rejection::invalid(format!("malformed filter: {e}")))
+                        .await
+                }
+            }
+        }
+        if self.limits.auth_required && self.origin.authenticated.is_none() {
+            return self
+                .closed(&sub_id, &Rejection::auth_required("authenticate with AUTH first"))
+                .await;
+        }
+        if let Err(r) = self.node.admit_query(&self.origin, &filters).await {
+            return self.closed(&sub_id, &r).await;
+        }
+        let now = self.node.now();
+        if count {
+            return match self.node.persister().count(&filters, now).await {
+                Ok(n) => {
+                    let msg = RelayMessage::count(sub_id, n as usize).as_json();
+                    self.send(msg).await
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "count failed");
+                    self.closed(&sub_id, &Rejection::error("could not read the store")).await
+                }
+            };
+        }
+        let (exists, open) = self.node.has_subscription(self.id, &sub_id);
+        if !exists && open >= self.limits.max_subscriptions {
+            let r = Rejection::blocked(format!(
+                "at most {} open subscriptions per connection",
+                self.limits.max_subscriptions
+            ));
+            return self.closed(&sub_id, &r).await;
+        }
+        // Subscribe before reading history so nothing published meanwhile is missed.
+        self.node.subscribe(self.id, sub_id.clone(), filters.clone().into());
+        match self.node.persister().query(&filters, now).await {
+            Ok(events) => {
+                for e in &events {
+                    self.send(event_message(&sub_id, &e.as_json())).await;
+                }
+                self.send(RelayMessage::eose(sub_id).as_json()).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "query failed");
+                self.node.unsubscribe(self.id, &sub_id);
+                self.closed(&sub_id, &Rejection::error("could not read the store")).await;
+            }
+        }
+    }
+
+    async fn on_close(&mut self, parts: &[&RawValue]) {
+        match (parts.len(), parts.get(1).map(|v| serde_json::from_str::<String>(v.get()))) {
+            (2, Some(Ok(sub))) => self.node.unsubscribe(self.id, &SubscriptionId::new(sub)),
+            _ => self.notice("invalid: CLOSE takes exactly one subscription id").await,
+        }
+    }
+
+    async fn on_auth(&mut self, parts: &[&RawValue]) {
+        let Some(event) = self.parse_event(parts, "AUTH").await else {
+            return;
+        };
+        let verdict = self.check_auth(&event);
+        match verdict {
+            Ok(()) => {
+                self.origin.authenticated = Some(event.pubkey);
+                self.node.update_session_origin(self.id, &self.origin);
+                tracing::debug!(session = self.id, pubkey = %event.pubkey, "NIP-42 authenticated");
+                self.ok(event.id, true, "").await;
+            }
+            Err(r) => self.ok(event.id, false, r.to_string()).await,
+        }
+    }
+
+    fn check_auth(&self, event: &Event) -> Result<(), Rejection> {
+        if event.kind.as_u16() != kinds::CLIENT_AUTH {
+            return Err(Rejection::invalid("AUTH needs a kind 22242 event"));
+        }
+        if event.verify().is_err() {
+            return Err(Rejection::invalid("bad id or signature"));
+        }
+        let now = self.node.now().as_secs();
+        if now.abs_diff(event.created_at.as_secs()) > 600 {
+            return Err(Rejection::invalid("created_at is more than 10 minutes from now"));
+        }
+        if kinds::tag_value(event, "challenge") != Some(self.challenge.as_str()) {
+            return Err(Rejection::invalid("challenge does not match"));
+        }
+        let relay = kinds::tag_value(event, "relay")
+            .and_then(|r| url::Url::parse(r).ok())
+            .ok_or_else(|| Rejection::invalid("missing or malformed relay tag"))?;
+        let same = |u: &url::Url| {
+            u.host_str().map(str::to_ascii_lowercase) == relay.host_str().map(str::to_ascii_lowercase)
+                && u.port_or_known_default() == relay.port_or_known_default()
+        };
+        if !self.relay_urls.is_empty() && !self.relay_urls.iter().any(same) {
+            return Err(Rejection::invalid("relay tag names another relay"));
+        }
+        Ok(())
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
