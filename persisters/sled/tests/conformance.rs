@@ -1,0 +1,46 @@
+//! The sled persister passes the shared persister conformance suite, and
+//! keeps what it acknowledged across a reopen.
+
+use std::sync::Arc;
+
+use civkit_framework::testing::conformance::events::event;
+use civkit_framework::{Persister, SaveOutcome};
+use civkit_sled::SledPersister;
+use nostr::{Filter, Keys, Timestamp};
+
+civkit_framework::persister_conformance!(|| async {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = SledPersister::open(&dir.path().join("db")).expect("open sled");
+    (Arc::new(p) as Arc<dyn Persister>, dir)
+});
+
+#[tokio::test]
+async fn acknowledged_writes_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let k = Keys::generate();
+    let now = Timestamp::now().as_secs();
+    let events: Vec<_> = (0..50).map(|i| event(&k, 1, now - i, "x", &[&["t", "tag"]])).collect();
+    {
+        let p = Arc::new(SledPersister::open(&path).unwrap());
+        let mut tasks = Vec::new();
+        for e in events.clone() {
+            let p = p.clone();
+            tasks.push(tokio::spawn(async move { p.save_event(&e).await.unwrap() }));
+        }
+        for t in tasks {
+            assert!(matches!(t.await.unwrap(), SaveOutcome::Stored { .. }));
+        }
+        p.kv_put("svc", b"k", b"v").await.unwrap();
+    }
+    let p = SledPersister::open(&path).unwrap();
+    assert_eq!(p.stats().await.unwrap().events, 50);
+    let got = p
+        .query(&[Filter::new().hashtag("tag")], Timestamp::from_secs(now))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 50);
+    assert_eq!(got[0].id, events[0].id, "newest first");
+    assert_eq!(p.kv_get("svc", b"k").await.unwrap(), Some(b"v".to_vec()));
+    assert!(p.kv_get("BAD NS", b"k").await.is_err(), "namespaces outside the alphabet are refused");
+}
