@@ -1,0 +1,70 @@
+//! Config of `[transports.<name>] type = "nostr-ws"`.
+
+use std::net::SocketAddr;
+
+use civkit_framework::SessionLimits;
+
+/// Websocket transport settings.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NostrWsConfig {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// Largest client message in bytes; bigger ones get a NOTICE and are dropped.
+    pub max_message_bytes: usize,
+    /// Send a NIP-42 `AUTH` challenge when a client connects.
+    pub auth_challenge: bool,
+    /// Seconds between websocket pings (0: never).
+    pub ping_interval_secs: u64,
+    /// Per-connection limits, enforced by the node's session.
+    pub limits: SessionLimits,
+}
+
+impl Default for NostrWsConfig {
+    fn default() -> Self {
+        NostrWsConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7777)),
+            max_message_bytes: 128 * 1024,
+            auth_challenge: true,
+            ping_interval_secs: 30,
+            limits: SessionLimits {
+                events_per_second: 50.0,
+                event_burst: 200,
+                ..SessionLimits::default()
+            },
+        }
+    }
+}
+
+pub(crate) const EXAMPLE: &str = r#"# Address and port to listen on.
+listen = "127.0.0.1:7777"
+# Largest client message in bytes; bigger ones get a NOTICE and are dropped.
+max_message_bytes = 131072
+# Send a NIP-42 AUTH challenge when a client connects.
+auth_challenge = true
+# Seconds between websocket pings (0: never).
+ping_interval_secs = 30
+
+# Per-connection limits, enforced by the node for this transport's sessions.
+[transports.relay.limits]
+# Open subscriptions per connection.
+max_subscriptions = 20
+# Filters in one REQ or COUNT.
+max_filters = 10
+# Largest `limit` honoured; bigger ones are lowered to this.
+max_limit = 500
+# `limit` used when a filter has none.
+default_limit = 500
+# Longest subscription id.
+max_subid_length = 64
+# Oldest accepted created_at, in seconds before now (0: no bound).
+created_at_lower_limit = 0
+# Newest accepted created_at, in seconds after now (0: no bound).
+created_at_upper_limit = 900
+# Sustained EVENTs per second per connection (0: unlimited).
+events_per_second = 50.0
+# Burst of EVENTs allowed above the sustained rate.
+event_burst = 200
+# Require NIP-42 authentication before EVENT, REQ and COUNT.
+auth_required = false
+"#;

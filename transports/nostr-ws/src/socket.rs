@@ -1,0 +1,119 @@
+//! One websocket connection: frames in, session, outbox, frames out.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use civkit_framework::{Origin, Outgoing, Source};
+use futures_util::{SinkExt, StreamExt};
+use tracing::{debug, Instrument};
+
+use crate::Shared;
+
+/// Close code for "policy violation".
+const CLOSE_POLICY: u16 = 1008;
+/// Close code for "going away" (shutdown).
+const CLOSE_AWAY: u16 = 1001;
+
+pub(crate) fn upgrade(ws: WebSocketUpgrade, shared: Arc<Shared>, peer: SocketAddr, host: Option<String>) -> Response {
+    let max = shared.config.max_message_bytes;
+    // Frames up to 4x our limit are read and answered with a NOTICE; larger
+    // ones close the connection with 1009.
+    ws.read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(max.saturating_mul(4))
+        .max_frame_size(max.saturating_mul(4))
+        .on_upgrade(move |socket| {
+            let span = tracing::debug_span!("connection", transport = %shared.instance);
+            serve(socket, shared, peer, host).instrument(span)
+        })
+}
+
+async fn serve(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr, host: Option<String>) {
+    let origin = Origin::new(
+        shared.instance.clone(),
+        Source::Network {
+            ip: Some(peer.ip()),
+            via_tor: false,
+        },
+    );
+    let (mut session, mut outbox) = shared.node.open_session(origin, shared.config.limits.clone());
+    if let Some(h) = host {
+        session.add_relay_url(&h);
+    }
+    let (mut sink, mut stream) = socket.split();
+    let ping_every = shared.config.ping_interval_secs;
+    let mut shutdown = shared.shutdown.clone();
+    let mut writer = tokio::spawn(async move {
+        let mut ping = tokio::time::interval(Duration::from_secs(ping_every.max(1)));
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                out = outbox.next() => match out {
+                    Some(Outgoing::Message(text)) => {
+                        if sink.send(Message::Text(text.into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Outgoing::Kick) => {
+                        let _ = sink.send(close(CLOSE_POLICY, "subscriber too slow")).await;
+                        break;
+                    }
+                    None => break,
+                },
+                _ = ping.tick(), if ping_every > 0 => {
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        break;
+                    }
+                }
+                _ = shutdown.wait() => {
+                    let _ = sink.send(close(CLOSE_AWAY, "relay shutting down")).await;
+                    break;
+                }
+            }
+        }
+    });
+    if shared.config.auth_challenge {
+        session.send_auth_challenge().await;
+    }
+    let max = shared.config.max_message_bytes;
+    loop {
+        let msg = tokio::select! {
+            m = stream.next() => m,
+            _ = &mut writer => break,
+        };
+        match msg {
+            Some(Ok(Message::Text(text))) => {
+                if text.len() > max {
+                    session
+                        .notice(format!("invalid: message of {} bytes is over the {max}-byte limit", text.len()))
+                        .await;
+                } else {
+                    session.handle_text(text.as_str()).await;
+                }
+            }
+            Some(Ok(Message::Binary(_))) => {
+                session.notice("invalid: binary frames are not supported; send JSON text").await;
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Close(_))) | None => break,
+            Some(Err(e)) => {
+                // Frames over the hard cap end here; tungstenite has already
+                // answered with close code 1009.
+                debug!(error = %e, "websocket read error; closing");
+                break;
+            }
+        }
+    }
+    drop(session);
+    writer.abort();
+}
+
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
