@@ -78,7 +78,8 @@ pub struct ComponentInfo {
     /// One line on what it is.
     pub description: &'static str,
     /// An annotated TOML snippet of the table's keys (without the table header
-    /// and `type`), every key present with its default value.
+    /// and `type`), every key present with its default value. `{table}` stands
+    /// for the table's dotted path, for nested tables such as `[{table}.limits]`.
     pub example: &'static str,
     /// Every key of the config, with its default, for checking `example`.
     pub defaults: fn() -> Result<serde_json::Value>,

@@ -1,1 +1,78 @@
-fn main(){}
+//! civkitd: the civkit node daemon.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use civkit_node::{components, config, Config, Daemon};
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// The civkit node: a Nostr relay joined to a Lightning gateway.
+///
+/// With no arguments it runs on its embedded defaults: a websocket relay on
+/// 127.0.0.1:7777 over the sled store in ./civkit-data.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// TOML config file (layered over the defaults, under CIVKIT_* variables).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node (the default).
+    Run,
+    /// Print an annotated config covering every key of every registered component.
+    ExampleConfig,
+    /// List registered components.
+    List,
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("civkitd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let args = Args::parse();
+    let registry = components::registry();
+    match args.command.unwrap_or(Command::Run) {
+        Command::ExampleConfig => {
+            print!("{}", config::example_config(&registry));
+            Ok(())
+        }
+        Command::List => {
+            for (kind, info) in registry.list() {
+                println!("{:<10} {:<10} {}", kind.section(), info.type_name, info.description);
+            }
+            Ok(())
+        }
+        Command::Run => {
+            let cfg = Config::load(args.config.as_deref())?;
+            let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.node.log));
+            tracing_subscriber::fmt().with_env_filter(filter).init();
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(run(cfg, registry))
+        }
+    }
+}
+
+async fn run(cfg: Config, registry: civkit_framework::Registry) -> Result<()> {
+    let daemon = Daemon::start(&cfg, &registry).await?;
+    for (name, url) in daemon.node.endpoints() {
+        tracing::info!(transport = %name, %url, "ready");
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+        _ = term.recv() => tracing::info!("SIGTERM"),
+    }
+    daemon.shutdown().await
+}

@@ -46,7 +46,7 @@ auth_challenge = true
 ping_interval_secs = 30
 
 # Per-connection limits, enforced by the node for this transport's sessions.
-[transports.relay.limits]
+[{table}.limits]
 # Open subscriptions per connection.
 max_subscriptions = 20
 # Filters in one REQ or COUNT.

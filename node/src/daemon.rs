@@ -1,0 +1,162 @@
+//! Start and stop a whole node from a [`Config`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use civkit_framework::{BuildContext, ComponentKind, Node, NodeBuilder, Registry, Shutdown, ShutdownTrigger, Transport};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::admin::{self, AdminState};
+use crate::config::Config;
+use crate::files;
+
+/// A running node: its transports, background work and admin API.
+pub struct Daemon {
+    pub node: Node,
+    trigger: ShutdownTrigger,
+    transports: Vec<(String, JoinHandle<civkit_framework::Result<()>>)>,
+    background: Vec<JoinHandle<()>>,
+    admin: JoinHandle<()>,
+    admin_addr: SocketAddr,
+    data_dir: PathBuf,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon").field("admin", &self.admin_addr).finish()
+    }
+}
+
+impl Daemon {
+    /// Build every component, start transports and the admin API. Fails
+    /// before anything listens if any config table is wrong, and fails if a
+    /// transport cannot start.
+    pub async fn start(config: &Config, registry: &Registry) -> Result<Daemon> {
+        let data_dir = config.node.data_dir.clone();
+        files::ensure_data_dir(&data_dir)?;
+        let keys = files::load_or_create_keys(&data_dir)?;
+        let ctx = |instance: &str| BuildContext {
+            data_dir: data_dir.clone(),
+            instance: instance.to_string(),
+            keys: keys.clone(),
+        };
+        let mut persister = None;
+        let mut services = Vec::new();
+        let mut transports: Vec<(String, Box<dyn Transport>)> = Vec::new();
+        for (kind, name, table) in config.components() {
+            match kind {
+                ComponentKind::Persister => persister = Some(registry.build_persister(&table, &ctx(&name))?),
+                ComponentKind::Service => services.push((name.clone(), registry.build_service(&table, &ctx(&name))?)),
+                ComponentKind::Transport => transports.push((name.clone(), registry.build_transport(&table, &ctx(&name))?)),
+            }
+        }
+        let persister = persister.ok_or_else(|| anyhow!("config error at `persister`: missing"))?;
+        let mut builder = NodeBuilder::new(persister, keys)
+            .info(config.node_info())
+            .sweep_interval(Duration::from_secs(config.node.sweep_interval_secs.max(1)));
+        for (name, s) in services {
+            builder = builder.service(name, s);
+        }
+        let node = builder.build();
+        let (trigger, shutdown) = Shutdown::new();
+        let background = node.spawn_background(shutdown.clone());
+
+        let mut handles = Vec::new();
+        for (name, t) in transports {
+            handles.push((name, tokio::spawn(t.run(node.clone(), shutdown.clone()))));
+        }
+        wait_for_transports(&node, &mut handles).await?;
+
+        let listener = tokio::net::TcpListener::bind(config.admin.listen)
+            .await
+            .with_context(|| format!("admin API cannot listen on {}", config.admin.listen))?;
+        let admin_addr = listener.local_addr()?;
+        let cookie = files::random_cookie()?;
+        let (cookie_path, endpoint_path) = files::admin_files(&data_dir);
+        files::write_secret(&cookie_path, &cookie)?;
+        std::fs::write(&endpoint_path, admin_addr.to_string())?;
+        let state = Arc::new(AdminState {
+            node: node.clone(),
+            cookie,
+        });
+        let admin = tokio::spawn(admin::serve(listener, state, shutdown));
+        info!(%admin_addr, "admin API listening (cookie in data dir)");
+        Ok(Daemon {
+            node,
+            trigger,
+            transports: handles,
+            background,
+            admin,
+            admin_addr,
+            data_dir,
+        })
+    }
+
+    /// Where the admin API listens.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The endpoint a transport reported (e.g. `ws://127.0.0.1:7777`).
+    pub fn endpoint(&self, transport: &str) -> Option<String> {
+        self.node.endpoints().get(transport).cloned()
+    }
+
+    /// Stop transports and services, flush the store, remove the admin files.
+    pub async fn shutdown(self) -> Result<()> {
+        info!("shutting down");
+        self.trigger.trigger();
+        for (name, h) in self.transports {
+            match tokio::time::timeout(Duration::from_secs(10), h).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => warn!(transport = %name, error = %e, "transport stopped with an error"),
+                Ok(Err(e)) => warn!(transport = %name, error = %e, "transport task failed"),
+                Err(_) => warn!(transport = %name, "transport did not stop within 10 s"),
+            }
+        }
+        for h in self.background {
+            let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.admin).await;
+        self.node.persister().flush().await?;
+        let (cookie, endpoint) = files::admin_files(&self.data_dir);
+        let _ = std::fs::remove_file(cookie);
+        let _ = std::fs::remove_file(endpoint);
+        info!("store flushed; bye");
+        Ok(())
+    }
+}
+
+/// Wait until every transport reported its endpoint, or fail with the first
+/// transport that stopped.
+async fn wait_for_transports(
+    node: &Node,
+    handles: &mut [(String, JoinHandle<civkit_framework::Result<()>>)],
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let endpoints = node.endpoints();
+        let mut ready = true;
+        for (name, h) in handles.iter_mut() {
+            if h.is_finished() {
+                return match h.await {
+                    Ok(Err(e)) => Err(anyhow!(e)),
+                    Ok(Ok(())) => Err(anyhow!("transport `{name}` stopped at start")),
+                    Err(e) => Err(anyhow!("transport `{name}` panicked: {e}")),
+                };
+            }
+            ready &= endpoints.contains_key(name.as_str());
+        }
+        if ready {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(anyhow!("transports did not start within 15 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
