@@ -1,0 +1,78 @@
+//! `civkitd example-config` covers every key of every registered component,
+//! builds, and matches the committed `civkit.example.toml`.
+
+use std::collections::BTreeSet;
+
+use civkit_framework::BuildContext;
+use civkit_node::config::{example_config, AdminSection, NodeSection};
+use civkit_node::{components, Config};
+use serde_json::Value;
+
+/// Dotted paths of every leaf key.
+fn keys(v: &Value, prefix: &str, out: &mut BTreeSet<String>) {
+    if let Value::Object(m) = v {
+        for (k, v) in m {
+            let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            if v.is_object() {
+                keys(v, &p, out);
+            } else {
+                out.insert(p);
+            }
+        }
+    }
+}
+
+fn table_keys(v: &Value) -> BTreeSet<String> {
+    let mut s = BTreeSet::new();
+    keys(v, "", &mut s);
+    s.remove("type");
+    s
+}
+
+#[test]
+fn example_covers_every_key_and_builds() {
+    let registry = components::registry();
+    let text = example_config(&registry);
+    let parsed: Value = toml::from_str::<toml::Value>(&text)
+        .map(|t| serde_json::to_value(t).unwrap())
+        .expect("the example parses as TOML");
+
+    assert_eq!(table_keys(&parsed["node"]), table_keys(&serde_json::to_value(NodeSection::default()).unwrap()));
+    assert_eq!(table_keys(&parsed["admin"]), table_keys(&serde_json::to_value(AdminSection::default()).unwrap()));
+    for (kind, info) in registry.list() {
+        let table = match kind.section() {
+            "persister" => &parsed["persister"],
+            section => &parsed[section][civkit_node::config::instance_name(info.type_name)],
+        };
+        assert_eq!(table["type"], info.type_name);
+        let want = table_keys(&(info.defaults)().unwrap());
+        assert_eq!(table_keys(table), want, "example of `{}` must list every key", info.type_name);
+    }
+
+    let cfg = Config::from_toml(&text).expect("the example is a valid config");
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = |name: &str| BuildContext {
+        data_dir: dir.path().to_path_buf(),
+        instance: name.to_string(),
+        keys: nostr::Keys::generate(),
+    };
+    for (kind, name, table) in cfg.components() {
+        let built = match kind {
+            civkit_framework::ComponentKind::Persister => registry.build_persister(&table, &ctx(&name)).map(drop),
+            civkit_framework::ComponentKind::Transport => registry.build_transport(&table, &ctx(&name)).map(drop),
+            civkit_framework::ComponentKind::Service => registry.build_service(&table, &ctx(&name)).map(drop),
+        };
+        built.unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+#[test]
+fn committed_example_is_current() {
+    let text = example_config(&components::registry());
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../civkit.example.toml");
+    let committed = std::fs::read_to_string(path).expect("civkit.example.toml at the repository root");
+    assert_eq!(
+        committed, text,
+        "civkit.example.toml is stale: regenerate it with `cargo run --bin civkitd -- example-config > civkit.example.toml`"
+    );
+}
