@@ -140,7 +140,9 @@ pub fn deletion_targets(event: &Event) -> DeletionTargets {
 
 /// The NIP-01 result order: newest first, ties broken by lowest id.
 pub fn result_order(a: &Event, b: &Event) -> std::cmp::Ordering {
-    b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id))
+    b.created_at
+        .cmp(&a.created_at)
+        .then_with(|| a.id.cmp(&b.id))
 }
 
 #[cfg(test)]

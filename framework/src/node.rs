@@ -199,7 +199,9 @@ pub struct Node(Arc<Inner>);
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("name", &self.0.info.name).finish()
+        f.debug_struct("Node")
+            .field("name", &self.0.info.name)
+            .finish()
     }
 }
 
@@ -306,7 +308,12 @@ impl Node {
     }
 
     /// Add or replace a subscription; returns the session's subscription count.
-    pub(crate) fn subscribe(&self, session: u64, sub: SubscriptionId, filters: Arc<[Filter]>) -> usize {
+    pub(crate) fn subscribe(
+        &self,
+        session: u64,
+        sub: SubscriptionId,
+        filters: Arc<[Filter]>,
+    ) -> usize {
         let mut sessions = self.sessions_write();
         match sessions.get_mut(&session) {
             Some(e) => {
@@ -374,10 +381,18 @@ impl Node {
         let result = self.ingest_inner(origin, event).await;
         let (accepted, message, fresh) = match result {
             Ok(Ingested::New) => (true, String::new(), true),
-            Ok(Ingested::Duplicate) => (true, "duplicate: already have this event".to_string(), false),
+            Ok(Ingested::Duplicate) => (
+                true,
+                "duplicate: already have this event".to_string(),
+                false,
+            ),
             Err(rejection) => (false, rejection.to_string(), false),
         };
-        let counter = if accepted { &self.0.accepted } else { &self.0.rejected };
+        let counter = if accepted {
+            &self.0.accepted
+        } else {
+            &self.0.rejected
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         (
             OkReply {
@@ -391,16 +406,22 @@ impl Node {
 
     async fn ingest_inner(&self, origin: &Origin, event: &Event) -> Result<Ingested, Rejection> {
         if !event.verify_id() {
-            return Err(Rejection::invalid("event id does not match the event's hash"));
+            return Err(Rejection::invalid(
+                "event id does not match the event's hash",
+            ));
         }
         let class = kinds::classify(event.kind);
         let seen = if class == KindClass::Ephemeral {
             !lock(&self.0.recent_ephemeral).insert(event.id)
         } else {
-            self.0.persister.event_exists(&event.id).await.map_err(|e| {
-                warn!(error = %e, "store lookup failed");
-                Rejection::error("could not read the store")
-            })?
+            self.0
+                .persister
+                .event_exists(&event.id)
+                .await
+                .map_err(|e| {
+                    warn!(error = %e, "store lookup failed");
+                    Rejection::error("could not read the store")
+                })?
         };
         if seen {
             return Ok(Ingested::Duplicate);
@@ -409,7 +430,9 @@ impl Node {
             return Err(Rejection::invalid("signature verification failed"));
         }
         if event.kind.as_u16() == kinds::CLIENT_AUTH {
-            return Err(Rejection::invalid("kind 22242 is sent with AUTH, not EVENT"));
+            return Err(Rejection::invalid(
+                "kind 22242 is sent with AUTH, not EVENT",
+            ));
         }
         if kinds::is_expired(event, self.now()) {
             return Err(Rejection::invalid("event has expired (NIP-40)"));
@@ -429,7 +452,9 @@ impl Node {
             Ok(SaveOutcome::Stale) => Err(Rejection::duplicate(
                 "a newer version of this replaceable event is already stored",
             )),
-            Ok(SaveOutcome::Deleted) => Err(Rejection::blocked("this event was deleted by its author")),
+            Ok(SaveOutcome::Deleted) => {
+                Err(Rejection::blocked("this event was deleted by its author"))
+            }
             Err(e) => {
                 warn!(error = %e, id = %event.id, "store write failed");
                 Err(Rejection::error("could not store the event"))
@@ -467,7 +492,8 @@ impl Node {
     /// Services' verdict on a query.
     pub async fn admit_query(&self, origin: &Origin, filters: &[Filter]) -> Result<(), Rejection> {
         for slot in &self.0.services {
-            if let Admission::Reject(r) = slot.service.admit_query(&slot.ctx, origin, filters).await {
+            if let Admission::Reject(r) = slot.service.admit_query(&slot.ctx, origin, filters).await
+            {
                 return Err(r);
             }
         }

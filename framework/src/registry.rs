@@ -50,8 +50,14 @@ impl ComponentConfig {
     pub fn type_name(&self) -> Result<String> {
         match self.table.get("type") {
             Some(Value::String(_, s)) => Ok(s.clone()),
-            Some(_) => Err(Error::config(format!("{}.type", self.path), "must be a string")),
-            None => Err(Error::config(format!("{}.type", self.path), "missing key `type`")),
+            Some(_) => Err(Error::config(
+                format!("{}.type", self.path),
+                "must be a string",
+            )),
+            None => Err(Error::config(
+                format!("{}.type", self.path),
+                "missing key `type`",
+            )),
         }
     }
     /// Deserialize the table, without `type`, into the component's config
@@ -121,7 +127,9 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.list().iter().map(|(k, i)| (k, i.type_name))).finish()
+        f.debug_list()
+            .entries(self.list().iter().map(|(k, i)| (k, i.type_name)))
+            .finish()
     }
 }
 
@@ -129,9 +137,7 @@ fn defaults_of<C: Serialize + Default>() -> Result<serde_json::Value> {
     serde_json::to_value(C::default()).map_err(|e| Error::Invalid(e.to_string()))
 }
 
-fn typed<C, T>(
-    f: impl Fn(C, &BuildContext) -> Result<T> + Send + Sync + 'static,
-) -> Ctor<T>
+fn typed<C, T>(f: impl Fn(C, &BuildContext) -> Result<T> + Send + Sync + 'static) -> Ctor<T>
 where
     C: DeserializeOwned,
 {
@@ -156,7 +162,13 @@ macro_rules! register_fn {
                 example,
                 defaults: defaults_of::<C>,
             };
-            self.$field.insert(type_name, Entry { info, ctor: typed(ctor) });
+            self.$field.insert(
+                type_name,
+                Entry {
+                    info,
+                    ctor: typed(ctor),
+                },
+            );
         }
     };
 }
@@ -170,7 +182,11 @@ macro_rules! build_fn {
                 let known: Vec<&str> = self.$field.keys().copied().collect();
                 Error::config(
                     format!("{}.type", cfg.path()),
-                    format!(concat!("unknown ", $what, " type `{}`; registered: {}"), ty, known.join(", ")),
+                    format!(
+                        concat!("unknown ", $what, " type `{}`; registered: {}"),
+                        ty,
+                        known.join(", ")
+                    ),
                 )
             })?;
             (entry.ctor)(cfg, ctx)
@@ -194,9 +210,18 @@ impl Registry {
 
     /// Every registered component.
     pub fn list(&self) -> Vec<(ComponentKind, &ComponentInfo)> {
-        let p = self.persisters.values().map(|e| (ComponentKind::Persister, &e.info));
-        let t = self.transports.values().map(|e| (ComponentKind::Transport, &e.info));
-        let s = self.services.values().map(|e| (ComponentKind::Service, &e.info));
+        let p = self
+            .persisters
+            .values()
+            .map(|e| (ComponentKind::Persister, &e.info));
+        let t = self
+            .transports
+            .values()
+            .map(|e| (ComponentKind::Transport, &e.info));
+        let s = self
+            .services
+            .values()
+            .map(|e| (ComponentKind::Service, &e.info));
         p.chain(t).chain(s).collect()
     }
 }

@@ -136,11 +136,21 @@ pub trait Service: Send + Sync + 'static {
         serde_json::Map::new()
     }
     /// Accept or reject an event before it is stored.
-    async fn admit_event(&self, _ctx: &ServiceContext, _origin: &Origin, _event: &Event) -> Admission {
+    async fn admit_event(
+        &self,
+        _ctx: &ServiceContext,
+        _origin: &Origin,
+        _event: &Event,
+    ) -> Admission {
         Admission::Accept
     }
     /// Accept or reject a `REQ` or `COUNT`.
-    async fn admit_query(&self, _ctx: &ServiceContext, _origin: &Origin, _filters: &[Filter]) -> Admission {
+    async fn admit_query(
+        &self,
+        _ctx: &ServiceContext,
+        _origin: &Origin,
+        _filters: &[Filter],
+    ) -> Admission {
         Admission::Accept
     }
     /// React to an event that was stored (or, for ephemeral kinds, delivered).
@@ -150,7 +160,12 @@ pub trait Service: Send + Sync + 'static {
         Ok(())
     }
     /// Answer an admin command.
-    async fn admin(&self, _ctx: &ServiceContext, command: &str, _args: serde_json::Value) -> Result<serde_json::Value> {
+    async fn admin(
+        &self,
+        _ctx: &ServiceContext,
+        command: &str,
+        _args: serde_json::Value,
+    ) -> Result<serde_json::Value> {
         Err(Error::Unsupported(format!("admin command `{command}`")))
     }
 }
@@ -164,13 +179,18 @@ pub struct ServiceContext {
 
 impl fmt::Debug for ServiceContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServiceContext").field("name", &self.name).finish()
+        f.debug_struct("ServiceContext")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
 impl ServiceContext {
     fn node(&self) -> Result<Node> {
-        self.node.upgrade().map(Node::from_inner).ok_or(Error::Shutdown)
+        self.node
+            .upgrade()
+            .map(Node::from_inner)
+            .ok_or(Error::Shutdown)
     }
     /// This service's instance name (also its key-value namespace).
     pub fn name(&self) -> &str {
@@ -178,7 +198,9 @@ impl ServiceContext {
     }
     /// Current time from the node's clock.
     pub fn now(&self) -> Timestamp {
-        self.node().map(|n| n.now()).unwrap_or_else(|_| Timestamp::now())
+        self.node()
+            .map(|n| n.now())
+            .unwrap_or_else(|_| Timestamp::now())
     }
     /// The node's signing keys.
     pub fn keys(&self) -> Result<Keys> {
@@ -206,7 +228,9 @@ impl ServiceContext {
     }
     /// Write a key only if absent; `true` when written.
     pub async fn kv_insert_new(&self, key: &[u8], value: &[u8]) -> Result<bool> {
-        self.persister()?.kv_insert_new(&self.name, key, value).await
+        self.persister()?
+            .kv_insert_new(&self.name, key, value)
+            .await
     }
     /// Remove a key.
     pub async fn kv_delete(&self, key: &[u8]) -> Result<bool> {

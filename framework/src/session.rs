@@ -121,13 +121,21 @@ fn random_hex(n: usize) -> String {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
-        buf.iter_mut().zip(t.to_le_bytes()).for_each(|(b, t)| *b = t);
+        buf.iter_mut()
+            .zip(t.to_le_bytes())
+            .for_each(|(b, t)| *b = t);
     }
     hex::encode(buf)
 }
 
 impl Session {
-    pub(crate) fn new(node: Node, id: u64, origin: Origin, limits: SessionLimits, tx: mpsc::Sender<String>) -> Self {
+    pub(crate) fn new(
+        node: Node,
+        id: u64,
+        origin: Origin,
+        limits: SessionLimits,
+        tx: mpsc::Sender<String>,
+    ) -> Self {
         let relay_urls = node
             .info()
             .relay_url
@@ -183,7 +191,8 @@ impl Session {
     }
 
     async fn ok(&self, id: EventId, accepted: bool, message: impl Into<String>) {
-        self.send(RelayMessage::ok(id, accepted, message.into()).as_json()).await;
+        self.send(RelayMessage::ok(id, accepted, message.into()).as_json())
+            .await;
     }
 
     async fn closed(&self, sub: &SubscriptionId, rejection: &Rejection) {
@@ -195,11 +204,22 @@ impl Session {
     pub async fn handle_text(&mut self, text: &str) {
         let parts: Vec<&RawValue> = match serde_json::from_str(text) {
             Ok(p) => p,
-            Err(e) => return self.notice(format!("invalid: message is not a JSON array: {e}")).await,
+            Err(e) => {
+                return self
+                    .notice(format!("invalid: message is not a JSON array: {e}"))
+                    .await
+            }
         };
-        let verb: String = match parts.first().map(|v| serde_json::from_str::<String>(v.get())) {
+        let verb: String = match parts
+            .first()
+            .map(|v| serde_json::from_str::<String>(v.get()))
+        {
             Some(Ok(v)) => v,
-            _ => return self.notice("invalid: the first element must be the message type").await,
+            _ => {
+                return self
+                    .notice("invalid: the first element must be the message type")
+                    .await
+            }
         };
         match verb.as_str() {
             "EVENT" => self.on_event(&parts).await,
@@ -208,8 +228,11 @@ impl Session {
             "CLOSE" => self.on_close(&parts).await,
             "AUTH" => self.on_auth(&parts).await,
             other => {
-                self.notice(format!("unsupported: message type `{}`", truncate(other, 32)))
-                    .await
+                self.notice(format!(
+                    "unsupported: message type `{}`",
+                    truncate(other, 32)
+                ))
+                .await
             }
         }
     }
@@ -217,7 +240,8 @@ impl Session {
     /// Parse an event, replying `OK false` (when an id is readable) or `NOTICE`.
     async fn parse_event(&self, parts: &[&RawValue], verb: &str) -> Option<Event> {
         if parts.len() != 2 {
-            self.notice(format!("invalid: {verb} takes exactly one event")).await;
+            self.notice(format!("invalid: {verb} takes exactly one event"))
+                .await;
             return None;
         }
         match Event::from_json(parts[1].get()) {
@@ -225,10 +249,20 @@ impl Session {
             Err(err) => {
                 let id = serde_json::from_str::<serde_json::Value>(parts[1].get())
                     .ok()
-                    .and_then(|v| v.get("id").and_then(|i| i.as_str()).and_then(|s| EventId::from_hex(s).ok()));
+                    .and_then(|v| {
+                        v.get("id")
+                            .and_then(|i| i.as_str())
+                            .and_then(|s| EventId::from_hex(s).ok())
+                    });
                 match id {
-                    Some(id) => self.ok(id, false, format!("invalid: malformed event: {err}")).await,
-                    None => self.notice(format!("invalid: malformed event: {err}")).await,
+                    Some(id) => {
+                        self.ok(id, false, format!("invalid: malformed event: {err}"))
+                            .await
+                    }
+                    None => {
+                        self.notice(format!("invalid: malformed event: {err}"))
+                            .await
+                    }
                 }
                 None
             }
@@ -277,12 +311,20 @@ impl Session {
         };
         if !self.take_token() {
             return self
-                .ok(event.id, false, Rejection::rate_limited("too many events; slow down").to_string())
+                .ok(
+                    event.id,
+                    false,
+                    Rejection::rate_limited("too many events; slow down").to_string(),
+                )
                 .await;
         }
         if self.limits.auth_required && self.origin.authenticated.is_none() {
             return self
-                .ok(event.id, false, Rejection::auth_required("authenticate with AUTH first").to_string())
+                .ok(
+                    event.id,
+                    false,
+                    Rejection::auth_required("authenticate with AUTH first").to_string(),
+                )
                 .await;
         }
         if let Err(r) = self.check_created_at(event.created_at) {
@@ -297,9 +339,16 @@ impl Session {
 
     async fn on_req(&mut self, parts: &[&RawValue], count: bool) {
         let verb = if count { "COUNT" } else { "REQ" };
-        let sub = match parts.get(1).map(|v| serde_json::from_str::<String>(v.get())) {
+        let sub = match parts
+            .get(1)
+            .map(|v| serde_json::from_str::<String>(v.get()))
+        {
             Some(Ok(s)) => s,
-            _ => return self.notice(format!("invalid: {verb} needs a subscription id string")).await,
+            _ => {
+                return self
+                    .notice(format!("invalid: {verb} needs a subscription id string"))
+                    .await
+            }
         };
         let sub_id = SubscriptionId::new(&sub);
         if sub.is_empty() || sub.len() > self.limits.max_subid_length {
@@ -307,11 +356,16 @@ impl Session {
                 "subscription id must be 1 to {} characters",
                 self.limits.max_subid_length
             ));
-            return self.closed(&SubscriptionId::new(truncate(&sub, 64)), &r).await;
+            return self
+                .closed(&SubscriptionId::new(truncate(&sub, 64)), &r)
+                .await;
         }
         let raw_filters = &parts[2..];
         if raw_filters.is_empty() || raw_filters.len() > self.limits.max_filters {
-            let r = Rejection::invalid(format!("{verb} takes 1 to {} filters", self.limits.max_filters));
+            let r = Rejection::invalid(format!(
+                "{verb} takes 1 to {} filters",
+                self.limits.max_filters
+            ));
             return self.closed(&sub_id, &r).await;
         }
         let mut filters = Vec::with_capacity(raw_filters.len());
@@ -324,14 +378,20 @@ impl Session {
                 }
                 Err(e) => {
                     return self
-                        .closed(&sub_id, &Rejection::invalid(format!("malformed filter: {e}")))
+                        .closed(
+                            &sub_id,
+                            &Rejection::invalid(format!("malformed filter: {e}")),
+                        )
                         .await
                 }
             }
         }
         if self.limits.auth_required && self.origin.authenticated.is_none() {
             return self
-                .closed(&sub_id, &Rejection::auth_required("authenticate with AUTH first"))
+                .closed(
+                    &sub_id,
+                    &Rejection::auth_required("authenticate with AUTH first"),
+                )
                 .await;
         }
         if let Err(r) = self.node.admit_query(&self.origin, &filters).await {
@@ -346,7 +406,8 @@ impl Session {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "count failed");
-                    self.closed(&sub_id, &Rejection::error("could not read the store")).await
+                    self.closed(&sub_id, &Rejection::error("could not read the store"))
+                        .await
                 }
             };
         }
@@ -359,7 +420,8 @@ impl Session {
             return self.closed(&sub_id, &r).await;
         }
         // Subscribe before reading history so nothing published meanwhile is missed.
-        self.node.subscribe(self.id, sub_id.clone(), filters.clone().into());
+        self.node
+            .subscribe(self.id, sub_id.clone(), filters.clone().into());
         match self.node.persister().query(&filters, now).await {
             Ok(events) => {
                 for e in &events {
@@ -370,15 +432,24 @@ impl Session {
             Err(e) => {
                 tracing::warn!(error = %e, "query failed");
                 self.node.unsubscribe(self.id, &sub_id);
-                self.closed(&sub_id, &Rejection::error("could not read the store")).await;
+                self.closed(&sub_id, &Rejection::error("could not read the store"))
+                    .await;
             }
         }
     }
 
     async fn on_close(&mut self, parts: &[&RawValue]) {
-        match (parts.len(), parts.get(1).map(|v| serde_json::from_str::<String>(v.get()))) {
+        match (
+            parts.len(),
+            parts
+                .get(1)
+                .map(|v| serde_json::from_str::<String>(v.get())),
+        ) {
             (2, Some(Ok(sub))) => self.node.unsubscribe(self.id, &SubscriptionId::new(sub)),
-            _ => self.notice("invalid: CLOSE takes exactly one subscription id").await,
+            _ => {
+                self.notice("invalid: CLOSE takes exactly one subscription id")
+                    .await
+            }
         }
     }
 
@@ -407,7 +478,9 @@ impl Session {
         }
         let now = self.node.now().as_secs();
         if now.abs_diff(event.created_at.as_secs()) > 600 {
-            return Err(Rejection::invalid("created_at is more than 10 minutes from now"));
+            return Err(Rejection::invalid(
+                "created_at is more than 10 minutes from now",
+            ));
         }
         if kinds::tag_value(event, "challenge") != Some(self.challenge.as_str()) {
             return Err(Rejection::invalid("challenge does not match"));
@@ -416,7 +489,8 @@ impl Session {
             .and_then(|r| url::Url::parse(r).ok())
             .ok_or_else(|| Rejection::invalid("missing or malformed relay tag"))?;
         let same = |u: &url::Url| {
-            u.host_str().map(str::to_ascii_lowercase) == relay.host_str().map(str::to_ascii_lowercase)
+            u.host_str().map(str::to_ascii_lowercase)
+                == relay.host_str().map(str::to_ascii_lowercase)
                 && u.port_or_known_default() == relay.port_or_known_default()
         };
         if !self.relay_urls.is_empty() && !self.relay_urls.iter().any(same) {

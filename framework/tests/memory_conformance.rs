@@ -1,5 +1,7 @@
 //! The memory persister and memory transport pass the shared conformance suites.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests assert by panicking
+
 use std::sync::Arc;
 
 use civkit_framework::testing::MemoryPersister;
@@ -7,7 +9,9 @@ use civkit_framework::Persister;
 
 mod persister {
     use super::*;
-    civkit_framework::persister_conformance!(|| async { (Arc::new(MemoryPersister::new()) as Arc<dyn Persister>, ()) });
+    civkit_framework::persister_conformance!(|| async {
+        (Arc::new(MemoryPersister::new()) as Arc<dyn Persister>, ())
+    });
 }
 
 mod transport {

@@ -54,7 +54,10 @@ pub struct Authorized;
 
 impl FromRequestParts<Arc<AdminState>> for Authorized {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AdminState>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AdminState>,
+    ) -> Result<Self, ApiError> {
         let given = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -64,7 +67,10 @@ impl FromRequestParts<Arc<AdminState>> for Authorized {
         if constant_time_eq(given.as_bytes(), state.cookie.as_bytes()) {
             Ok(Authorized)
         } else {
-            Err(ApiError(StatusCode::UNAUTHORIZED, "missing or wrong admin cookie".into()))
+            Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong admin cookie".into(),
+            ))
         }
     }
 }
@@ -82,7 +88,11 @@ pub fn router(state: Arc<AdminState>) -> Router {
 }
 
 /// Serve until shutdown.
-pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AdminState>, mut shutdown: Shutdown) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AdminState>,
+    mut shutdown: Shutdown,
+) {
     let app = router(state);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.wait().await })
@@ -115,7 +125,11 @@ async fn connections(_: Authorized, State(s): State<Arc<AdminState>>) -> Json<Va
     Json(json!(s.node.connections()))
 }
 
-async fn query(_: Authorized, State(s): State<Arc<AdminState>>, Json(body): Json<Value>) -> Result<Json<Value>, ApiError> {
+async fn query(
+    _: Authorized,
+    State(s): State<Arc<AdminState>>,
+    Json(body): Json<Value>,
+) -> Result<Json<Value>, ApiError> {
     let values = match body {
         Value::Array(a) => a,
         other => vec![other],
@@ -139,13 +153,22 @@ struct DeleteBody {
     ids: Vec<String>,
 }
 
-async fn delete(_: Authorized, State(s): State<Arc<AdminState>>, Json(body): Json<DeleteBody>) -> Result<Json<Value>, ApiError> {
+async fn delete(
+    _: Authorized,
+    State(s): State<Arc<AdminState>>,
+    Json(body): Json<DeleteBody>,
+) -> Result<Json<Value>, ApiError> {
     let ids: Vec<EventId> = body
         .ids
         .iter()
         .map(|h| EventId::from_hex(h).map_err(|e| bad(format!("bad event id `{h}`: {e}"))))
         .collect::<Result<_, _>>()?;
-    let n = s.node.persister().delete_events(&ids).await.map_err(internal)?;
+    let n = s
+        .node
+        .persister()
+        .delete_events(&ids)
+        .await
+        .map_err(internal)?;
     tracing::info!(deleted = n, "operator deleted events");
     Ok(Json(json!({ "deleted": n })))
 }
@@ -155,7 +178,11 @@ struct NoteBody {
     text: String,
 }
 
-async fn publish_note(_: Authorized, State(s): State<Arc<AdminState>>, Json(body): Json<NoteBody>) -> Result<Json<Value>, ApiError> {
+async fn publish_note(
+    _: Authorized,
+    State(s): State<Arc<AdminState>>,
+    Json(body): Json<NoteBody>,
+) -> Result<Json<Value>, ApiError> {
     let event = EventBuilder::text_note(body.text)
         .sign_with_keys(s.node.keys())
         .map_err(internal)?;
@@ -176,7 +203,9 @@ async fn service_command(
     let args = body.map(|Json(v)| v).unwrap_or(Value::Null);
     match s.node.service_admin(&name, &command, args).await {
         Ok(v) => Ok(Json(v)),
-        Err(e) if e.kind() == civkit_framework::ErrorKind::BadInput => Err(ApiError(StatusCode::NOT_FOUND, e.to_string())),
+        Err(e) if e.kind() == civkit_framework::ErrorKind::BadInput => {
+            Err(ApiError(StatusCode::NOT_FOUND, e.to_string()))
+        }
         Err(e) if e.kind() == civkit_framework::ErrorKind::Unsupported => Err(bad(e)),
         Err(e) => Err(internal(e)),
     }

@@ -39,7 +39,8 @@ impl Default for NodeSection {
         NodeSection {
             data_dir: PathBuf::from("./civkit-data"),
             name: "civkit board".into(),
-            description: "A CivKit market board: a Nostr relay joined to a Lightning gateway.".into(),
+            description: "A CivKit market board: a Nostr relay joined to a Lightning gateway."
+                .into(),
             contact: String::new(),
             relay_url: String::new(),
             sweep_interval_secs: 60,
@@ -102,7 +103,9 @@ impl Config {
                     return Err(anyhow!("config file {} does not exist", path.display()));
                 }
                 fig = fig
-                    .merge(Serialized::defaults(serde_json::json!({ "persister": { "type": "sled" } })))
+                    .merge(Serialized::defaults(
+                        serde_json::json!({ "persister": { "type": "sled" } }),
+                    ))
                     .merge(Toml::file_exact(path));
             }
             None => fig = fig.merge(Serialized::defaults(embedded_defaults())),
@@ -114,7 +117,9 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Config> {
         Self::extract(
             Figment::new()
-                .merge(Serialized::defaults(serde_json::json!({ "persister": { "type": "sled" } })))
+                .merge(Serialized::defaults(
+                    serde_json::json!({ "persister": { "type": "sled" } }),
+                ))
                 .merge(Toml::string(text)),
         )
     }
@@ -157,7 +162,11 @@ impl Config {
         ] {
             for (name, table) in tables {
                 let path = format!("{}.{name}", kind.section());
-                out.push((kind, name.clone(), ComponentConfig::new(path, table.clone())));
+                out.push((
+                    kind,
+                    name.clone(),
+                    ComponentConfig::new(path, table.clone()),
+                ));
             }
         }
         out
@@ -179,7 +188,10 @@ pub fn example_config(registry: &Registry) -> String {
             ComponentKind::Transport => format!("transports.{}", instance_name(info.type_name)),
             ComponentKind::Service => format!("services.{}", instance_name(info.type_name)),
         };
-        out.push_str(&format!("\n# {}\n[{table}]\ntype = \"{}\"\n", info.description, info.type_name));
+        out.push_str(&format!(
+            "\n# {}\n[{table}]\ntype = \"{}\"\n",
+            info.description, info.type_name
+        ));
         out.push_str(&info.example.replace("{table}", &table));
     }
     out

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use civkit_framework::{BuildContext, ComponentKind, Node, NodeBuilder, Registry, Shutdown, ShutdownTrigger, Transport};
+use civkit_framework::{
+    BuildContext, ComponentKind, Node, NodeBuilder, Registry, Shutdown, ShutdownTrigger, Transport,
+};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -27,7 +29,9 @@ pub struct Daemon {
 
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Daemon").field("admin", &self.admin_addr).finish()
+        f.debug_struct("Daemon")
+            .field("admin", &self.admin_addr)
+            .finish()
     }
 }
 
@@ -49,9 +53,15 @@ impl Daemon {
         let mut transports: Vec<(String, Box<dyn Transport>)> = Vec::new();
         for (kind, name, table) in config.components() {
             match kind {
-                ComponentKind::Persister => persister = Some(registry.build_persister(&table, &ctx(&name))?),
-                ComponentKind::Service => services.push((name.clone(), registry.build_service(&table, &ctx(&name))?)),
-                ComponentKind::Transport => transports.push((name.clone(), registry.build_transport(&table, &ctx(&name))?)),
+                ComponentKind::Persister => {
+                    persister = Some(registry.build_persister(&table, &ctx(&name))?)
+                }
+                ComponentKind::Service => {
+                    services.push((name.clone(), registry.build_service(&table, &ctx(&name))?))
+                }
+                ComponentKind::Transport => {
+                    transports.push((name.clone(), registry.build_transport(&table, &ctx(&name))?))
+                }
             }
         }
         let persister = persister.ok_or_else(|| anyhow!("config error at `persister`: missing"))?;
@@ -113,7 +123,9 @@ impl Daemon {
         for (name, h) in self.transports {
             match tokio::time::timeout(Duration::from_secs(10), h).await {
                 Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => warn!(transport = %name, error = %e, "transport stopped with an error"),
+                Ok(Ok(Err(e))) => {
+                    warn!(transport = %name, error = %e, "transport stopped with an error")
+                }
                 Ok(Err(e)) => warn!(transport = %name, error = %e, "transport task failed"),
                 Err(_) => warn!(transport = %name, "transport did not stop within 10 s"),
             }

@@ -52,8 +52,10 @@ pub fn load_or_create_keys(data_dir: &Path) -> Result<Keys> {
                 path.display()
             );
         }
-        let hex = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let secret = SecretKey::from_hex(hex.trim()).with_context(|| format!("{} is not a hex secret key", path.display()))?;
+        let hex =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let secret = SecretKey::from_hex(hex.trim())
+            .with_context(|| format!("{} is not a hex secret key", path.display()))?;
         return Ok(Keys::new(secret));
     }
     let keys = Keys::generate();

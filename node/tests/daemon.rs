@@ -1,5 +1,7 @@
 //! civkitd as a process: crash safety, identity, graceful shutdown, civkit-cli.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests assert by panicking
+
 mod common;
 
 use std::collections::HashSet;
@@ -13,10 +15,14 @@ use nostr::{EventBuilder, EventId, Filter, JsonUtil, Keys};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn ws(url: &str) -> Ws {
-    tokio_tungstenite::connect_async(url).await.expect("connect").0
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect")
+        .0
 }
 
 async fn next_json(ws: &mut Ws) -> Option<Value> {
@@ -45,7 +51,11 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
     for w in 0..writers {
         let keys = Keys::generate();
         let events: Vec<_> = (0..per_writer)
-            .map(|i| EventBuilder::text_note(format!("w{w} #{i}")).sign_with_keys(&keys).unwrap())
+            .map(|i| {
+                EventBuilder::text_note(format!("w{w} #{i}"))
+                    .sign_with_keys(&keys)
+                    .unwrap()
+            })
             .collect();
         let url = url.clone();
         let acked = acked.clone();
@@ -54,7 +64,11 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
             let (mut tx, mut rx) = c.split();
             let sender = tokio::spawn(async move {
                 for e in events {
-                    if tx.send(Message::Text(json!(["EVENT", e]).to_string().into())).await.is_err() {
+                    if tx
+                        .send(Message::Text(json!(["EVENT", e]).to_string().into()))
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -79,7 +93,10 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
         if n >= 1000 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "ingest too slow: {n} acked");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ingest too slow: {n} acked"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     proc.child.kill().expect("SIGKILL"); // Child::kill sends SIGKILL
@@ -88,7 +105,10 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
         let _ = t.await;
     }
     let acked: Vec<EventId> = acked.lock().unwrap().iter().copied().collect();
-    assert!(acked.len() < writers * per_writer, "the kill must land mid-ingest");
+    assert!(
+        acked.len() < writers * per_writer,
+        "the kill must land mid-ingest"
+    );
 
     drop(proc);
     let _proc = start(tmp.path());
@@ -98,7 +118,9 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
     for (n, chunk) in acked.chunks(400).enumerate() {
         let f = Filter::new().ids(chunk.iter().copied()).limit(500);
         let sub = format!("check{n}");
-        c.send(Message::Text(json!(["REQ", sub, f]).to_string().into())).await.unwrap();
+        c.send(Message::Text(json!(["REQ", sub, f]).to_string().into()))
+            .await
+            .unwrap();
         loop {
             let v = next_json(&mut c).await.expect("reply");
             if v[0] == "EVENT" {
@@ -109,8 +131,16 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
         }
     }
     let lost: Vec<_> = acked.iter().filter(|id| !found.contains(id)).collect();
-    assert!(lost.is_empty(), "{} of {} acknowledged events lost", lost.len(), acked.len());
-    eprintln!("SIGKILL test: {} acknowledged events all present after restart", acked.len());
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged events lost",
+        lost.len(),
+        acked.len()
+    );
+    eprintln!(
+        "SIGKILL test: {} acknowledged events all present after restart",
+        acked.len()
+    );
 }
 
 #[test]
@@ -119,14 +149,24 @@ fn node_key_is_created_0600_kept_across_restarts_and_shutdown_is_graceful() {
     write_config(tmp.path(), "");
     let first = start(tmp.path());
     let data = tmp.path().join("data");
-    let mode = |p: &str| std::fs::metadata(data.join(p)).unwrap().permissions().mode() & 0o777;
+    let mode = |p: &str| {
+        std::fs::metadata(data.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
     assert_eq!(mode("node.key"), 0o600);
     assert_eq!(mode("admin.cookie"), 0o600);
     let pubkey = status(tmp.path())["pubkey"].as_str().unwrap().to_string();
 
     // SIGTERM: clean exit, admin files removed.
     let pid = first.child.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let mut first = first;
     let code = first.child.wait().unwrap();
     assert!(code.success(), "civkitd exited with {code}");
@@ -135,7 +175,11 @@ fn node_key_is_created_0600_kept_across_restarts_and_shutdown_is_graceful() {
     assert!(!ok && err.contains("does not seem to be running"), "{err}");
 
     let _second = start(tmp.path());
-    assert_eq!(status(tmp.path())["pubkey"].as_str().unwrap(), pubkey, "same identity");
+    assert_eq!(
+        status(tmp.path())["pubkey"].as_str().unwrap(),
+        pubkey,
+        "same identity"
+    );
 }
 
 #[test]
@@ -163,8 +207,12 @@ async fn cli_status_connections_query_delete_and_publish() {
     let url = relay_url(dir);
     let mut c = ws(&url).await;
     let _auth = next_json(&mut c).await;
-    let e = EventBuilder::text_note("from a client").sign_with_keys(&Keys::generate()).unwrap();
-    c.send(Message::Text(json!(["EVENT", e]).to_string().into())).await.unwrap();
+    let e = EventBuilder::text_note("from a client")
+        .sign_with_keys(&Keys::generate())
+        .unwrap();
+    c.send(Message::Text(json!(["EVENT", e]).to_string().into()))
+        .await
+        .unwrap();
     assert_eq!(next_json(&mut c).await.unwrap()[2], true);
 
     let st = status(dir);
@@ -173,29 +221,74 @@ async fn cli_status_connections_query_delete_and_publish() {
     assert!(st["store_bytes"].as_u64().unwrap() > 0);
 
     let (ok, out, _) = cli(dir, &["--config", "civkit.toml", "connections"]);
-    assert!(ok && out.contains("relay") && out.contains("127.0.0.1"), "{out}");
+    assert!(
+        ok && out.contains("relay") && out.contains("127.0.0.1"),
+        "{out}"
+    );
 
-    let (ok, out, _) = cli(dir, &["--config", "civkit.toml", "publish-note", "hello from the operator"]);
+    let (ok, out, _) = cli(
+        dir,
+        &[
+            "--config",
+            "civkit.toml",
+            "publish-note",
+            "hello from the operator",
+        ],
+    );
     assert!(ok && out.contains("accepted"), "{out}");
-    let (ok, out, _) = cli(dir, &["--config", "civkit.toml", "events", "query", r#"{"kinds":[1]}"#]);
+    let (ok, out, _) = cli(
+        dir,
+        &[
+            "--config",
+            "civkit.toml",
+            "events",
+            "query",
+            r#"{"kinds":[1]}"#,
+        ],
+    );
     assert!(ok);
-    let events: Vec<nostr::Event> = out.lines().map(|l| nostr::Event::from_json(l).unwrap()).collect();
+    let events: Vec<nostr::Event> = out
+        .lines()
+        .map(|l| nostr::Event::from_json(l).unwrap())
+        .collect();
     assert_eq!(events.len(), 2);
-    let note = events.iter().find(|x| x.content == "hello from the operator").unwrap();
-    assert_eq!(note.pubkey.to_hex(), st["pubkey"].as_str().unwrap(), "signed by the node key");
+    let note = events
+        .iter()
+        .find(|x| x.content == "hello from the operator")
+        .unwrap();
+    assert_eq!(
+        note.pubkey.to_hex(),
+        st["pubkey"].as_str().unwrap(),
+        "signed by the node key"
+    );
 
-    let (ok, out, _) = cli(dir, &["--config", "civkit.toml", "events", "delete", &e.id.to_hex()]);
+    let (ok, out, _) = cli(
+        dir,
+        &[
+            "--config",
+            "civkit.toml",
+            "events",
+            "delete",
+            &e.id.to_hex(),
+        ],
+    );
     assert!(ok && out.contains("deleted 1"), "{out}");
     assert_eq!(status(dir)["events_stored"], 1);
 
-    let (ok, _, err) = cli(dir, &["--config", "civkit.toml", "events", "query", "{nope"]);
+    let (ok, _, err) = cli(
+        dir,
+        &["--config", "civkit.toml", "events", "query", "{nope"],
+    );
     assert!(!ok && err.contains("not valid JSON"), "{err}");
     let (ok, _, err) = cli(dir, &["--config", "civkit.toml", "events", "delete", "xyz"]);
     assert!(!ok && err.contains("bad event id"), "{err}");
 
     // With no flags it finds the daemon by the defaults, from the right directory.
     let (ok, _, err) = cli(dir, &["status"]);
-    assert!(!ok && err.contains("./civkit-data"), "defaults point at ./civkit-data: {err}");
+    assert!(
+        !ok && err.contains("./civkit-data"),
+        "defaults point at ./civkit-data: {err}"
+    );
     let (ok, out, _) = cli(dir, &["--data-dir", "data", "status"]);
     assert!(ok && out.contains("events stored"), "{out}");
 
@@ -219,19 +312,40 @@ fn config_errors_name_the_key() {
         String::from_utf8_lossy(&out.stderr).to_string()
     };
     let base = "[node]\ndata_dir = \"d\"\n[admin]\nlisten = \"127.0.0.1:0\"\n";
-    let err = run(&format!("{base}[transports.relay]\ntype = \"nostr-ws\"\nlisen = \"x\"\n"), &[]);
+    let err = run(
+        &format!("{base}[transports.relay]\ntype = \"nostr-ws\"\nlisen = \"x\"\n"),
+        &[],
+    );
     assert!(err.contains("transports.relay.lisen"), "{err}");
-    let err = run(&format!("{base}[transports.relay]\ntype = \"nostr-ws\"\nlisten = 5\n"), &[]);
+    let err = run(
+        &format!("{base}[transports.relay]\ntype = \"nostr-ws\"\nlisten = 5\n"),
+        &[],
+    );
     assert!(err.contains("transports.relay.listen"), "{err}");
-    let err = run(&format!("{base}[transports.relay]\ntype = \"websocket\"\n"), &[]);
-    assert!(err.contains("transports.relay.type") && err.contains("nostr-ws"), "{err}");
+    let err = run(
+        &format!("{base}[transports.relay]\ntype = \"websocket\"\n"),
+        &[],
+    );
+    assert!(
+        err.contains("transports.relay.type") && err.contains("nostr-ws"),
+        "{err}"
+    );
     let err = run(&format!("{base}[nodes]\nx = 1\n"), &[]);
     assert!(err.contains("nodes"), "{err}");
-    let err = run(&format!("{base}[services.spam]\ntype = \"pow\"\nmin_difficulty = 999\n"), &[]);
+    let err = run(
+        &format!("{base}[services.spam]\ntype = \"pow\"\nmin_difficulty = 999\n"),
+        &[],
+    );
     assert!(err.contains("services.spam.min_difficulty"), "{err}");
     let ok_cfg = format!("{base}[transports.relay]\ntype = \"nostr-ws\"\n");
     let err = run(&ok_cfg, &[("CIVKIT_TRANSPORTS__RELAY__LISTEN", "nope")]);
-    assert!(err.contains("transports.relay.listen"), "environment layer: {err}");
+    assert!(
+        err.contains("transports.relay.listen"),
+        "environment layer: {err}"
+    );
     let err = run(&ok_cfg, &[("CIVKIT_ADMIN__LISTEN", "0.0.0.0:7778")]);
-    assert!(err.contains("admin.listen") && err.contains("loopback"), "{err}");
+    assert!(
+        err.contains("admin.listen") && err.contains("loopback"),
+        "{err}"
+    );
 }

@@ -1,6 +1,8 @@
 //! `civkitd example-config` covers every key of every registered component,
 //! builds, and matches the committed `civkit.example.toml`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests assert by panicking
+
 use std::collections::BTreeSet;
 
 use civkit_framework::BuildContext;
@@ -12,7 +14,11 @@ use serde_json::Value;
 fn keys(v: &Value, prefix: &str, out: &mut BTreeSet<String>) {
     if let Value::Object(m) = v {
         for (k, v) in m {
-            let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            let p = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
             if v.is_object() {
                 keys(v, &p, out);
             } else {
@@ -37,8 +43,14 @@ fn example_covers_every_key_and_builds() {
         .map(|t| serde_json::to_value(t).unwrap())
         .expect("the example parses as TOML");
 
-    assert_eq!(table_keys(&parsed["node"]), table_keys(&serde_json::to_value(NodeSection::default()).unwrap()));
-    assert_eq!(table_keys(&parsed["admin"]), table_keys(&serde_json::to_value(AdminSection::default()).unwrap()));
+    assert_eq!(
+        table_keys(&parsed["node"]),
+        table_keys(&serde_json::to_value(NodeSection::default()).unwrap())
+    );
+    assert_eq!(
+        table_keys(&parsed["admin"]),
+        table_keys(&serde_json::to_value(AdminSection::default()).unwrap())
+    );
     for (kind, info) in registry.list() {
         let table = match kind.section() {
             "persister" => &parsed["persister"],
@@ -46,7 +58,12 @@ fn example_covers_every_key_and_builds() {
         };
         assert_eq!(table["type"], info.type_name);
         let want = table_keys(&(info.defaults)().unwrap());
-        assert_eq!(table_keys(table), want, "example of `{}` must list every key", info.type_name);
+        assert_eq!(
+            table_keys(table),
+            want,
+            "example of `{}` must list every key",
+            info.type_name
+        );
     }
 
     let cfg = Config::from_toml(&text).expect("the example is a valid config");
@@ -58,9 +75,15 @@ fn example_covers_every_key_and_builds() {
     };
     for (kind, name, table) in cfg.components() {
         let built = match kind {
-            civkit_framework::ComponentKind::Persister => registry.build_persister(&table, &ctx(&name)).map(drop),
-            civkit_framework::ComponentKind::Transport => registry.build_transport(&table, &ctx(&name)).map(drop),
-            civkit_framework::ComponentKind::Service => registry.build_service(&table, &ctx(&name)).map(drop),
+            civkit_framework::ComponentKind::Persister => {
+                registry.build_persister(&table, &ctx(&name)).map(drop)
+            }
+            civkit_framework::ComponentKind::Transport => {
+                registry.build_transport(&table, &ctx(&name)).map(drop)
+            }
+            civkit_framework::ComponentKind::Service => {
+                registry.build_service(&table, &ctx(&name)).map(drop)
+            }
         };
         built.unwrap_or_else(|e| panic!("{name}: {e}"));
     }
@@ -70,7 +93,8 @@ fn example_covers_every_key_and_builds() {
 fn committed_example_is_current() {
     let text = example_config(&components::registry());
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../civkit.example.toml");
-    let committed = std::fs::read_to_string(path).expect("civkit.example.toml at the repository root");
+    let committed =
+        std::fs::read_to_string(path).expect("civkit.example.toml at the repository root");
     assert_eq!(
         committed, text,
         "civkit.example.toml is stale: regenerate it with `cargo run --bin civkitd -- example-config > civkit.example.toml`"

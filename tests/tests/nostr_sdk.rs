@@ -1,6 +1,8 @@
 //! The `nostr-sdk` crate, as an ordinary client, against a running civkitd
 //! (sled store, websocket transport) over a real websocket.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests assert by panicking
+
 use std::time::Duration;
 
 use civkit_node::{components, Config, Daemon};
@@ -36,23 +38,40 @@ async fn nostr_sdk_publishes_fetches_and_gets_live_events_after_eose() {
     let m = client(&maker, &url).await;
     let t = client(&taker, &url).await;
 
-    let first = EventBuilder::text_note("stored before the taker came").sign_with_keys(&maker).unwrap();
+    let first = EventBuilder::text_note("stored before the taker came")
+        .sign_with_keys(&maker)
+        .unwrap();
     let out = m.send_event(&first).await.unwrap();
     assert!(out.failed.is_empty(), "{:?}", out.failed);
 
-    let filter = Filter::new().author(maker.public_key()).kind(Kind::TextNote);
-    let stored = t.fetch_events(filter.clone(), Duration::from_secs(10)).await.unwrap();
-    assert_eq!(stored.into_iter().map(|e| e.id).collect::<Vec<_>>(), vec![first.id]);
+    let filter = Filter::new()
+        .author(maker.public_key())
+        .kind(Kind::TextNote);
+    let stored = t
+        .fetch_events(filter.clone(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.into_iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![first.id]
+    );
 
     // Live delivery after EOSE.
     let mut notes = t.notifications();
     let sub = t.subscribe(filter, None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let live = EventBuilder::text_note("live, after EOSE").sign_with_keys(&maker).unwrap();
+    let live = EventBuilder::text_note("live, after EOSE")
+        .sign_with_keys(&maker)
+        .unwrap();
     m.send_event(&live).await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            if let Ok(RelayPoolNotification::Event { subscription_id, event, .. }) = notes.recv().await {
+            if let Ok(RelayPoolNotification::Event {
+                subscription_id,
+                event,
+                ..
+            }) = notes.recv().await
+            {
                 if subscription_id == sub.val && event.id == live.id {
                     return *event;
                 }
@@ -73,7 +92,9 @@ async fn nostr_sdk_publishes_fetches_and_gets_live_events_after_eose() {
     let now = nostr::Timestamp::now().as_secs();
     m.send_event(&meta("old", now - 10)).await.unwrap();
     m.send_event(&meta("new", now)).await.unwrap();
-    let f = Filter::new().author(maker.public_key()).kind(Kind::Metadata);
+    let f = Filter::new()
+        .author(maker.public_key())
+        .kind(Kind::Metadata);
     let metas = t.fetch_events(f, Duration::from_secs(10)).await.unwrap();
     assert_eq!(metas.len(), 1);
     assert!(metas.first().unwrap().content.contains("new"));
@@ -97,19 +118,34 @@ async fn nostr_sdk_publishes_fetches_and_gets_live_events_after_eose() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nostr_sdk_authenticates_with_nip42_when_the_relay_requires_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let (d, url) = daemon(tmp.path(), "[transports.relay.limits]\nauth_required = true\n").await;
+    let (d, url) = daemon(
+        tmp.path(),
+        "[transports.relay.limits]\nauth_required = true\n",
+    )
+    .await;
     let keys = Keys::generate();
     let c = client(&keys, &url).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let note = EventBuilder::text_note("only after AUTH").sign_with_keys(&keys).unwrap();
+    let note = EventBuilder::text_note("only after AUTH")
+        .sign_with_keys(&keys)
+        .unwrap();
     let out = c.send_event(&note).await.unwrap();
-    assert!(out.failed.is_empty(), "publish after automatic NIP-42 auth: {:?}", out.failed);
+    assert!(
+        out.failed.is_empty(),
+        "publish after automatic NIP-42 auth: {:?}",
+        out.failed
+    );
     let conns = d.node.connections();
     assert!(
-        conns.iter().any(|x| x.authenticated.as_deref() == Some(keys.public_key().to_hex().as_str())),
+        conns
+            .iter()
+            .any(|x| x.authenticated.as_deref() == Some(keys.public_key().to_hex().as_str())),
         "the session carries the authenticated key: {conns:?}"
     );
-    let got = c.fetch_events(Filter::new().id(note.id), Duration::from_secs(10)).await.unwrap();
+    let got = c
+        .fetch_events(Filter::new().id(note.id), Duration::from_secs(10))
+        .await
+        .unwrap();
     assert_eq!(got.len(), 1);
     c.shutdown().await;
     d.shutdown().await.unwrap();

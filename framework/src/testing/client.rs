@@ -43,7 +43,10 @@ pub trait WireClient: TestClient {
         loop {
             let v = self.recv_json().await;
             if v[0] == "OK" && v[1] == event.id.to_hex() {
-                return (v[2].as_bool().unwrap_or(false), v[3].as_str().unwrap_or("").to_string());
+                return (
+                    v[2].as_bool().unwrap_or(false),
+                    v[3].as_str().unwrap_or("").to_string(),
+                );
             }
         }
     }
@@ -57,7 +60,11 @@ pub trait WireClient: TestClient {
     /// Subscribe and collect until `EOSE` (Ok) or `CLOSED` (Err with its message).
     async fn req_result(&mut self, sub: &str, filters: Vec<Filter>) -> Result<Vec<Event>, String> {
         let mut msg = vec![json!("REQ"), json!(sub)];
-        msg.extend(filters.iter().map(|f| serde_json::from_str::<Value>(&f.as_json()).unwrap_or_default()));
+        msg.extend(
+            filters
+                .iter()
+                .map(|f| serde_json::from_str::<Value>(&f.as_json()).unwrap_or_default()),
+        );
         self.send_json(Value::Array(msg)).await;
         let mut events = Vec::new();
         loop {
@@ -67,7 +74,9 @@ pub trait WireClient: TestClient {
                     events.push(Event::from_json(v[2].to_string()).expect("relay sent a bad event"))
                 }
                 (Some("EOSE"), Some(s)) if s == sub => return Ok(events),
-                (Some("CLOSED"), Some(s)) if s == sub => return Err(v[2].as_str().unwrap_or("").to_string()),
+                (Some("CLOSED"), Some(s)) if s == sub => {
+                    return Err(v[2].as_str().unwrap_or("").to_string())
+                }
                 _ => {}
             }
         }

@@ -79,8 +79,16 @@ pub mod events {
     use nostr::{Event, EventBuilder, Keys, Kind, Tag, Timestamp};
 
     /// A signed event of `kind` at `created_at` with `tags` (each a list of strings).
-    pub fn event(keys: &Keys, kind: u16, created_at: u64, content: &str, tags: &[&[&str]]) -> Event {
-        let tags = tags.iter().map(|t| Tag::parse(t.iter().copied()).expect("test tag"));
+    pub fn event(
+        keys: &Keys,
+        kind: u16,
+        created_at: u64,
+        content: &str,
+        tags: &[&[&str]],
+    ) -> Event {
+        let tags = tags
+            .iter()
+            .map(|t| Tag::parse(t.iter().copied()).expect("test tag"));
         EventBuilder::new(Kind::from(kind), content)
             .tags(tags)
             .custom_created_at(Timestamp::from_secs(created_at))
@@ -104,7 +112,10 @@ pub mod persister {
         p.save_event(e).await.expect("save_event failed")
     }
     async fn store(p: &Arc<dyn Persister>, e: &Event) {
-        assert!(matches!(save(p, e).await, SaveOutcome::Stored { .. }), "event not stored");
+        assert!(
+            matches!(save(p, e).await, SaveOutcome::Stored { .. }),
+            "event not stored"
+        );
     }
     async fn ids(p: &Arc<dyn Persister>, filters: Vec<Filter>) -> Vec<EventId> {
         p.query(&filters, Timestamp::from_secs(NOW))
@@ -132,13 +143,22 @@ pub mod persister {
             store(&p, e).await;
         }
         assert_eq!(ids(&p, vec![Filter::new().id(a7.id)]).await, vec![a7.id]);
-        assert_eq!(ids(&p, vec![Filter::new().author(a.public_key())]).await, vec![a7.id, a1.id]);
-        assert_eq!(ids(&p, vec![Filter::new().kind(Kind::from(1))]).await, vec![b1.id, a1.id]);
+        assert_eq!(
+            ids(&p, vec![Filter::new().author(a.public_key())]).await,
+            vec![a7.id, a1.id]
+        );
+        assert_eq!(
+            ids(&p, vec![Filter::new().kind(Kind::from(1))]).await,
+            vec![b1.id, a1.id]
+        );
         let both = Filter::new().author(a.public_key()).kind(Kind::from(1));
         assert_eq!(ids(&p, vec![both]).await, vec![a1.id]);
         let none = Filter::new().author(b.public_key()).kind(Kind::from(7));
         assert!(ids(&p, vec![none]).await.is_empty());
-        assert_eq!(ids(&p, vec![Filter::new()]).await, vec![b1.id, a7.id, a1.id]);
+        assert_eq!(
+            ids(&p, vec![Filter::new()]).await,
+            vec![b1.id, a7.id, a1.id]
+        );
     }
 
     pub async fn tag_filters(p: Arc<dyn Persister>) {
@@ -152,29 +172,46 @@ pub mod persister {
         }
         let t = |v: &[&str]| Filter::new().hashtags(v.iter().map(|s| s.to_string()));
         assert_eq!(ids(&p, vec![t(&["bitcoin"])]).await, vec![e1.id]);
-        assert_eq!(ids(&p, vec![t(&["bitcoin", "nostr"])]).await, vec![e2.id, e1.id]);
+        assert_eq!(
+            ids(&p, vec![t(&["bitcoin", "nostr"])]).await,
+            vec![e2.id, e1.id]
+        );
         let by_e = Filter::new().event(EventId::from_hex(&target).unwrap());
         assert_eq!(ids(&p, vec![by_e]).await, vec![e1.id]);
         let both = t(&["nostr"]).event(EventId::from_hex(&target).unwrap());
-        assert!(ids(&p, vec![both]).await.is_empty(), "tag conditions are AND'd across names");
+        assert!(
+            ids(&p, vec![both]).await.is_empty(),
+            "tag conditions are AND'd across names"
+        );
     }
 
     pub async fn since_until_inclusive(p: Arc<dyn Persister>) {
         let k = Keys::generate();
-        let es: Vec<Event> = [100u64, 200, 300].iter().map(|t| event(&k, 1, NOW - 1000 + t, "", &[])).collect();
+        let es: Vec<Event> = [100u64, 200, 300]
+            .iter()
+            .map(|t| event(&k, 1, NOW - 1000 + t, "", &[]))
+            .collect();
         for e in &es {
             store(&p, e).await;
         }
         let ts = |t: u64| Timestamp::from_secs(NOW - 1000 + t);
-        assert_eq!(ids(&p, vec![Filter::new().since(ts(200))]).await, vec![es[2].id, es[1].id]);
-        assert_eq!(ids(&p, vec![Filter::new().until(ts(200))]).await, vec![es[1].id, es[0].id]);
+        assert_eq!(
+            ids(&p, vec![Filter::new().since(ts(200))]).await,
+            vec![es[2].id, es[1].id]
+        );
+        assert_eq!(
+            ids(&p, vec![Filter::new().until(ts(200))]).await,
+            vec![es[1].id, es[0].id]
+        );
         let exact = Filter::new().since(ts(200)).until(ts(200));
         assert_eq!(ids(&p, vec![exact]).await, vec![es[1].id]);
     }
 
     pub async fn limit_newest_first_ties_lowest_id(p: Arc<dyn Persister>) {
         let k = Keys::generate();
-        let mut same: Vec<Event> = (0..5).map(|i| event(&k, 1, NOW - 10, &format!("tie{i}"), &[])).collect();
+        let mut same: Vec<Event> = (0..5)
+            .map(|i| event(&k, 1, NOW - 10, &format!("tie{i}"), &[]))
+            .collect();
         let newest = event(&k, 1, NOW - 5, "newest", &[]);
         let oldest = event(&k, 1, NOW - 20, "oldest", &[]);
         for e in same.iter().chain([&newest, &oldest]) {
@@ -186,7 +223,10 @@ pub mod persister {
         let all = ids(&p, vec![Filter::new()]).await;
         assert_eq!(all.len(), 7);
         assert_eq!(all.last(), Some(&oldest.id));
-        assert_eq!(ids(&p, vec![Filter::new().limit(0)]).await, Vec::<EventId>::new());
+        assert_eq!(
+            ids(&p, vec![Filter::new().limit(0)]).await,
+            Vec::<EventId>::new()
+        );
     }
 
     pub async fn filters_are_ored(p: Arc<dyn Persister>) {
@@ -200,10 +240,23 @@ pub mod persister {
         }
         let fa = Filter::new().author(a.public_key()).limit(1);
         let fb = Filter::new().author(b.public_key()).limit(1);
-        assert_eq!(ids(&p, vec![fa.clone(), fb]).await, vec![b2.id, a2.id], "limit applies per filter");
+        assert_eq!(
+            ids(&p, vec![fa.clone(), fb]).await,
+            vec![b2.id, a2.id],
+            "limit applies per filter"
+        );
         let overlap = Filter::new().kind(Kind::from(1));
-        assert_eq!(ids(&p, vec![fa, overlap.clone()]).await.len(), 4, "no duplicates across filters");
-        assert_eq!(p.count(&[overlap], Timestamp::from_secs(NOW)).await.unwrap(), 4);
+        assert_eq!(
+            ids(&p, vec![fa, overlap.clone()]).await.len(),
+            4,
+            "no duplicates across filters"
+        );
+        assert_eq!(
+            p.count(&[overlap], Timestamp::from_secs(NOW))
+                .await
+                .unwrap(),
+            4
+        );
     }
 
     pub async fn replaceable_keeps_newest(p: Arc<dyn Persister>) {
@@ -220,7 +273,10 @@ pub mod persister {
         let f = Filter::new().author(k.public_key()).kind(Kind::from(0));
         assert_eq!(ids(&p, vec![f.clone()]).await, vec![v2.id]);
         // Same created_at: the lowest id wins.
-        let (x, y) = (event(&k, 0, NOW - 10, "x", &[]), event(&k, 0, NOW - 10, "y", &[]));
+        let (x, y) = (
+            event(&k, 0, NOW - 10, "x", &[]),
+            event(&k, 0, NOW - 10, "y", &[]),
+        );
         let (low, high) = if x.id < y.id { (x, y) } else { (y, x) };
         let _ = save(&p, &high).await;
         let _ = save(&p, &low).await;
@@ -231,7 +287,10 @@ pub mod persister {
         let l2 = event(&k, 10_002, NOW - 4, "l2", &[]);
         store(&p, &l1).await;
         store(&p, &l2).await;
-        assert_eq!(ids(&p, vec![Filter::new().kind(Kind::from(10_002))]).await, vec![l2.id]);
+        assert_eq!(
+            ids(&p, vec![Filter::new().kind(Kind::from(10_002))]).await,
+            vec![l2.id]
+        );
         assert_eq!(ids(&p, vec![f]).await, vec![want]);
     }
 
@@ -265,9 +324,20 @@ pub mod persister {
             other => panic!("expected Stored, got {other:?}"),
         }
         assert!(!p.event_exists(&note.id).await.unwrap());
-        assert_eq!(save(&p, &note).await, SaveOutcome::Deleted, "a deleted event cannot come back");
-        assert_eq!(ids(&p, vec![Filter::new().kind(Kind::from(1))]).await, vec![keep.id]);
-        assert_eq!(ids(&p, vec![Filter::new().kind(Kind::from(5))]).await, vec![del.id], "the request is stored");
+        assert_eq!(
+            save(&p, &note).await,
+            SaveOutcome::Deleted,
+            "a deleted event cannot come back"
+        );
+        assert_eq!(
+            ids(&p, vec![Filter::new().kind(Kind::from(1))]).await,
+            vec![keep.id]
+        );
+        assert_eq!(
+            ids(&p, vec![Filter::new().kind(Kind::from(5))]).await,
+            vec![del.id],
+            "the request is stored"
+        );
     }
 
     pub async fn deletion_by_address(p: Arc<dyn Persister>) {
@@ -279,10 +349,17 @@ pub mod persister {
         store(&p, &del).await;
         assert!(!p.event_exists(&v1.id).await.unwrap());
         let old = event(&k, 30_001, NOW - 15, "old", &[&["d", "x"]]);
-        assert_eq!(save(&p, &old).await, SaveOutcome::Deleted, "versions up to the request stay deleted");
+        assert_eq!(
+            save(&p, &old).await,
+            SaveOutcome::Deleted,
+            "versions up to the request stay deleted"
+        );
         let newer = event(&k, 30_001, NOW - 5, "newer", &[&["d", "x"]]);
         store(&p, &newer).await;
-        assert_eq!(ids(&p, vec![Filter::new().kind(Kind::from(30_001))]).await, vec![newer.id]);
+        assert_eq!(
+            ids(&p, vec![Filter::new().kind(Kind::from(30_001))]).await,
+            vec![newer.id]
+        );
     }
 
     pub async fn deletion_only_by_author(p: Arc<dyn Persister>) {
@@ -292,7 +369,13 @@ pub mod persister {
         store(&p, &note).await;
         store(&p, &addr_ev).await;
         let addr = format!("30002:{}:z", owner.public_key().to_hex());
-        let del = event(&thief, 5, NOW - 5, "", &[&["e", &note.id.to_hex()], &["a", &addr]]);
+        let del = event(
+            &thief,
+            5,
+            NOW - 5,
+            "",
+            &[&["e", &note.id.to_hex()], &["a", &addr]],
+        );
         match save(&p, &del).await {
             SaveOutcome::Stored { deleted, .. } => assert!(deleted.is_empty()),
             other => panic!("expected Stored, got {other:?}"),
@@ -316,7 +399,11 @@ pub mod persister {
         assert_eq!(p.query(&all, at(NOW)).await.unwrap().len(), 2);
         assert_eq!(p.count(&all, at(NOW)).await.unwrap(), 2);
         let later = p.query(&all, at(NOW + 100)).await.unwrap();
-        assert_eq!(later.iter().map(|e| e.id).collect::<Vec<_>>(), vec![forever.id], "expired never served");
+        assert_eq!(
+            later.iter().map(|e| e.id).collect::<Vec<_>>(),
+            vec![forever.id],
+            "expired never served"
+        );
         assert_eq!(p.count(&all, at(NOW + 100)).await.unwrap(), 1);
         assert_eq!(p.remove_expired(at(NOW + 50)).await.unwrap(), 0);
         assert_eq!(p.remove_expired(at(NOW + 100)).await.unwrap(), 1);
@@ -329,14 +416,29 @@ pub mod persister {
         p.kv_put("alpha", b"k2", b"v2").await.unwrap();
         p.kv_put("alpha", b"z", b"v3").await.unwrap();
         p.kv_put("beta", b"k1", b"other").await.unwrap();
-        assert_eq!(p.kv_get("alpha", b"k1").await.unwrap(), Some(b"v1".to_vec()));
-        assert_eq!(p.kv_get("beta", b"k1").await.unwrap(), Some(b"other".to_vec()));
+        assert_eq!(
+            p.kv_get("alpha", b"k1").await.unwrap(),
+            Some(b"v1".to_vec())
+        );
+        assert_eq!(
+            p.kv_get("beta", b"k1").await.unwrap(),
+            Some(b"other".to_vec())
+        );
         assert_eq!(p.kv_get("gamma", b"k1").await.unwrap(), None);
         let scan = p.kv_scan("alpha", b"k").await.unwrap();
-        assert_eq!(scan, vec![(b"k1".to_vec(), b"v1".to_vec()), (b"k2".to_vec(), b"v2".to_vec())]);
+        assert_eq!(
+            scan,
+            vec![
+                (b"k1".to_vec(), b"v1".to_vec()),
+                (b"k2".to_vec(), b"v2".to_vec())
+            ]
+        );
         assert!(p.kv_insert_new("alpha", b"new", b"1").await.unwrap());
         assert!(!p.kv_insert_new("alpha", b"new", b"2").await.unwrap());
-        assert_eq!(p.kv_get("alpha", b"new").await.unwrap(), Some(b"1".to_vec()));
+        assert_eq!(
+            p.kv_get("alpha", b"new").await.unwrap(),
+            Some(b"1".to_vec())
+        );
         assert!(p.kv_delete("alpha", b"new").await.unwrap());
         assert!(!p.kv_delete("alpha", b"new").await.unwrap());
         // Concurrent insert_new of one key: exactly one wins.
@@ -397,7 +499,10 @@ pub mod transport {
         let mut taker = h.connect().await;
         let mut maker = h.connect().await;
         let k = Keys::generate();
-        assert!(taker.req("live", vec![Filter::new().author(k.public_key())]).await.is_empty());
+        assert!(taker
+            .req("live", vec![Filter::new().author(k.public_key())])
+            .await
+            .is_empty());
         let e = event(&k, 1, now(), "live", &[]);
         assert!(maker.publish(&e).await.0);
         let got = taker.next_event("live", Duration::from_secs(5)).await;
@@ -408,12 +513,22 @@ pub mod transport {
         let mut taker = h.connect().await;
         let mut maker = h.connect().await;
         let k = Keys::generate();
-        taker.req("s", vec![Filter::new().author(k.public_key())]).await;
+        taker
+            .req("s", vec![Filter::new().author(k.public_key())])
+            .await;
         taker.send_json(json!(["CLOSE", "s"])).await;
         // A round trip proves the CLOSE was handled before we publish.
         taker.req("sync", vec![Filter::new().limit(0)]).await;
-        assert!(maker.publish(&event(&k, 1, now(), "after close", &[])).await.0);
-        assert!(taker.next_event("s", Duration::from_millis(300)).await.is_none());
+        assert!(
+            maker
+                .publish(&event(&k, 1, now(), "after close", &[]))
+                .await
+                .0
+        );
+        assert!(taker
+            .next_event("s", Duration::from_millis(300))
+            .await
+            .is_none());
     }
 
     pub async fn garbage_keeps_connection(_n: &TestNode, h: &impl TransportHarness) {
@@ -425,7 +540,10 @@ pub mod transport {
         c.send_text(r#"["REQ"]"#.into()).await;
         assert_eq!(c.recv_json().await[0], "NOTICE");
         let e = event(&Keys::generate(), 1, now(), "still here", &[]);
-        assert!(c.publish(&e).await.0, "connection keeps working after bad input");
+        assert!(
+            c.publish(&e).await.0,
+            "connection keeps working after bad input"
+        );
     }
 
     pub async fn count_matches(_n: &TestNode, h: &impl TransportHarness) {
@@ -444,11 +562,18 @@ pub mod transport {
         let mut taker = h.connect().await;
         let mut maker = h.connect().await;
         let (a, b) = (Keys::generate(), Keys::generate());
-        taker.req("same", vec![Filter::new().author(a.public_key())]).await;
-        taker.req("same", vec![Filter::new().author(b.public_key())]).await;
+        taker
+            .req("same", vec![Filter::new().author(a.public_key())])
+            .await;
+        taker
+            .req("same", vec![Filter::new().author(b.public_key())])
+            .await;
         assert!(maker.publish(&event(&a, 1, now(), "a", &[])).await.0);
         let eb = event(&b, 1, now(), "b", &[]);
         assert!(maker.publish(&eb).await.0);
-        assert_eq!(taker.next_event("same", Duration::from_secs(5)).await, Some(eb));
+        assert_eq!(
+            taker.next_event("same", Duration::from_secs(5)).await,
+            Some(eb)
+        );
     }
 }

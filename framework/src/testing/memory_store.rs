@@ -64,11 +64,17 @@ impl EventTable for Tables {
 }
 
 impl Tables {
-    fn matching<'a>(&'a self, filter: &'a Filter, now: Timestamp) -> impl Iterator<Item = &'a Event> + 'a {
+    fn matching<'a>(
+        &'a self,
+        filter: &'a Filter,
+        now: Timestamp,
+    ) -> impl Iterator<Item = &'a Event> + 'a {
         self.ordered
             .iter()
             .filter_map(|(_, id)| self.events.get(id))
-            .filter(move |e| filter.match_event(e, MatchEventOptions::default()) && !kinds::is_expired(e, now))
+            .filter(move |e| {
+                filter.match_event(e, MatchEventOptions::default()) && !kinds::is_expired(e, now)
+            })
     }
 }
 
@@ -135,17 +141,28 @@ impl Persister for MemoryPersister {
     }
     async fn remove_expired(&self, now: Timestamp) -> Result<u64> {
         let mut t = self.tables();
-        let expired: Vec<Event> = t.events.values().filter(|e| kinds::is_expired(e, now)).cloned().collect();
+        let expired: Vec<Event> = t
+            .events
+            .values()
+            .filter(|e| kinds::is_expired(e, now))
+            .cloned()
+            .collect();
         for e in &expired {
             t.remove(e)?;
         }
         Ok(expired.len() as u64)
     }
     async fn kv_get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.tables().kv.get(&(ns.to_string(), key.to_vec())).cloned())
+        Ok(self
+            .tables()
+            .kv
+            .get(&(ns.to_string(), key.to_vec()))
+            .cloned())
     }
     async fn kv_put(&self, ns: &str, key: &[u8], value: &[u8]) -> Result<()> {
-        self.tables().kv.insert((ns.to_string(), key.to_vec()), value.to_vec());
+        self.tables()
+            .kv
+            .insert((ns.to_string(), key.to_vec()), value.to_vec());
         Ok(())
     }
     async fn kv_insert_new(&self, ns: &str, key: &[u8], value: &[u8]) -> Result<bool> {
@@ -158,7 +175,11 @@ impl Persister for MemoryPersister {
         Ok(true)
     }
     async fn kv_delete(&self, ns: &str, key: &[u8]) -> Result<bool> {
-        Ok(self.tables().kv.remove(&(ns.to_string(), key.to_vec())).is_some())
+        Ok(self
+            .tables()
+            .kv
+            .remove(&(ns.to_string(), key.to_vec()))
+            .is_some())
     }
     async fn kv_scan(&self, ns: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let t = self.tables();

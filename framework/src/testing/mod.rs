@@ -2,7 +2,10 @@
 //! with one hub per test, a manual clock, the [`TestNode`] harness and the
 //! conformance suites.
 //!
-//! Nothing here is used by a running node unless a test asks for it.
+//! Nothing here is used by a running node unless a test asks for it. Its
+//! helpers panic on failure on purpose: they are assertions.
+
+#![allow(clippy::unwrap_used)]
 
 mod client;
 pub mod conformance;
@@ -18,7 +21,10 @@ pub use client::{MemoryClient, TestClient, WireClient};
 pub use memory_store::MemoryPersister;
 pub use memory_transport::{MemoryHub, MemoryTransport};
 
-use crate::{Clock, Node, NodeBuilder, NodeInfo, Persister, Service, SessionLimits, Shutdown, ShutdownTrigger};
+use crate::{
+    Clock, Node, NodeBuilder, NodeInfo, Persister, Service, SessionLimits, Shutdown,
+    ShutdownTrigger,
+};
 
 /// A clock moved by hand.
 #[derive(Debug)]

@@ -76,8 +76,12 @@ impl Admin {
                 files::ADMIN_ENDPOINT
             )
         })?;
-        let cookie = std::fs::read_to_string(&cookie_path)
-            .with_context(|| format!("reading {} (are you the user civkitd runs as?)", cookie_path.display()))?;
+        let cookie = std::fs::read_to_string(&cookie_path).with_context(|| {
+            format!(
+                "reading {} (are you the user civkitd runs as?)",
+                cookie_path.display()
+            )
+        })?;
         Ok(Admin {
             base: format!("http://{}", endpoint.trim()),
             cookie: cookie.trim().to_string(),
@@ -86,7 +90,9 @@ impl Admin {
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(30))
+            .build();
         let req = agent
             .request(method, &format!("{}{path}", self.base))
             .set("Authorization", &format!("Bearer {}", self.cookie));
@@ -134,7 +140,9 @@ fn run(args: Args) -> Result<()> {
         Command::Events {
             command: EventsCommand::Delete { ids },
         } => admin.call("POST", "/v1/events/delete", Some(json!({ "ids": ids })))?,
-        Command::PublishNote { text } => admin.call("POST", "/v1/publish-note", Some(json!({ "text": text })))?,
+        Command::PublishNote { text } => {
+            admin.call("POST", "/v1/publish-note", Some(json!({ "text": text })))?
+        }
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -161,17 +169,39 @@ fn print_text(command: &Command, v: &Value) {
                 println!("connections     {name}: {n}");
             }
             println!("events stored   {}", v["events_stored"]);
-            println!("store           {} ({} bytes)", v["store_backend"].as_str().unwrap_or("?"), v["store_bytes"]);
-            println!("events in       {} accepted, {} rejected", v["events_accepted"], v["events_rejected"]);
-            let services: Vec<&str> = v["services"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-            println!("services        {}", if services.is_empty() { "none".to_string() } else { services.join(", ") });
+            println!(
+                "store           {} ({} bytes)",
+                v["store_backend"].as_str().unwrap_or("?"),
+                v["store_bytes"]
+            );
+            println!(
+                "events in       {} accepted, {} rejected",
+                v["events_accepted"], v["events_rejected"]
+            );
+            let services: Vec<&str> = v["services"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            println!(
+                "services        {}",
+                if services.is_empty() {
+                    "none".to_string()
+                } else {
+                    services.join(", ")
+                }
+            );
         }
         Command::Connections => {
             let list = v.as_array().cloned().unwrap_or_default();
             if list.is_empty() {
                 println!("no open connections");
             }
-            println!("{:<6} {:<10} {:<18} {:<5} {:<12} authenticated", "id", "transport", "address", "subs", "since");
+            println!(
+                "{:<6} {:<10} {:<18} {:<5} {:<12} authenticated",
+                "id", "transport", "address", "subs", "since"
+            );
             for c in list {
                 println!(
                     "{:<6} {:<10} {:<18} {:<5} {:<12} {}",
@@ -197,8 +227,16 @@ fn print_text(command: &Command, v: &Value) {
         Command::PublishNote { .. } => {
             let ok = v["accepted"].as_bool().unwrap_or(false);
             let msg = v["message"].as_str().unwrap_or("");
-            println!("{} {}{}", v["id"].as_str().unwrap_or("?"), if ok { "accepted" } else { "rejected" }, if msg.is_empty() { String::new() } else { format!(": {msg}") });
+            println!(
+                "{} {}{}",
+                v["id"].as_str().unwrap_or("?"),
+                if ok { "accepted" } else { "rejected" },
+                if msg.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {msg}")
+                }
+            );
         }
     }
 }
-

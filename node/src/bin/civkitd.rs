@@ -48,13 +48,19 @@ fn real_main() -> Result<()> {
         }
         Command::List => {
             for (kind, info) in registry.list() {
-                println!("{:<10} {:<10} {}", kind.section(), info.type_name, info.description);
+                println!(
+                    "{:<10} {:<10} {}",
+                    kind.section(),
+                    info.type_name,
+                    info.description
+                );
             }
             Ok(())
         }
         Command::Run => {
             let cfg = Config::load(args.config.as_deref())?;
-            let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.node.log));
+            let filter =
+                EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.node.log));
             tracing_subscriber::fmt().with_env_filter(filter).init();
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -79,5 +79,8 @@ pub fn status(dir: &Path) -> Value {
 }
 
 pub fn relay_url(dir: &Path) -> String {
-    status(dir)["endpoints"]["relay"].as_str().expect("relay endpoint").to_string()
+    status(dir)["endpoints"]["relay"]
+        .as_str()
+        .expect("relay endpoint")
+        .to_string()
 }

@@ -131,7 +131,12 @@ impl Trees {
     /// Choose index scans for a filter: (tree, key prefix) pairs.
     fn plan<'a>(&'a self, f: &Filter) -> Vec<(&'a sled::Tree, Vec<u8>)> {
         let authors: Vec<[u8; 32]> = f.authors.iter().flatten().map(|p| p.to_bytes()).collect();
-        let kinds: Vec<[u8; 2]> = f.kinds.iter().flatten().map(|k| k.as_u16().to_be_bytes()).collect();
+        let kinds: Vec<[u8; 2]> = f
+            .kinds
+            .iter()
+            .flatten()
+            .map(|k| k.as_u16().to_be_bytes())
+            .collect();
         if !authors.is_empty() && !kinds.is_empty() && authors.len() * kinds.len() <= 256 {
             let mut out = Vec::new();
             for a in &authors {
@@ -142,7 +147,10 @@ impl Trees {
             return out;
         }
         if !authors.is_empty() {
-            return authors.iter().map(|a| (&self.by_author, a.to_vec())).collect();
+            return authors
+                .iter()
+                .map(|a| (&self.by_author, a.to_vec()))
+                .collect();
         }
         if let Some((letter, values)) = f.generic_tags.iter().find(|(_, v)| !v.is_empty()) {
             let l = letter.as_char() as u8;
@@ -234,7 +242,10 @@ impl SledTable<'_> {
                 }
                 None => {
                     // An index entry left by a crash mid-write; drop it.
-                    let _ = self.t.expiry.remove(cat(&[&now.as_secs().to_be_bytes(), &id]));
+                    let _ = self
+                        .t
+                        .expiry
+                        .remove(cat(&[&now.as_secs().to_be_bytes(), &id]));
                 }
             }
         }
@@ -247,7 +258,12 @@ impl EventTable for SledTable<'_> {
         self.t.load(id.as_bytes())
     }
     fn at_address(&self, address: &Address) -> Result<Option<EventId>> {
-        match self.t.addresses.get(address_key(address)).map_err(store_err)? {
+        match self
+            .t
+            .addresses
+            .get(address_key(address))
+            .map_err(store_err)?
+        {
             Some(v) => EventId::from_slice(&v).map(Some).map_err(store_err),
             None => Ok(None),
         }
@@ -259,7 +275,12 @@ impl EventTable for SledTable<'_> {
         }
     }
     fn address_tombstone(&self, address: &Address) -> Result<Option<Timestamp>> {
-        match self.t.address_tombstones.get(address_key(address)).map_err(store_err)? {
+        match self
+            .t
+            .address_tombstones
+            .get(address_key(address))
+            .map_err(store_err)?
+        {
             Some(v) => {
                 let bytes: [u8; 8] = v.as_ref().try_into().map_err(store_err)?;
                 Ok(Some(Timestamp::from_secs(u64::from_be_bytes(bytes))))
@@ -297,7 +318,13 @@ impl EventTable for SledTable<'_> {
         for (tree, key) in index_keys(self.t, event) {
             tree.remove(key).map_err(store_err)?;
         }
-        if self.t.events.remove(event.id.as_bytes()).map_err(store_err)?.is_some() {
+        if self
+            .t
+            .events
+            .remove(event.id.as_bytes())
+            .map_err(store_err)?
+            .is_some()
+        {
             self.counter.fetch_sub(1, Ordering::Relaxed);
         }
         Ok(())

@@ -105,7 +105,9 @@ impl Drop for SledPersister {
 
 impl std::fmt::Debug for SledPersister {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SledPersister").field("path", &self.path).finish()
+        f.debug_struct("SledPersister")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -141,10 +143,14 @@ impl SledPersister {
             .send(op(tx))
             .await
             .map_err(|_| store_err("the writer thread has stopped"))?;
-        rx.await.map_err(|_| store_err("the writer thread has stopped"))?
+        rx.await
+            .map_err(|_| store_err("the writer thread has stopped"))?
     }
 
-    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Trees) -> Result<T> + Send + 'static) -> Result<T> {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Trees) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let trees = self.trees.clone();
         tokio::task::spawn_blocking(move || f(&trees))
             .await
@@ -166,10 +172,14 @@ impl Persister for SledPersister {
         "sled"
     }
     async fn save_event(&self, event: &Event) -> Result<SaveOutcome> {
-        self.write(|tx| WriteOp::Save(Box::new(event.clone()), tx)).await
+        self.write(|tx| WriteOp::Save(Box::new(event.clone()), tx))
+            .await
     }
     async fn event_exists(&self, id: &EventId) -> Result<bool> {
-        self.trees.events.contains_key(id.as_bytes()).map_err(store_err)
+        self.trees
+            .events
+            .contains_key(id.as_bytes())
+            .map_err(store_err)
     }
     async fn query(&self, filters: &[Filter], now: Timestamp) -> Result<Vec<Event>> {
         let filters = filters.to_vec();
@@ -187,7 +197,11 @@ impl Persister for SledPersister {
         self.blocking(move |t| {
             let mut ids = HashSet::new();
             for f in &filters {
-                ids.extend(t.query_filter(f, now, usize::MAX)?.into_iter().map(|e| e.id));
+                ids.extend(
+                    t.query_filter(f, now, usize::MAX)?
+                        .into_iter()
+                        .map(|e| e.id),
+                );
             }
             Ok(ids.len() as u64)
         })
@@ -211,19 +225,36 @@ impl Persister for SledPersister {
     async fn kv_put(&self, ns: &str, key: &[u8], value: &[u8]) -> Result<()> {
         check_ns(ns)?;
         let (k, v) = (index::kv_key(ns, key), value.to_vec());
-        self.write(|tx| WriteOp::KvPut { key: k, value: Some(v), only_new: false, tx })
-            .await
-            .map(|_| ())
+        self.write(|tx| WriteOp::KvPut {
+            key: k,
+            value: Some(v),
+            only_new: false,
+            tx,
+        })
+        .await
+        .map(|_| ())
     }
     async fn kv_insert_new(&self, ns: &str, key: &[u8], value: &[u8]) -> Result<bool> {
         check_ns(ns)?;
         let (k, v) = (index::kv_key(ns, key), value.to_vec());
-        self.write(|tx| WriteOp::KvPut { key: k, value: Some(v), only_new: true, tx }).await
+        self.write(|tx| WriteOp::KvPut {
+            key: k,
+            value: Some(v),
+            only_new: true,
+            tx,
+        })
+        .await
     }
     async fn kv_delete(&self, ns: &str, key: &[u8]) -> Result<bool> {
         check_ns(ns)?;
         let k = index::kv_key(ns, key);
-        self.write(|tx| WriteOp::KvPut { key: k, value: None, only_new: false, tx }).await
+        self.write(|tx| WriteOp::KvPut {
+            key: k,
+            value: None,
+            only_new: false,
+            tx,
+        })
+        .await
     }
     async fn kv_scan(&self, ns: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         check_ns(ns)?;
@@ -232,7 +263,10 @@ impl Persister for SledPersister {
         self.trees
             .kv
             .scan_prefix(start)
-            .map(|r| r.map(|(k, v)| (k[skip..].to_vec(), v.to_vec())).map_err(store_err))
+            .map(|r| {
+                r.map(|(k, v)| (k[skip..].to_vec(), v.to_vec()))
+                    .map_err(store_err)
+            })
             .collect()
     }
     async fn stats(&self) -> Result<StoreStats> {

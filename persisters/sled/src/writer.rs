@@ -33,7 +33,11 @@ enum Pending {
     Unit(oneshot::Sender<Result<()>>),
 }
 
-pub(crate) fn spawn(trees: Arc<Trees>, events: Arc<AtomicU64>, max_batch: usize) -> Result<(mpsc::Sender<WriteOp>, std::thread::JoinHandle<()>)> {
+pub(crate) fn spawn(
+    trees: Arc<Trees>,
+    events: Arc<AtomicU64>,
+    max_batch: usize,
+) -> Result<(mpsc::Sender<WriteOp>, std::thread::JoinHandle<()>)> {
     let (tx, mut rx) = mpsc::channel::<WriteOp>(max_batch * 2);
     let handle = std::thread::Builder::new()
         .name("civkit-sled-writer".into())
@@ -88,7 +92,11 @@ fn apply(trees: &Trees, events: &AtomicU64, op: WriteOp) -> Pending {
                     .map(|r| r.is_ok())
                     .map_err(store_err),
                 Some(v) => trees.kv.insert(key, v).map(|_| true).map_err(store_err),
-                None => trees.kv.remove(key).map(|old| old.is_some()).map_err(store_err),
+                None => trees
+                    .kv
+                    .remove(key)
+                    .map(|old| old.is_some())
+                    .map_err(store_err),
             };
             Pending::Bool(tx, r)
         }

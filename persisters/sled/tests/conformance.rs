@@ -1,6 +1,8 @@
 //! The sled persister passes the shared persister conformance suite, and
 //! keeps what it acknowledged across a reopen.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests assert by panicking
+
 use std::sync::Arc;
 
 use civkit_framework::testing::conformance::events::event;
@@ -20,7 +22,9 @@ async fn acknowledged_writes_survive_reopen() {
     let path = dir.path().join("db");
     let k = Keys::generate();
     let now = Timestamp::now().as_secs();
-    let events: Vec<_> = (0..50).map(|i| event(&k, 1, now - i, "x", &[&["t", "tag"]])).collect();
+    let events: Vec<_> = (0..50)
+        .map(|i| event(&k, 1, now - i, "x", &[&["t", "tag"]]))
+        .collect();
     {
         let p = Arc::new(SledPersister::open(&path).unwrap());
         let mut tasks = Vec::new();
@@ -42,5 +46,8 @@ async fn acknowledged_writes_survive_reopen() {
     assert_eq!(got.len(), 50);
     assert_eq!(got[0].id, events[0].id, "newest first");
     assert_eq!(p.kv_get("svc", b"k").await.unwrap(), Some(b"v".to_vec()));
-    assert!(p.kv_get("BAD NS", b"k").await.is_err(), "namespaces outside the alphabet are refused");
+    assert!(
+        p.kv_get("BAD NS", b"k").await.is_err(),
+        "namespaces outside the alphabet are refused"
+    );
 }

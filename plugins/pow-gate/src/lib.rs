@@ -10,7 +10,9 @@
 #![forbid(unsafe_code)]
 
 use async_trait::async_trait;
-use civkit_framework::{Admission, BuildContext, Origin, Registry, Rejection, Service, ServiceContext};
+use civkit_framework::{
+    Admission, BuildContext, Origin, Registry, Rejection, Service, ServiceContext,
+};
 use nostr::Event;
 
 /// Config of `[services.<name>] type = "pow"`.
@@ -44,7 +46,9 @@ pub fn register(registry: &mut Registry) {
         "pow",
         "NIP-13 proof-of-work admission gate (example plugin)",
         EXAMPLE,
-        |cfg: PowConfig, _ctx: &BuildContext| Ok(std::sync::Arc::new(PowGate::new(cfg)) as std::sync::Arc<dyn Service>),
+        |cfg: PowConfig, _ctx: &BuildContext| {
+            Ok(std::sync::Arc::new(PowGate::new(cfg)) as std::sync::Arc<dyn Service>)
+        },
     );
 }
 
@@ -93,13 +97,22 @@ impl Service for PowGate {
 
     fn nip11_limitation(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut m = serde_json::Map::new();
-        m.insert("min_pow_difficulty".into(), self.config.min_difficulty.into());
+        m.insert(
+            "min_pow_difficulty".into(),
+            self.config.min_difficulty.into(),
+        );
         m
     }
 
-    async fn admit_event(&self, _ctx: &ServiceContext, origin: &Origin, event: &Event) -> Admission {
+    async fn admit_event(
+        &self,
+        _ctx: &ServiceContext,
+        origin: &Origin,
+        event: &Event,
+    ) -> Admission {
         let want = self.config.min_difficulty;
-        let applies = self.config.kinds.is_empty() || self.config.kinds.contains(&event.kind.as_u16());
+        let applies =
+            self.config.kinds.is_empty() || self.config.kinds.contains(&event.kind.as_u16());
         // The node's own services and the operator are not asked for work.
         if !applies || want == 0 || origin.is_local() {
             return Admission::Accept;

@@ -1,5 +1,7 @@
 //! The gate, plugged into a test node, through the memory transport.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests assert by panicking
+
 use std::sync::Arc;
 
 use civkit_framework::testing::{TestNode, WireClient};
@@ -7,7 +9,10 @@ use civkit_plugin_pow::{leading_zero_bits, PowConfig, PowGate};
 use nostr::{EventBuilder, Filter, Keys, Kind, Tag};
 
 fn node(min_difficulty: u8, kinds: Vec<u16>) -> TestNode {
-    let gate = PowGate::new(PowConfig { min_difficulty, kinds });
+    let gate = PowGate::new(PowConfig {
+        min_difficulty,
+        kinds,
+    });
     TestNode::builder().service("pow", Arc::new(gate)).build()
 }
 
@@ -18,7 +23,9 @@ async fn events_without_enough_work_are_refused_with_pow_prefix() {
     let k = Keys::generate();
     // Find an event that has less than 12 bits by construction (no mining).
     let lazy = loop {
-        let e = EventBuilder::text_note("no work").sign_with_keys(&k).unwrap();
+        let e = EventBuilder::text_note("no work")
+            .sign_with_keys(&k)
+            .unwrap();
         if leading_zero_bits(e.id.as_bytes()) < 8 {
             break e;
         }
@@ -27,10 +34,16 @@ async fn events_without_enough_work_are_refused_with_pow_prefix() {
     assert!(!ok);
     assert!(msg.starts_with("pow: difficulty"), "{msg}");
 
-    let mined = EventBuilder::text_note("worked").pow(8).sign_with_keys(&k).unwrap();
+    let mined = EventBuilder::text_note("worked")
+        .pow(8)
+        .sign_with_keys(&k)
+        .unwrap();
     assert!(leading_zero_bits(mined.id.as_bytes()) >= 8);
     assert_eq!(c.publish(&mined).await, (true, String::new()));
-    assert_eq!(c.req("s", vec![Filter::new().author(k.public_key())]).await, vec![mined]);
+    assert_eq!(
+        c.req("s", vec![Filter::new().author(k.public_key())]).await,
+        vec![mined]
+    );
 }
 
 #[tokio::test]
@@ -58,9 +71,13 @@ async fn only_configured_kinds_are_gated_and_nip11_announces_it() {
     let tn = node(16, vec![7]);
     let mut c = tn.client().await;
     let k = Keys::generate();
-    let note = EventBuilder::text_note("kind 1 is free").sign_with_keys(&k).unwrap();
+    let note = EventBuilder::text_note("kind 1 is free")
+        .sign_with_keys(&k)
+        .unwrap();
     assert!(c.publish(&note).await.0);
-    let reaction = EventBuilder::new(Kind::from(7), "+").sign_with_keys(&k).unwrap();
+    let reaction = EventBuilder::new(Kind::from(7), "+")
+        .sign_with_keys(&k)
+        .unwrap();
     if leading_zero_bits(reaction.id.as_bytes()) < 16 {
         assert!(!c.publish(&reaction).await.0);
     }

@@ -59,7 +59,11 @@ impl NostrWs {
         }
     }
     /// A transport on an already-bound listener (tests bind port 0 first).
-    pub fn with_listener(instance: impl Into<String>, config: NostrWsConfig, listener: tokio::net::TcpListener) -> Self {
+    pub fn with_listener(
+        instance: impl Into<String>,
+        config: NostrWsConfig,
+        listener: tokio::net::TcpListener,
+    ) -> Self {
         NostrWs {
             instance: instance.into(),
             config,
@@ -80,12 +84,16 @@ impl Transport for NostrWs {
     async fn run(self: Box<Self>, node: Node, shutdown: Shutdown) -> Result<()> {
         let listener = match self.listener {
             Some(l) => l,
-            None => tokio::net::TcpListener::bind(self.config.listen).await.map_err(|e| Error::Transport {
-                instance: self.instance.clone(),
-                message: format!("cannot listen on {}: {e}", self.config.listen),
-            })?,
+            None => tokio::net::TcpListener::bind(self.config.listen)
+                .await
+                .map_err(|e| Error::Transport {
+                    instance: self.instance.clone(),
+                    message: format!("cannot listen on {}: {e}", self.config.listen),
+                })?,
         };
-        let local = listener.local_addr().map_err(|e| Error::io("local address", e))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| Error::io("local address", e))?;
         node.set_endpoint(&self.instance, format!("ws://{local}"));
         let span = tracing::info_span!("transport", instance = %self.instance, kind = "nostr-ws");
         span.in_scope(|| info!(%local, "websocket relay listening"));
@@ -98,15 +106,18 @@ impl Transport for NostrWs {
         });
         let app = Router::new().fallback(root).with_state(shared);
         let mut sd = shutdown;
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move { sd.wait().await })
-            .into_future()
-            .instrument(span)
-            .await
-            .map_err(|e| Error::Transport {
-                instance: instance.to_string(),
-                message: e.to_string(),
-            })
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { sd.wait().await })
+        .into_future()
+        .instrument(span)
+        .await
+        .map_err(|e| Error::Transport {
+            instance: instance.to_string(),
+            message: e.to_string(),
+        })
     }
 }
 
@@ -132,7 +143,9 @@ async fn root(
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .map(|h| format!("ws://{h}"));
-        return match axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &shared).await {
+        return match axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &shared)
+            .await
+        {
             Ok(ws) => socket::upgrade(ws, shared, peer, host),
             Err(rejection) => rejection.into_response(),
         };

@@ -8,9 +8,18 @@ use crate::Shared;
 
 fn cors(mut r: Response) -> Response {
     let h = r.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("*"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, OPTIONS"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, OPTIONS"),
+    );
     r
 }
 
@@ -37,10 +46,16 @@ pub(crate) fn info_document(shared: &Shared) -> serde_json::Value {
     });
     if let Some(map) = limitation.as_object_mut() {
         if l.created_at_lower_limit > 0 {
-            map.insert("created_at_lower_limit".into(), json!(l.created_at_lower_limit));
+            map.insert(
+                "created_at_lower_limit".into(),
+                json!(l.created_at_lower_limit),
+            );
         }
         if l.created_at_upper_limit > 0 {
-            map.insert("created_at_upper_limit".into(), json!(l.created_at_upper_limit));
+            map.insert(
+                "created_at_upper_limit".into(),
+                json!(l.created_at_upper_limit),
+            );
         }
         for (k, v) in node.service_limitations() {
             map.insert(k, v);
@@ -60,5 +75,12 @@ pub(crate) fn info_document(shared: &Shared) -> serde_json::Value {
 
 pub(crate) fn document(shared: &Shared) -> Response {
     let body = info_document(shared).to_string();
-    cors((StatusCode::OK, [(header::CONTENT_TYPE, "application/nostr+json")], body).into_response())
+    cors(
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/nostr+json")],
+            body,
+        )
+            .into_response(),
+    )
 }

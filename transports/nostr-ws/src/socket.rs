@@ -17,7 +17,12 @@ const CLOSE_POLICY: u16 = 1008;
 /// Close code for "going away" (shutdown).
 const CLOSE_AWAY: u16 = 1001;
 
-pub(crate) fn upgrade(ws: WebSocketUpgrade, shared: Arc<Shared>, peer: SocketAddr, host: Option<String>) -> Response {
+pub(crate) fn upgrade(
+    ws: WebSocketUpgrade,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    host: Option<String>,
+) -> Response {
     let max = shared.config.max_message_bytes;
     // Frames up to 4x our limit are read and answered with a NOTICE; larger
     // ones close the connection with 1009.
@@ -39,7 +44,9 @@ async fn serve(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr, host: O
             via_tor: false,
         },
     );
-    let (mut session, mut outbox) = shared.node.open_session(origin, shared.config.limits.clone());
+    let (mut session, mut outbox) = shared
+        .node
+        .open_session(origin, shared.config.limits.clone());
     if let Some(h) = host {
         session.add_relay_url(&h);
     }
@@ -88,14 +95,19 @@ async fn serve(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr, host: O
             Some(Ok(Message::Text(text))) => {
                 if text.len() > max {
                     session
-                        .notice(format!("invalid: message of {} bytes is over the {max}-byte limit", text.len()))
+                        .notice(format!(
+                            "invalid: message of {} bytes is over the {max}-byte limit",
+                            text.len()
+                        ))
                         .await;
                 } else {
                     session.handle_text(text.as_str()).await;
                 }
             }
             Some(Ok(Message::Binary(_))) => {
-                session.notice("invalid: binary frames are not supported; send JSON text").await;
+                session
+                    .notice("invalid: binary frames are not supported; send JSON text")
+                    .await;
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             Some(Ok(Message::Close(_))) | None => break,

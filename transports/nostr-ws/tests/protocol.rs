@@ -1,5 +1,7 @@
 //! NIP-01 edge cases, limits, NIP-11, NIP-42 and hostile input over a real websocket.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests assert by panicking
+
 mod common;
 
 use std::sync::Arc;
@@ -8,7 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use civkit_framework::testing::conformance::events::event;
 use civkit_framework::testing::{TestClient, TestNode, WireClient};
-use civkit_framework::{Admission, NodeInfo, Origin, Rejection, Service, ServiceContext, SessionLimits};
+use civkit_framework::{
+    Admission, NodeInfo, Origin, Rejection, Service, ServiceContext, SessionLimits,
+};
 use civkit_nostr_ws::NostrWsConfig;
 use common::{connect, start, WsHarness};
 use futures_util::{SinkExt, StreamExt};
@@ -48,15 +52,28 @@ async fn nip11_document_with_cors() {
     assert!(lower.contains("access-control-allow-origin: *"));
     assert!(lower.contains("content-type: application/nostr+json"));
     let body: Value = serde_json::from_str(resp.split("\r\n\r\n").nth(1).unwrap()).unwrap();
-    let nips: Vec<u64> = body["supported_nips"].as_array().unwrap().iter().filter_map(Value::as_u64).collect();
+    let nips: Vec<u64> = body["supported_nips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
     for n in [1, 9, 11, 40, 42, 45] {
         assert!(nips.contains(&n), "NIP-{n} missing from {nips:?}");
     }
     assert_eq!(body["limitation"]["max_limit"], 500);
     assert_eq!(body["limitation"]["max_message_length"], 131072);
     assert_eq!(body["pubkey"].as_str().unwrap().len(), 64);
-    let pre = http(h.addr, "OPTIONS / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
-    assert!(pre.to_ascii_lowercase().contains("access-control-allow-methods"), "{pre}");
+    let pre = http(
+        h.addr,
+        "OPTIONS / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        pre.to_ascii_lowercase()
+            .contains("access-control-allow-methods"),
+        "{pre}"
+    );
 }
 
 #[tokio::test]
@@ -68,7 +85,11 @@ async fn every_kind_of_bad_input_gets_an_answer_and_the_connection_survives() {
 
     let expect_notice = |v: Value| {
         assert_eq!(v[0], "NOTICE", "{v}");
-        assert!(v[1].as_str().unwrap().starts_with("invalid:") || v[1].as_str().unwrap().starts_with("unsupported:"), "{v}");
+        assert!(
+            v[1].as_str().unwrap().starts_with("invalid:")
+                || v[1].as_str().unwrap().starts_with("unsupported:"),
+            "{v}"
+        );
     };
     c.send_text("{not json".into()).await;
     expect_notice(c.recv_json().await);
@@ -87,7 +108,11 @@ async fn every_kind_of_bad_input_gets_an_answer_and_the_connection_survives() {
     v["pubkey"] = json!("not-hex");
     c.send_json(json!(["EVENT", v])).await;
     let r = c.recv_json().await;
-    assert_eq!((r[0].as_str(), r[2].as_bool()), (Some("OK"), Some(false)), "{r}");
+    assert_eq!(
+        (r[0].as_str(), r[2].as_bool()),
+        (Some("OK"), Some(false)),
+        "{r}"
+    );
     assert!(r[3].as_str().unwrap().starts_with("invalid:"));
 
     // Tampered content: id no longer matches.
@@ -108,26 +133,38 @@ async fn every_kind_of_bad_input_gets_an_answer_and_the_connection_survives() {
     assert!(r[3].as_str().unwrap().contains("signature"), "{r}");
 
     // Bad hex in a filter: CLOSED invalid.
-    c.send_text(r#"["REQ", "s1", {"authors": ["xyz"]}]"#.into()).await;
+    c.send_text(r#"["REQ", "s1", {"authors": ["xyz"]}]"#.into())
+        .await;
     let r = c.recv_json().await;
     assert_eq!(r[0], "CLOSED");
     assert!(r[2].as_str().unwrap().starts_with("invalid:"));
 
     // Binary frame and an oversized text frame: NOTICE.
-    c.ws.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    c.ws.send(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
     expect_notice(c.recv_json().await);
     let big = format!(r#"["REQ","big",{{"search":"{}"}}]"#, "a".repeat(200_000));
     c.send_text(big).await;
     expect_notice(c.recv_json().await);
 
     // Already expired and kind 22242 over EVENT are refused.
-    let expired = event(&k, 1, now(), "old", &[&["expiration", &(now() - 10).to_string()]]);
+    let expired = event(
+        &k,
+        1,
+        now(),
+        "old",
+        &[&["expiration", &(now() - 10).to_string()]],
+    );
     let (ok, msg) = c.publish(&expired).await;
     assert!(!ok && msg.starts_with("invalid:"), "{msg}");
 
     // The same connection and every other one keep working.
     assert_eq!(c.publish(&good).await, (true, String::new()));
-    assert_eq!(bystander.req("b", vec![Filter::new().id(good.id)]).await, vec![good]);
+    assert_eq!(
+        bystander.req("b", vec![Filter::new().id(good.id)]).await,
+        vec![good]
+    );
 }
 
 #[tokio::test]
@@ -137,7 +174,10 @@ async fn frames_over_the_hard_cap_close_only_that_connection() {
     let mut good = connect(&h.url).await;
     let huge = "x".repeat(1024 * 1024);
     let _ = bad.ws.send(Message::Text(huge.into())).await;
-    assert!(bad.recv_text(Duration::from_secs(5)).await.is_none(), "connection closed");
+    assert!(
+        bad.recv_text(Duration::from_secs(5)).await.is_none(),
+        "connection closed"
+    );
     let e = event(&Keys::generate(), 1, now(), "fine", &[]);
     assert!(good.publish(&e).await.0);
 }
@@ -152,7 +192,9 @@ async fn floods_over_the_rate_limit_are_refused_then_recover() {
     let k = Keys::generate();
     let mut refused = 0;
     for i in 0..20 {
-        let (ok, msg) = c.publish(&event(&k, 1, now(), &format!("flood {i}"), &[])).await;
+        let (ok, msg) = c
+            .publish(&event(&k, 1, now(), &format!("flood {i}"), &[]))
+            .await;
         if !ok {
             assert!(msg.starts_with("rate-limited:"), "{msg}");
             refused += 1;
@@ -160,21 +202,26 @@ async fn floods_over_the_rate_limit_are_refused_then_recover() {
     }
     assert!(refused >= 10, "only {refused} of 20 refused");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(c.publish(&event(&k, 1, now(), "later", &[])).await.0, "the bucket refills");
+    assert!(
+        c.publish(&event(&k, 1, now(), "later", &[])).await.0,
+        "the bucket refills"
+    );
 }
 
 #[tokio::test]
 async fn configured_limits_are_enforced() {
-    let mut cfg = NostrWsConfig::default();
-    cfg.limits = SessionLimits {
-        max_subscriptions: 2,
-        max_filters: 2,
-        max_limit: 3,
-        default_limit: 3,
-        max_subid_length: 8,
-        created_at_lower_limit: 3600,
-        created_at_upper_limit: 60,
-        ..SessionLimits::default()
+    let cfg = NostrWsConfig {
+        limits: SessionLimits {
+            max_subscriptions: 2,
+            max_filters: 2,
+            max_limit: 3,
+            default_limit: 3,
+            max_subid_length: 8,
+            created_at_lower_limit: 3600,
+            created_at_upper_limit: 60,
+            ..SessionLimits::default()
+        },
+        ..NostrWsConfig::default()
     };
     let (_tn, h) = relay(cfg).await;
     let mut c = connect(&h.url).await;
@@ -182,14 +229,30 @@ async fn configured_limits_are_enforced() {
     for i in 0..5 {
         assert!(c.publish(&event(&k, 1, now() - i, "", &[])).await.0);
     }
-    assert_eq!(c.req("a", vec![Filter::new().limit(100)]).await.len(), 3, "limit capped");
-    assert_eq!(c.req("b", vec![Filter::new()]).await.len(), 3, "default limit");
+    assert_eq!(
+        c.req("a", vec![Filter::new().limit(100)]).await.len(),
+        3,
+        "limit capped"
+    );
+    assert_eq!(
+        c.req("b", vec![Filter::new()]).await.len(),
+        3,
+        "default limit"
+    );
     let err = c.req_result("c", vec![Filter::new()]).await.unwrap_err();
     assert!(err.starts_with("blocked:"), "{err}");
     c.send_json(json!(["CLOSE", "b"])).await;
     let three = vec![Filter::new(), Filter::new(), Filter::new()];
-    assert!(c.req_result("d", three).await.unwrap_err().starts_with("invalid:"));
-    assert!(c.req_result("waytoolongid", vec![Filter::new()]).await.unwrap_err().starts_with("invalid:"));
+    assert!(c
+        .req_result("d", three)
+        .await
+        .unwrap_err()
+        .starts_with("invalid:"));
+    assert!(c
+        .req_result("waytoolongid", vec![Filter::new()])
+        .await
+        .unwrap_err()
+        .starts_with("invalid:"));
     let future = event(&k, 1, now() + 3600, "", &[]);
     let (ok, msg) = c.publish(&future).await;
     assert!(!ok && msg.starts_with("invalid:"), "{msg}");
@@ -202,11 +265,18 @@ struct AuthorMustAuthenticate;
 
 #[async_trait]
 impl Service for AuthorMustAuthenticate {
-    async fn admit_event(&self, _ctx: &ServiceContext, origin: &Origin, event: &nostr::Event) -> Admission {
+    async fn admit_event(
+        &self,
+        _ctx: &ServiceContext,
+        origin: &Origin,
+        event: &nostr::Event,
+    ) -> Admission {
         if origin.authenticated == Some(event.pubkey) {
             Admission::Accept
         } else {
-            Admission::Reject(Rejection::restricted("only the authenticated author may publish"))
+            Admission::Reject(Rejection::restricted(
+                "only the authenticated author may publish",
+            ))
         }
     }
 }
@@ -226,7 +296,11 @@ async fn nip42_auth_is_checked_and_visible_to_services() {
     let mut c = connect(&h.url).await;
     let k = Keys::generate();
     let challenge = c.challenge.clone().unwrap();
-    assert!(c.req_result("s", vec![Filter::new()]).await.unwrap_err().starts_with("auth-required:"));
+    assert!(c
+        .req_result("s", vec![Filter::new()])
+        .await
+        .unwrap_err()
+        .starts_with("auth-required:"));
     let note = event(&k, 1, now(), "hi", &[]);
     let (ok, msg) = c.publish(&note).await;
     assert!(!ok && msg.starts_with("auth-required:"), "{msg}");
@@ -243,22 +317,35 @@ async fn nip42_auth_is_checked_and_visible_to_services() {
     for (bad, why) in [
         (auth("wrong", "wss://relay.example.com", now()), "challenge"),
         (auth(&challenge, "wss://evil.example.org", now()), "relay"),
-        (auth(&challenge, "wss://relay.example.com", now() - 3600), "time"),
+        (
+            auth(&challenge, "wss://relay.example.com", now() - 3600),
+            "time",
+        ),
     ] {
         c.send_json(send_auth(bad)).await;
         let r = c.recv_json().await;
-        assert_eq!((r[0].as_str(), r[2].as_bool()), (Some("OK"), Some(false)), "{why}: {r}");
+        assert_eq!(
+            (r[0].as_str(), r[2].as_bool()),
+            (Some("OK"), Some(false)),
+            "{why}: {r}"
+        );
     }
     // The URL the client dialed is also accepted.
-    c.send_json(send_auth(auth(&challenge, &h.url, now()))).await;
+    c.send_json(send_auth(auth(&challenge, &h.url, now())))
+        .await;
     let r = c.recv_json().await;
     assert_eq!(r[2], true, "{r}");
     assert_eq!(c.publish(&note).await, (true, String::new()));
     let other = event(&Keys::generate(), 1, now(), "not me", &[]);
     let (ok, msg) = c.publish(&other).await;
-    assert!(!ok && msg.starts_with("restricted:"), "service sees the authenticated key: {msg}");
+    assert!(
+        !ok && msg.starts_with("restricted:"),
+        "service sees the authenticated key: {msg}"
+    );
     let conns = tn.node.connections();
-    assert!(conns.iter().any(|c| c.authenticated == Some(k.public_key().to_hex())));
+    assert!(conns
+        .iter()
+        .any(|c| c.authenticated == Some(k.public_key().to_hex())));
 }
 
 #[tokio::test]
@@ -266,9 +353,14 @@ async fn ping_pong_and_clean_close() {
     let (tn, h) = relay(NostrWsConfig::default()).await;
     let mut ws = h.raw().await;
     let _challenge = ws.next().await;
-    ws.send(Message::Ping(b"are you there".to_vec().into())).await.unwrap();
+    ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
     loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap() {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+        {
             Some(Ok(Message::Pong(p))) => {
                 assert_eq!(&p[..], b"are you there");
                 break;
@@ -290,7 +382,7 @@ async fn ping_pong_and_clean_close() {
     .await;
     assert_eq!(end, Ok(true));
     for _ in 0..50 {
-        if tn.node.connection_counts().get("relay").is_none() {
+        if !tn.node.connection_counts().contains_key("relay") {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -13,7 +13,8 @@ use civkit_nostr_ws::{NostrWs, NostrWsConfig};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub struct WsClient {
     pub ws: Ws,
@@ -23,7 +24,10 @@ pub struct WsClient {
 #[async_trait]
 impl TestClient for WsClient {
     async fn send_text(&mut self, text: String) {
-        self.ws.send(Message::Text(text.into())).await.expect("websocket send");
+        self.ws
+            .send(Message::Text(text.into()))
+            .await
+            .expect("websocket send");
     }
     async fn recv_text(&mut self, timeout: Duration) -> Option<String> {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -44,7 +48,10 @@ pub struct WsHarness {
 
 impl WsHarness {
     pub async fn raw(&self) -> Ws {
-        tokio_tungstenite::connect_async(&self.url).await.expect("connect").0
+        tokio_tungstenite::connect_async(&self.url)
+            .await
+            .expect("connect")
+            .0
     }
 }
 
@@ -57,9 +64,18 @@ impl TransportHarness for WsHarness {
 
 /// Connect and read the NIP-42 challenge the relay sends first.
 pub async fn connect(url: &str) -> WsClient {
-    let ws = tokio_tungstenite::connect_async(url).await.expect("connect").0;
-    let mut c = WsClient { ws, challenge: None };
-    let first = c.recv_text(Duration::from_secs(5)).await.expect("AUTH challenge");
+    let ws = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect")
+        .0;
+    let mut c = WsClient {
+        ws,
+        challenge: None,
+    };
+    let first = c
+        .recv_text(Duration::from_secs(5))
+        .await
+        .expect("AUTH challenge");
     let v: serde_json::Value = serde_json::from_str(&first).expect("json");
     assert_eq!(v[0], "AUTH", "the relay opens with a NIP-42 challenge");
     c.challenge = v[1].as_str().map(str::to_string);
@@ -67,7 +83,9 @@ pub async fn connect(url: &str) -> WsClient {
 }
 
 pub async fn start(node: Node, shutdown: Shutdown, config: NostrWsConfig) -> WsHarness {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let t = Box::new(NostrWs::with_listener("relay", config, listener));
     tokio::spawn(t.run(node, shutdown));
