@@ -1,0 +1,279 @@
+//! civkit-bench: drive many websocket clients against any Nostr relay URL and
+//! print ingest rate, REQ latency, relay CPU per event and memory per idle
+//! connection. Works against civkitd and any other relay (nostr-rs-relay, ...).
+//!
+//! Give `--pid` of the relay process to read its CPU time and resident memory
+//! from /proc.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use nostr::{Event, EventBuilder, Filter, Keys, Kind};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+#[derive(Parser, Clone)]
+#[command(version, about = "Load generator for Nostr relays")]
+struct Args {
+    /// Relay websocket URL.
+    #[arg(long)]
+    url: String,
+    /// PID of the relay process (for CPU time and memory from /proc).
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Name printed in the result line.
+    #[arg(long, default_value = "relay")]
+    name: String,
+    /// Concurrent publishing clients.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Events each client keeps in flight.
+    #[arg(long, default_value_t = 16)]
+    window: usize,
+    /// Events in the measured ingest phase.
+    #[arg(long, default_value_t = 20_000)]
+    events: usize,
+    /// Total events in the store before REQ latency is measured.
+    #[arg(long, default_value_t = 100_000)]
+    store: usize,
+    /// REQ round trips to time.
+    #[arg(long, default_value_t = 300)]
+    req_samples: usize,
+    /// Idle connections for the memory measure.
+    #[arg(long, default_value_t = 1000)]
+    idle: usize,
+}
+
+fn clk_tck() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// utime + stime of a process, in microseconds.
+fn cpu_micros(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * 1_000_000 / clk_tck())
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+async fn connect(url: &str) -> Result<Ws> {
+    Ok(tokio_tungstenite::connect_async(url)
+        .await
+        .context("connect")?
+        .0)
+}
+
+fn sign_batch(n: usize, tag: &str) -> Vec<Event> {
+    let keys = Keys::generate();
+    (0..n)
+        .map(|i| {
+            EventBuilder::new(
+                Kind::TextNote,
+                format!("civkit-bench {tag} event {i} {}", "x".repeat(64)),
+            )
+            .sign_with_keys(&keys)
+            .expect("signing")
+        })
+        .collect()
+}
+
+/// Publish every batch over its own connection with a window of in-flight
+/// events; returns the number of `OK true`.
+async fn publish(url: &str, batches: Vec<Vec<Event>>, window: usize) -> Result<usize> {
+    let mut tasks = Vec::new();
+    for batch in batches {
+        let url = url.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut ws = connect(&url).await?;
+            let mut accepted = 0usize;
+            for chunk in batch.chunks(window.max(1)) {
+                for e in chunk {
+                    ws.send(Message::Text(json!(["EVENT", e]).to_string().into()))
+                        .await?;
+                }
+                let mut answered = 0;
+                while answered < chunk.len() {
+                    match tokio::time::timeout(Duration::from_secs(60), ws.next()).await {
+                        Ok(Some(Ok(Message::Text(t)))) => {
+                            let v: Value = serde_json::from_str(&t).unwrap_or_default();
+                            if v[0] == "OK" {
+                                answered += 1;
+                                if v[2] == true {
+                                    accepted += 1;
+                                }
+                            }
+                        }
+                        Ok(Some(Ok(_))) => {}
+                        _ => bail!("connection lost or timed out during ingest"),
+                    }
+                }
+            }
+            Ok::<usize, anyhow::Error>(accepted)
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await??;
+    }
+    Ok(total)
+}
+
+fn split(events: Vec<Event>, parts: usize) -> Vec<Vec<Event>> {
+    let parts = parts.max(1);
+    let mut out: Vec<Vec<Event>> = (0..parts).map(|_| Vec::new()).collect();
+    for (i, e) in events.into_iter().enumerate() {
+        out[i % parts].push(e);
+    }
+    out
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let url = args.url.as_str();
+
+    // Sign everything first so signing does not compete with the relay.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let sign = |n: usize, tag: &'static str| {
+        let per = n.div_ceil(threads);
+        std::thread::scope(|s| {
+            let hs: Vec<_> = (0..threads)
+                .map(|_| s.spawn(move || sign_batch(per, tag)))
+                .collect();
+            hs.into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .take(n)
+                .collect::<Vec<_>>()
+        })
+    };
+    let measured = sign(args.events, "ingest");
+    let fill = sign(args.store.saturating_sub(args.events), "fill");
+
+    // 1. Ingest: accepted events per second and relay CPU per accepted event.
+    let cpu0 = args.pid.and_then(cpu_micros);
+    let t0 = Instant::now();
+    let accepted = publish(url, split(measured, args.clients), args.window).await?;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu1 = args.pid.and_then(cpu_micros);
+    let eps = accepted as f64 / secs;
+    let cpu_per_event = match (cpu0, cpu1) {
+        (Some(a), Some(b)) if accepted > 0 => Some((b - a) as f64 / accepted as f64),
+        _ => None,
+    };
+
+    // 2. Fill the store, then time REQ round trips on it.
+    let filled = publish(url, split(fill, args.clients), args.window * 4).await?;
+    let mut ws = connect(url).await?;
+    let mut lat = Vec::with_capacity(args.req_samples);
+    let filter = Filter::new().kind(Kind::TextNote).limit(100);
+    let mut got_events = 0usize;
+    for i in 0..args.req_samples {
+        let sub = format!("b{i}");
+        let t = Instant::now();
+        ws.send(Message::Text(
+            json!(["REQ", sub, filter]).to_string().into(),
+        ))
+        .await?;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+                Ok(Some(Ok(Message::Text(m)))) => {
+                    let v: Value = serde_json::from_str(&m).unwrap_or_default();
+                    if v[0] == "EVENT" && v[1] == sub.as_str() {
+                        got_events += 1;
+                    } else if (v[0] == "EOSE" || v[0] == "CLOSED") && v[1] == sub.as_str() {
+                        break;
+                    }
+                }
+                Ok(Some(Ok(_))) => {}
+                _ => bail!("REQ timed out"),
+            }
+        }
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        ws.send(Message::Text(json!(["CLOSE", sub]).to_string().into()))
+            .await?;
+    }
+    drop(ws);
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let per_req = got_events as f64 / args.req_samples.max(1) as f64;
+
+    // 3. Memory per idle connection.
+    let mem = match args.pid {
+        Some(pid) => {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let before = rss_kib(pid);
+            let mut idle = Vec::with_capacity(args.idle);
+            for _ in 0..args.idle {
+                idle.push(connect(url).await?);
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let after = rss_kib(pid);
+            drop(idle);
+            match (before, after) {
+                (Some(b), Some(a)) => {
+                    Some((a.saturating_sub(b)) as f64 * 1024.0 / args.idle as f64)
+                }
+                _ => None,
+            }
+        }
+        None => None,
+    };
+
+    let result = json!({
+        "name": args.name,
+        "accepted": accepted,
+        "ingest_secs": secs,
+        "events_per_sec": eps,
+        "cpu_us_per_event": cpu_per_event,
+        "store_events": accepted + filled,
+        "req_p50_ms": percentile(&lat, 0.5),
+        "req_p99_ms": percentile(&lat, 0.99),
+        "req_events_per_reply": per_req,
+        "idle_bytes_per_conn": mem,
+    });
+    println!("{result}");
+    eprintln!(
+        "{:<14} ingest {:>8.0} ev/s ({} accepted) | cpu {:>7} us/ev | REQ limit 100 on {} events: p50 {:.2} ms p99 {:.2} ms ({:.0} events/reply) | idle conn {} B",
+        args.name,
+        eps,
+        accepted,
+        cpu_per_event.map_or("n/a".into(), |c| format!("{c:.0}")),
+        accepted + filled,
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        per_req,
+        mem.map_or("n/a".into(), |m| format!("{m:.0}")),
+    );
+    Ok(())
+}
