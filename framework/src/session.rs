@@ -84,6 +84,11 @@ impl SessionOutbox {
     pub(crate) fn new(rx: mpsc::Receiver<String>, kick: Arc<Notify>) -> Self {
         SessionOutbox { rx, kick }
     }
+    /// The next message if one is queued right now, without waiting. Lets a
+    /// transport write a burst (a `REQ`'s history) with one flush.
+    pub fn try_next(&mut self) -> Option<String> {
+        self.rx.try_recv().ok()
+    }
     /// The next thing to send; `None` once the session is gone and drained.
     pub async fn next(&mut self) -> Option<Outgoing> {
         tokio::select! {

@@ -23,6 +23,7 @@ use async_trait::async_trait;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
 use axum::Router;
 use civkit_framework::{BuildContext, Error, Node, Registry, Result, Shutdown, Transport};
 use tracing::{info, Instrument};
@@ -105,6 +106,12 @@ impl Transport for NostrWs {
             shutdown: shutdown.clone(),
         });
         let app = Router::new().fallback(root).with_state(shared);
+        // Replies are many small frames; do not let Nagle hold them back.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         let mut sd = shutdown;
         axum::serve(
             listener,

@@ -60,7 +60,15 @@ async fn serve(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr, host: O
             tokio::select! {
                 out = outbox.next() => match out {
                     Some(Outgoing::Message(text)) => {
-                        if sink.send(Message::Text(text.into())).await.is_err() {
+                        // Queue everything already waiting, then flush once.
+                        let mut ok = sink.feed(Message::Text(text.into())).await.is_ok();
+                        while ok {
+                            match outbox.try_next() {
+                                Some(more) => ok = sink.feed(Message::Text(more.into())).await.is_ok(),
+                                None => break,
+                            }
+                        }
+                        if !ok || sink.flush().await.is_err() {
                             break;
                         }
                     }
