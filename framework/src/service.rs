@@ -6,7 +6,8 @@
 //! handed to the node. Every hook has a no-op default, so a service overrides
 //! only what it needs:
 //!
-//! - [`Service::admit_event`] runs in config order for every event that passed
+//! - [`Service::admit_event`] runs in admission order (civkitd: by instance
+//!   name, as config tables are maps) for every event that passed
 //!   the id/signature/duplicate/expiration checks, before it is stored. The
 //!   first rejection wins and becomes the client's `OK false`.
 //! - [`Service::admit_query`] runs for every `REQ` and `COUNT`; a rejection
