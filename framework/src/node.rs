@@ -258,6 +258,18 @@ impl Node {
         }
         map
     }
+    /// NIP-11 top-level fields contributed by services.
+    pub fn service_nip11(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut map = serde_json::Map::new();
+        for slot in &self.0.services {
+            map.extend(slot.service.nip11_extra());
+        }
+        map
+    }
+    /// Whether every service still serves this stored event at `now`.
+    pub fn serves(&self, event: &Event, now: Timestamp) -> bool {
+        self.0.services.iter().all(|s| s.service.serves(event, now))
+    }
     /// Names of the configured services, in admission order.
     pub fn service_names(&self) -> Vec<String> {
         self.0.services.iter().map(|s| s.name.to_string()).collect()

@@ -136,6 +136,18 @@ pub trait Service: Send + Sync + 'static {
     fn nip11_limitation(&self) -> serde_json::Map<String, serde_json::Value> {
         serde_json::Map::new()
     }
+    /// Top-level fields this service adds to the NIP-11 document (for example
+    /// a board's published policy).
+    fn nip11_extra(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
+    }
+    /// Whether a stored event is still served to new subscribers at `now`
+    /// (a service can hide events that are stale by its own rules; NIP-40
+    /// expiry is handled by the node). Called for every stored event a `REQ`
+    /// returns; keep it cheap and free of I/O.
+    fn serves(&self, _event: &Event, _now: Timestamp) -> bool {
+        true
+    }
     /// Accept or reject an event before it is stored.
     async fn admit_event(
         &self,
@@ -206,6 +218,14 @@ impl ServiceContext {
     /// The node's signing keys.
     pub fn keys(&self) -> Result<Keys> {
         Ok(self.node()?.keys().clone())
+    }
+    /// Where each transport listens (`relay` → `ws://127.0.0.1:7777`).
+    pub fn endpoints(&self) -> Result<std::collections::BTreeMap<String, String>> {
+        Ok(self.node()?.endpoints())
+    }
+    /// The configured public relay URL, if any.
+    pub fn relay_url(&self) -> Result<Option<String>> {
+        Ok(self.node()?.info().relay_url.clone())
     }
     /// The node's persister (for queries).
     pub fn persister(&self) -> Result<Arc<dyn Persister>> {

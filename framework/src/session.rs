@@ -429,7 +429,7 @@ impl Session {
             .subscribe(self.id, sub_id.clone(), filters.clone().into());
         match self.node.persister().query(&filters, now).await {
             Ok(events) => {
-                for e in &events {
+                for e in events.iter().filter(|e| self.node.serves(e, now)) {
                     self.send(event_message(&sub_id, &e.as_json())).await;
                 }
                 self.send(RelayMessage::eose(sub_id).as_json()).await;

@@ -9,5 +9,6 @@ pub fn registry() -> Registry {
     civkit_sled::register(&mut r);
     civkit_nostr_ws::register(&mut r);
     civkit_plugin_pow::register(&mut r);
+    civkit_board::register(&mut r);
     r
 }

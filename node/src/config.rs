@@ -85,11 +85,12 @@ pub struct Config {
 }
 
 /// The layout used when no config file is given: a websocket relay on
-/// 127.0.0.1:7777 over the sled store in `./civkit-data`.
+/// 127.0.0.1:7777 and a market board, over the sled store in `./civkit-data`.
 fn embedded_defaults() -> serde_json::Value {
     serde_json::json!({
         "persister": { "type": "sled" },
         "transports": { "relay": { "type": "nostr-ws" } },
+        "services": { "board": { "type": "market-board" } },
     })
 }
 
@@ -201,6 +202,7 @@ pub fn example_config(registry: &Registry) -> String {
 pub fn instance_name(type_name: &str) -> &str {
     match type_name {
         "nostr-ws" => "relay",
+        "market-board" => "board",
         other => other,
     }
 }

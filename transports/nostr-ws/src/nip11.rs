@@ -61,7 +61,7 @@ pub(crate) fn info_document(shared: &Shared) -> serde_json::Value {
             map.insert(k, v);
         }
     }
-    json!({
+    let mut doc = json!({
         "name": info.name,
         "description": info.description,
         "pubkey": node.keys().public_key().to_hex(),
@@ -70,7 +70,11 @@ pub(crate) fn info_document(shared: &Shared) -> serde_json::Value {
         "software": "civkit",
         "version": env!("CARGO_PKG_VERSION"),
         "limitation": limitation,
-    })
+    });
+    if let Some(map) = doc.as_object_mut() {
+        map.extend(node.service_nip11());
+    }
+    doc
 }
 
 pub(crate) fn document(shared: &Shared) -> Response {

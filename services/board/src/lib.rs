@@ -1,0 +1,280 @@
+//! # civkit-board
+//!
+//! The CivKit market board, a [`Service`] in the `services` column of
+//! `ARCHITECTURE.md`. Makers publish NIP-69 orders (kind 38383, addressable
+//! by `d`), optionally carrying a BOLT12 offer in a `bolt12` tag; the board
+//! checks them against NIP-69 and its own published policy before the node
+//! stores and fans them out.
+//!
+//! - [`order`]: pure parsing and format checks (`invalid:` naming the tag);
+//! - [`offer`]: BOLT12 validation with LDK's `Offer` (expiry, chain, amount);
+//! - [`policy`]: the operator's rules (`restricted:` naming the rule) and
+//!   their announcement in NIP-11 and a replaceable policy event;
+//! - this file: the lifecycle (only the author updates or deletes an order:
+//!   `blocked:` otherwise), open-order limits, and hiding pending orders
+//!   past `expires_at` from new subscribers.
+
+#![forbid(unsafe_code)]
+
+pub mod offer;
+pub mod order;
+pub mod policy;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use civkit_framework::kinds::{tag_value, Address};
+use civkit_framework::{
+    Admission, BuildContext, Error, Origin, Registry, Rejection, Result, Service, ServiceContext,
+    Shutdown,
+};
+use nostr::{Event, EventBuilder, EventId, Filter, Kind, Tag, Timestamp};
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+pub use order::{Order, OrderError, ORDER_KIND};
+pub use policy::{BoardConfig, POLICY_KIND};
+
+/// Register the `market-board` service.
+pub fn register(registry: &mut Registry) {
+    registry.register_service(
+        "market-board",
+        "CivKit market board: NIP-69 orders with BOLT12 offers, checked against a published policy",
+        policy::EXAMPLE,
+        |cfg: BoardConfig, ctx: &BuildContext| {
+            cfg.validate().map_err(|(key, msg)| {
+                Error::config(format!("services.{}.{key}", ctx.instance), msg)
+            })?;
+            Ok(Arc::new(Board::new(cfg)) as Arc<dyn Service>)
+        },
+    );
+}
+
+/// The market board service.
+#[derive(Debug, Clone)]
+pub struct Board {
+    policy: BoardConfig,
+}
+
+impl Board {
+    /// A board with this policy.
+    pub fn new(policy: BoardConfig) -> Self {
+        Board { policy }
+    }
+
+    /// The policy event: replaceable, signed by the node key, listing how to reach the board.
+    pub fn policy_event(&self, websockets: &[String]) -> EventBuilder {
+        let mut tags: Vec<Tag> = websockets
+            .iter()
+            .filter_map(|u| Tag::parse(["r", u.as_str()]).ok())
+            .collect();
+        tags.extend(Tag::parse(["alt", "CivKit board policy"]).ok());
+        EventBuilder::new(
+            Kind::from(POLICY_KIND),
+            self.policy.document(websockets).to_string(),
+        )
+        .tags(tags)
+    }
+
+    async fn websockets(ctx: &ServiceContext) -> Vec<String> {
+        let mut urls: Vec<String> = ctx.relay_url().ok().flatten().into_iter().collect();
+        for (_, url) in ctx.endpoints().unwrap_or_default() {
+            if url.starts_with("ws://") || url.starts_with("wss://") {
+                if !urls.contains(&url) {
+                    urls.push(url);
+                }
+            }
+        }
+        urls
+    }
+
+    async fn publish_policy(&self, ctx: &ServiceContext) -> Result<()> {
+        let urls = Self::websockets(ctx).await;
+        let reply = ctx.publish(self.policy_event(&urls)).await?;
+        if reply.accepted {
+            info!(id = %reply.event_id, "board policy published");
+            Ok(())
+        } else {
+            Err(Error::Service {
+                instance: ctx.name().to_string(),
+                message: format!("policy event refused: {}", reply.message),
+            })
+        }
+    }
+
+    async fn stored(
+        ctx: &ServiceContext,
+        filter: Filter,
+    ) -> std::result::Result<Vec<Event>, Rejection> {
+        let p = ctx
+            .persister()
+            .map_err(|_| Rejection::error("the node is shutting down"))?;
+        p.query(&[filter], ctx.now()).await.map_err(|e| {
+            warn!(error = %e, "board lookup failed");
+            Rejection::error("could not read the store")
+        })
+    }
+
+    async fn admit_order(
+        &self,
+        ctx: &ServiceContext,
+        event: &Event,
+    ) -> std::result::Result<(), Rejection> {
+        let order = order::parse(event).map_err(|e| Rejection::invalid(e.to_string()))?;
+        let now = ctx.now().as_secs();
+        if let Some(offer) = &order.bolt12 {
+            offer::check(&order, offer, now)
+                .map_err(|e| Rejection::invalid(format!("tag `bolt12`: {e}")))?;
+        }
+        self.policy
+            .check(&order, event.created_at.as_secs())
+            .map_err(Rejection::restricted)?;
+        // Only the maker who first used an order id may update it.
+        let same_id = Filter::new()
+            .kind(Kind::from(ORDER_KIND))
+            .identifier(order.id.clone());
+        if Self::stored(ctx, same_id)
+            .await?
+            .iter()
+            .any(|e| e.pubkey != event.pubkey)
+        {
+            return Err(Rejection::blocked(format!(
+                "order id `{}` belongs to another maker; only its author may update it",
+                order.id
+            )));
+        }
+        if order.status == order::Status::Pending {
+            let mine = Filter::new()
+                .kind(Kind::from(ORDER_KIND))
+                .author(event.pubkey)
+                .custom_tag(
+                    nostr::SingleLetterTag::lowercase(nostr::Alphabet::S),
+                    "pending",
+                );
+            let open = Self::stored(ctx, mine)
+                .await?
+                .iter()
+                .filter(|e| {
+                    tag_value(e, "d") != Some(order.id.as_str()) && pending_and_live(e, now)
+                })
+                .count();
+            if open >= self.policy.max_open_orders_per_author {
+                return Err(Rejection::restricted(format!(
+                    "at most {} open orders per maker",
+                    self.policy.max_open_orders_per_author
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A deletion request may not name another maker's order.
+    async fn admit_deletion(
+        &self,
+        ctx: &ServiceContext,
+        event: &Event,
+    ) -> std::result::Result<(), Rejection> {
+        for tag in event.tags.iter() {
+            let s = tag.as_slice();
+            match (s.first().map(String::as_str), s.get(1)) {
+                (Some("a"), Some(v)) => {
+                    if let Some(a) = Address::parse(v) {
+                        if a.kind == ORDER_KIND && a.pubkey != event.pubkey {
+                            return Err(Rejection::blocked("only the author may delete an order"));
+                        }
+                    }
+                }
+                (Some("e"), Some(v)) => {
+                    if let Ok(id) = EventId::from_hex(v) {
+                        let found = Self::stored(ctx, Filter::new().id(id)).await?;
+                        if found
+                            .iter()
+                            .any(|e| e.kind.as_u16() == ORDER_KIND && e.pubkey != event.pubkey)
+                        {
+                            return Err(Rejection::blocked("only the author may delete an order"));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A pending order whose `expires_at` has not passed.
+fn pending_and_live(e: &Event, now: u64) -> bool {
+    tag_value(e, "s") == Some("pending")
+        && tag_value(e, "expires_at")
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|t| t > now)
+}
+
+#[async_trait]
+impl Service for Board {
+    fn supported_nips(&self) -> Vec<u16> {
+        vec![69]
+    }
+
+    fn nip11_extra(&self) -> serde_json::Map<String, Value> {
+        let mut m = serde_json::Map::new();
+        let mut doc = self.policy.document(&[]);
+        if let Some(o) = doc.as_object_mut() {
+            o.remove("endpoints");
+        }
+        m.insert("civkit_board".into(), doc);
+        m
+    }
+
+    fn serves(&self, event: &Event, now: Timestamp) -> bool {
+        event.kind.as_u16() != ORDER_KIND
+            || tag_value(event, "s") != Some("pending")
+            || pending_and_live(event, now.as_secs())
+    }
+
+    async fn admit_event(
+        &self,
+        ctx: &ServiceContext,
+        _origin: &Origin,
+        event: &Event,
+    ) -> Admission {
+        let verdict = match event.kind.as_u16() {
+            ORDER_KIND => self.admit_order(ctx, event).await,
+            5 => self.admit_deletion(ctx, event).await,
+            _ => Ok(()),
+        };
+        match verdict {
+            Ok(()) => Admission::Accept,
+            Err(r) => Admission::Reject(r),
+        }
+    }
+
+    async fn run(&self, ctx: ServiceContext, mut shutdown: Shutdown) -> Result<()> {
+        // Announce once the transports have reported where they listen.
+        for _ in 0..200 {
+            if !ctx.endpoints()?.is_empty() || shutdown.is_triggered() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        if !shutdown.is_triggered() {
+            self.publish_policy(&ctx).await?;
+        }
+        shutdown.wait().await;
+        Ok(())
+    }
+
+    async fn admin(&self, ctx: &ServiceContext, command: &str, _args: Value) -> Result<Value> {
+        match command {
+            "policy" => Ok(self.policy.document(&Self::websockets(ctx).await)),
+            "republish" => {
+                self.publish_policy(ctx).await?;
+                Ok(json!({ "published": true }))
+            }
+            other => Err(Error::Unsupported(format!(
+                "admin command `{other}` (try policy, republish)"
+            ))),
+        }
+    }
+}

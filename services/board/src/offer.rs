@@ -1,0 +1,88 @@
+//! BOLT12 offers carried by orders (`bolt12` tag), checked with LDK's parser.
+
+use std::time::Duration;
+
+use lightning::bitcoin::constants::ChainHash;
+use lightning::bitcoin::Network;
+use lightning::offers::offer::{Amount, Offer};
+
+use crate::order::{FiatAmount, Order};
+
+/// The chain an order's `network` names.
+pub fn chain_of(network: &str) -> Option<ChainHash> {
+    let n = match network {
+        "mainnet" => Network::Bitcoin,
+        "testnet" => Network::Testnet,
+        "signet" => Network::Signet,
+        "regtest" => Network::Regtest,
+        _ => return None,
+    };
+    Some(ChainHash::using_genesis_block(n))
+}
+
+/// Parse an offer string (BOLT12 encoding, `+` continuations allowed).
+pub fn parse(s: &str) -> Result<Offer, String> {
+    s.parse::<Offer>()
+        .map_err(|e| format!("not a valid BOLT12 offer ({e:?})"))
+}
+
+/// Check an order's offer: valid, not expired at `now` (unix seconds), for
+/// the order's chain, and with an amount that agrees with the order.
+pub fn check(order: &Order, offer_str: &str, now: u64) -> Result<Offer, String> {
+    let offer = parse(offer_str)?;
+    if let Some(exp) = offer.absolute_expiry() {
+        if exp <= Duration::from_secs(now) {
+            return Err(format!("the offer expired at {}", exp.as_secs()));
+        }
+    }
+    let chain =
+        chain_of(&order.network).ok_or_else(|| format!("unknown network `{}`", order.network))?;
+    if !offer.chains().contains(&chain) {
+        return Err(format!(
+            "the offer is not for the order's network `{}`",
+            order.network
+        ));
+    }
+    match offer.amount() {
+        None => {}
+        Some(Amount::Bitcoin { amount_msats }) => {
+            if order.amount_sats == 0 {
+                return Err(format!(
+                    "the offer fixes {amount_msats} msat but the order is at market price (amt 0)"
+                ));
+            }
+            if amount_msats != order.amount_sats.saturating_mul(1000) {
+                return Err(format!(
+                    "the offer asks {amount_msats} msat but the order says amt {} sat",
+                    order.amount_sats
+                ));
+            }
+        }
+        Some(Amount::Currency {
+            iso4217_code,
+            amount,
+        }) => {
+            let code = iso4217_code.as_str();
+            if code != order.currency {
+                return Err(format!(
+                    "the offer is in {code} but the order is in {}",
+                    order.currency
+                ));
+            }
+            let exp = iso_currency::Currency::from_code(code)
+                .and_then(|c| c.exponent())
+                .unwrap_or(0);
+            let major = amount as f64 / 10f64.powi(i32::from(exp));
+            let agrees = match order.fiat {
+                FiatAmount::Single(fa) => (fa - major).abs() < 1e-9,
+                FiatAmount::Range(min, max) => (min..=max).contains(&major),
+            };
+            if !agrees {
+                return Err(format!(
+                    "the offer asks {major} {code}, outside the order's fiat amount"
+                ));
+            }
+        }
+    }
+    Ok(offer)
+}
