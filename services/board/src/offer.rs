@@ -21,9 +21,39 @@ pub fn chain_of(network: &str) -> Option<ChainHash> {
 }
 
 /// Parse an offer string (BOLT12 encoding, `+` continuations allowed).
+///
+/// Beyond LDK's parser, an offer that requires unknown features is refused:
+/// BOLT12 says a reader MUST NOT respond to it (LDK applies that rule only
+/// when building an invoice request), so no taker could pay it.
 pub fn parse(s: &str) -> Result<Offer, String> {
-    s.parse::<Offer>()
-        .map_err(|e| format!("not a valid BOLT12 offer ({e:?})"))
+    let offer = s
+        .parse::<Offer>()
+        .map_err(|e| format!("not a valid BOLT12 offer ({e:?})"))?;
+    if excess_padding(s) {
+        return Err("bech32 padding exceeds 4 bits".into());
+    }
+    if offer.offer_features().requires_unknown_bits() {
+        return Err(
+            "the offer requires features no payer knows (unknown even feature bits)".into(),
+        );
+    }
+    Ok(offer)
+}
+
+/// BOLT12 strings are bech32 without a checksum. `n` data characters carry
+/// `5n` bits, of which `5n mod 8` are padding; 5 or more padding bits means a
+/// whole character too many, which the spec's vectors call invalid and LDK
+/// 0.2 does not catch. `+` continuations (with any whitespace) are removed
+/// first, as the encoding allows.
+fn excess_padding(s: &str) -> bool {
+    let compact: String = s
+        .chars()
+        .filter(|c| *c != '+' && !c.is_whitespace())
+        .collect();
+    match compact.rfind('1') {
+        Some(sep) => (compact.len() - sep - 1) * 5 % 8 >= 5,
+        None => false,
+    }
 }
 
 /// Check an order's offer: valid, not expired at `now` (unix seconds), for
