@@ -150,3 +150,78 @@ async fn nostr_sdk_authenticates_with_nip42_when_the_relay_requires_it() {
     c.shutdown().await;
     d.shutdown().await.unwrap();
 }
+
+fn order(keys: &Keys, d: &str, currency: &str) -> nostr::Event {
+    let now = nostr::Timestamp::now().as_secs();
+    let (exp_at, exp) = ((now + 3600).to_string(), (now + 7200).to_string());
+    let tags = [
+        vec!["d", d],
+        vec!["k", "sell"],
+        vec!["f", currency],
+        vec!["s", "pending"],
+        vec!["amt", "0"],
+        vec!["fa", "250"],
+        vec!["pm", "sepa"],
+        vec!["premium", "2"],
+        vec!["network", "mainnet"],
+        vec!["layer", "lightning"],
+        vec!["expires_at", &exp_at],
+        vec!["expiration", &exp],
+        vec!["y", "nostr-sdk-test"],
+        vec!["z", "order"],
+    ];
+    EventBuilder::new(Kind::from(38383), "")
+        .tags(
+            tags.iter()
+                .map(|t| nostr::Tag::parse(t.iter().copied()).unwrap()),
+        )
+        .sign_with_keys(keys)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nostr_sdk_publishes_and_reads_orders_on_a_board() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (d, url) = daemon(
+        tmp.path(),
+        "[services.board]\ntype = \"market-board\"\ncurrencies = [\"EUR\"]\n",
+    )
+    .await;
+    let maker = Keys::generate();
+    let m = client(&maker, &url).await;
+    let t = client(&Keys::generate(), &url).await;
+
+    let good = order(&maker, "eur-1", "EUR");
+    let out = m.send_event(&good).await.unwrap();
+    assert!(out.failed.is_empty(), "{:?}", out.failed);
+    let bad = order(&maker, "gbp-1", "GBP");
+    let out = m.send_event(&bad).await.unwrap();
+    let why = out.failed.values().next().cloned().unwrap_or_default();
+    assert!(why.contains("restricted: currency GBP"), "{why}");
+
+    let f = Filter::new()
+        .kind(Kind::from(38383))
+        .custom_tag(nostr::SingleLetterTag::lowercase(nostr::Alphabet::F), "EUR");
+    let got = t.fetch_events(f, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        got.into_iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![good.id]
+    );
+    let policy = t
+        .fetch_events(
+            Filter::new()
+                .kind(Kind::from(10383))
+                .author(d.node.keys().public_key()),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        policy.len(),
+        1,
+        "the board's policy event is readable by any client"
+    );
+    m.shutdown().await;
+    t.shutdown().await;
+    d.shutdown().await.unwrap();
+}

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 pub const CIVKITD: &str = env!("CARGO_BIN_EXE_civkitd");
 pub const CLI: &str = env!("CARGO_BIN_EXE_civkit-cli");
+pub const SAMPLE: &str = env!("CARGO_BIN_EXE_civkit-sample");
 
 pub struct Proc {
     pub child: Child,

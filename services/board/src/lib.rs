@@ -77,20 +77,19 @@ impl Board {
         .tags(tags)
     }
 
-    async fn websockets(ctx: &ServiceContext) -> Vec<String> {
+    /// The public relay URL first, then every websocket endpoint the node listens on.
+    fn websockets(ctx: &ServiceContext) -> Vec<String> {
         let mut urls: Vec<String> = ctx.relay_url().ok().flatten().into_iter().collect();
         for (_, url) in ctx.endpoints().unwrap_or_default() {
-            if url.starts_with("ws://") || url.starts_with("wss://") {
-                if !urls.contains(&url) {
-                    urls.push(url);
-                }
+            if (url.starts_with("ws://") || url.starts_with("wss://")) && !urls.contains(&url) {
+                urls.push(url);
             }
         }
         urls
     }
 
     async fn publish_policy(&self, ctx: &ServiceContext) -> Result<()> {
-        let urls = Self::websockets(ctx).await;
+        let urls = Self::websockets(ctx);
         let reply = ctx.publish(self.policy_event(&urls)).await?;
         if reply.accepted {
             info!(id = %reply.event_id, "board policy published");
@@ -267,7 +266,7 @@ impl Service for Board {
 
     async fn admin(&self, ctx: &ServiceContext, command: &str, _args: Value) -> Result<Value> {
         match command {
-            "policy" => Ok(self.policy.document(&Self::websockets(ctx).await)),
+            "policy" => Ok(self.policy.document(&Self::websockets(ctx))),
             "republish" => {
                 self.publish_policy(ctx).await?;
                 Ok(json!({ "published": true }))
