@@ -22,7 +22,9 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod control;
 pub mod error;
+pub mod keyfile;
 pub mod kinds;
 pub mod node;
 pub mod origin;
@@ -36,6 +38,7 @@ pub mod transport;
 pub mod testing;
 
 pub use clock::{Clock, SystemClock};
+pub use control::Control;
 pub use error::{Error, ErrorKind, Result};
 pub use node::{ConnectionInfo, Node, NodeBuilder, NodeInfo, OkReply};
 pub use origin::{Origin, Source};

@@ -57,6 +57,8 @@ pub(crate) struct SessionEntry {
     origin: Origin,
     connected_at: Timestamp,
     subs: HashMap<SubscriptionId, Arc<[Filter]>>,
+    /// Events this session may receive (empty: all). See [`Node::open_scoped_session`].
+    scope: Arc<[Filter]>,
     tx: mpsc::Sender<String>,
     kick: Arc<Notify>,
 }
@@ -102,6 +104,7 @@ pub(crate) struct Inner {
     recent_ephemeral: Mutex<RecentIds>,
     started: Instant,
     endpoints: Mutex<BTreeMap<String, String>>,
+    controls: Mutex<BTreeMap<String, Arc<dyn crate::Control>>>,
     accepted: AtomicU64,
     rejected: AtomicU64,
     outbox_capacity: usize,
@@ -184,6 +187,7 @@ impl NodeBuilder {
             recent_ephemeral: Mutex::default(),
             started: Instant::now(),
             endpoints: Mutex::default(),
+            controls: Mutex::default(),
             accepted: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             outbox_capacity: self.outbox_capacity,
@@ -278,6 +282,23 @@ impl Node {
     pub fn set_endpoint(&self, transport: &str, endpoint: impl Into<String>) {
         lock(&self.0.endpoints).insert(transport.to_string(), endpoint.into());
     }
+    /// Offer operator commands under `name` (see [`crate::Control`]).
+    pub fn register_control(&self, name: &str, control: Arc<dyn crate::Control>) {
+        lock(&self.0.controls).insert(name.to_string(), control);
+    }
+    /// Run an operator command registered under `name`.
+    pub async fn control(
+        &self,
+        name: &str,
+        command: &str,
+        args: serde_json::Value,
+    ) -> crate::Result<serde_json::Value> {
+        let c = lock(&self.0.controls)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| crate::Error::Invalid(format!("no control named `{name}`")))?;
+        c.command(command, args).await
+    }
     /// Where each transport listens.
     pub fn endpoints(&self) -> BTreeMap<String, String> {
         lock(&self.0.endpoints).clone()
@@ -285,6 +306,19 @@ impl Node {
 
     /// Open a session for a connection, peer or sender.
     pub fn open_session(&self, origin: Origin, limits: SessionLimits) -> (Session, SessionOutbox) {
+        self.open_scoped_session(origin, limits, Vec::new())
+    }
+
+    /// Open a session that may only receive events matching one of `scope`
+    /// (history and live alike); an empty scope allows everything. Transports
+    /// use it for what a federated peer may subscribe to.
+    pub fn open_scoped_session(
+        &self,
+        origin: Origin,
+        limits: SessionLimits,
+        scope: Vec<Filter>,
+    ) -> (Session, SessionOutbox) {
+        let scope: Arc<[Filter]> = scope.into();
         let id = self.0.next_session.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.0.outbox_capacity.max(limits.max_limit + 16));
         let kick = Arc::new(Notify::new());
@@ -292,12 +326,13 @@ impl Node {
             origin: origin.clone(),
             connected_at: self.now(),
             subs: HashMap::new(),
+            scope: scope.clone(),
             tx: tx.clone(),
             kick: kick.clone(),
         };
         self.sessions_write().insert(id, entry);
         debug!(session = id, %origin, "session opened");
-        let session = Session::new(self.clone(), id, origin, limits, tx);
+        let session = Session::new(self.clone(), id, origin, limits, scope, tx);
         (session, SessionOutbox::new(rx, kick))
     }
 
@@ -486,6 +521,9 @@ impl Node {
         let mut json: Option<String> = None;
         let opts = MatchEventOptions::default();
         for (id, entry) in self.sessions_read().iter() {
+            if !in_scope(&entry.scope, event) {
+                continue;
+            }
             for (sub, filters) in &entry.subs {
                 if !filters.iter().any(|f| f.match_event(event, opts)) {
                     continue;
@@ -566,6 +604,12 @@ impl Node {
 enum Ingested {
     New,
     Duplicate,
+}
+
+/// True when a session with this scope may receive the event.
+pub(crate) fn in_scope(scope: &[Filter], event: &Event) -> bool {
+    let opts = MatchEventOptions::default();
+    scope.is_empty() || scope.iter().any(|f| f.match_event(event, opts))
 }
 
 /// `["EVENT", <sub>, <event json>]` from a pre-serialized event.

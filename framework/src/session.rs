@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
 use crate::kinds;
-use crate::node::{event_message, Node};
+use crate::node::{event_message, in_scope, Node};
 use crate::origin::Origin;
 use crate::service::Rejection;
 
@@ -108,6 +108,7 @@ pub struct Session {
     limits: SessionLimits,
     challenge: String,
     relay_urls: Vec<url::Url>,
+    scope: Arc<[Filter]>,
     tx: mpsc::Sender<String>,
     bucket: Bucket,
 }
@@ -139,6 +140,7 @@ impl Session {
         id: u64,
         origin: Origin,
         limits: SessionLimits,
+        scope: Arc<[Filter]>,
         tx: mpsc::Sender<String>,
     ) -> Self {
         let relay_urls = node
@@ -158,6 +160,7 @@ impl Session {
             limits,
             challenge: random_hex(16),
             relay_urls,
+            scope,
             tx,
         }
     }
@@ -429,7 +432,8 @@ impl Session {
             .subscribe(self.id, sub_id.clone(), filters.clone().into());
         match self.node.persister().query(&filters, now).await {
             Ok(events) => {
-                for e in events.iter().filter(|e| self.node.serves(e, now)) {
+                let visible = |e: &&Event| self.node.serves(e, now) && in_scope(&self.scope, e);
+                for e in events.iter().filter(visible) {
                     self.send(event_message(&sub_id, &e.as_json())).await;
                 }
                 self.send(RelayMessage::eose(sub_id).as_json()).await;

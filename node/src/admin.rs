@@ -9,6 +9,7 @@
 //! | POST | `/v1/events/delete` | `{"ids": [hex, ...]}` | `{"deleted": n}` |
 //! | POST | `/v1/publish-note` | `{"text": "..."}` | the `OK` of a kind-1 note signed by the node key |
 //! | POST | `/v1/services/{name}/{command}` | arguments | the service's answer |
+//! | POST | `/v1/control/{name}/{command}` | arguments | a transport's answer (e.g. `peers`) |
 
 use std::sync::Arc;
 
@@ -84,6 +85,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/events/delete", post(delete))
         .route("/v1/publish-note", post(publish_note))
         .route("/v1/services/{name}/{command}", post(service_command))
+        .route("/v1/control/{name}/{command}", post(control_command))
         .with_state(state)
 }
 
@@ -208,5 +210,27 @@ async fn service_command(
         }
         Err(e) if e.kind() == civkit_framework::ErrorKind::Unsupported => Err(bad(e)),
         Err(e) => Err(internal(e)),
+    }
+}
+
+async fn control_command(
+    _: Authorized,
+    State(s): State<Arc<AdminState>>,
+    Path((name, command)): Path<(String, String)>,
+    body: Option<Json<Value>>,
+) -> Result<Json<Value>, ApiError> {
+    let args = body.map(|Json(v)| v).unwrap_or(Value::Null);
+    s.node
+        .control(&name, &command, args)
+        .await
+        .map(Json)
+        .map_err(api_error)
+}
+
+fn api_error(e: civkit_framework::Error) -> ApiError {
+    match e.kind() {
+        civkit_framework::ErrorKind::BadInput => bad(e),
+        civkit_framework::ErrorKind::Unsupported => ApiError(StatusCode::NOT_FOUND, e.to_string()),
+        _ => internal(e),
     }
 }

@@ -8,6 +8,7 @@ pub fn registry() -> Registry {
     let mut r = Registry::new();
     civkit_sled::register(&mut r);
     civkit_nostr_ws::register(&mut r);
+    civkit_bolt8::register(&mut r);
     civkit_plugin_pow::register(&mut r);
     civkit_board::register(&mut r);
     r

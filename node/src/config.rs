@@ -203,6 +203,7 @@ pub fn instance_name(type_name: &str) -> &str {
     match type_name {
         "nostr-ws" => "relay",
         "market-board" => "board",
+        "bolt8" => "ln",
         other => other,
     }
 }

@@ -2,11 +2,10 @@
 //! Secrets are created with mode 0600 and never logged.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use nostr::{Keys, SecretKey};
 
 /// File name of the node's Nostr secret key (hex).
@@ -28,39 +27,18 @@ pub fn ensure_data_dir(dir: &Path) -> Result<()> {
 
 /// Write a secret file with mode 0600, replacing any old one.
 pub fn write_secret(path: &Path, contents: &str) -> Result<()> {
-    let _ = fs::remove_file(path);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()?;
-    Ok(())
+    Ok(civkit_framework::keyfile::write_secret(path, contents)?)
 }
 
-/// Load the node key, creating it once (mode 0600) on first start.
+/// Load the node's Nostr key, creating it once (mode 0600) on first start.
 pub fn load_or_create_keys(data_dir: &Path) -> Result<Keys> {
-    let path = data_dir.join(NODE_KEY);
-    if path.exists() {
-        let mode = fs::metadata(&path)?.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            bail!(
-                "{} is readable by other users (mode {mode:o}); run `chmod 600 {}`",
-                path.display(),
-                path.display()
-            );
-        }
-        let hex =
-            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let secret = SecretKey::from_hex(hex.trim())
-            .with_context(|| format!("{} is not a hex secret key", path.display()))?;
-        return Ok(Keys::new(secret));
+    let (secret, created) = civkit_framework::keyfile::load_or_create(&data_dir.join(NODE_KEY))?;
+    let keys = Keys::new(
+        SecretKey::from_slice(&secret).context("the node key is not a valid secret key")?,
+    );
+    if created {
+        tracing::info!(pubkey = %keys.public_key().to_hex(), "created node key");
     }
-    let keys = Keys::generate();
-    write_secret(&path, &keys.secret_key().to_secret_hex())?;
-    tracing::info!(pubkey = %keys.public_key().to_hex(), "created node key");
     Ok(keys)
 }
 

@@ -1,0 +1,359 @@
+//! # civkit-bolt8
+//!
+//! The BOLT8 peer transport: the `bolt8` box of `ARCHITECTURE.md`, through
+//! which boards federate. It runs LDK's `PeerManager` (no channels: channel
+//! opens are refused by `ErroringMessageHandler`) over `lightning-net-tokio`,
+//! with one persisted Lightning node identity.
+//!
+//! NIP-01 travels in two odd custom messages ([`wire`]). Each connected peer
+//! is an ordinary [`civkit_framework::Session`] whose origin is the peer's
+//! node id, so admission, storage, subscriptions and fan-out are the node's,
+//! not this crate's. Federation is two lists per peer:
+//!
+//! - `import`: filters this board subscribes to on the peer; the events it
+//!   sends back are submitted to the node like any other event (same
+//!   admission chain, duplicates dropped by id, so rings do not loop);
+//! - `export`: what the peer may receive from this board (the session's scope).
+
+#![forbid(unsafe_code)]
+
+mod control;
+mod peer;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use civkit_framework::{
+    BuildContext, Error, Node, Registry, Result, SessionLimits, Shutdown, Transport,
+};
+use lightning::bitcoin::secp256k1::PublicKey;
+use lightning::ln::peer_handler::{
+    ErroringMessageHandler, IgnoringMessageHandler, MessageHandler, PeerManager,
+};
+use lightning::sign::{KeysManager, NodeSigner, Recipient};
+use lightning::util::logger::{Level, Logger, Record};
+use lightning_net_tokio::SocketDescriptor;
+use nostr::Filter;
+use tokio::sync::mpsc;
+use tracing::{info, warn, Instrument};
+
+use wire::NostrHandler;
+
+/// LDK's peer manager as this transport configures it (the generic list lives here only).
+pub type PeerMgr = PeerManager<
+    SocketDescriptor,
+    Arc<ErroringMessageHandler>,
+    Arc<IgnoringMessageHandler>,
+    Arc<IgnoringMessageHandler>,
+    Arc<LdkTracing>,
+    Arc<NostrHandler>,
+    Arc<KeysManager>,
+    Arc<IgnoringMessageHandler>,
+>;
+
+/// Sends LDK's log records to `tracing`.
+#[derive(Debug, Default)]
+pub struct LdkTracing;
+
+impl Logger for LdkTracing {
+    fn log(&self, r: Record) {
+        let peer = r.peer_id.map(|p| p.to_string()).unwrap_or_default();
+        match r.level {
+            Level::Error => tracing::error!(target: "ldk", %peer, "{}", r.args),
+            Level::Warn => tracing::warn!(target: "ldk", %peer, "{}", r.args),
+            Level::Info => tracing::info!(target: "ldk", %peer, "{}", r.args),
+            Level::Debug => tracing::debug!(target: "ldk", %peer, "{}", r.args),
+            Level::Trace | Level::Gossip => tracing::trace!(target: "ldk", %peer, "{}", r.args),
+        }
+    }
+}
+
+/// One federated peer.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeerConfig {
+    /// `<node id hex>@host:port`; dialed at start and redialed after a drop.
+    pub address: String,
+    /// NIP-01 filters this board subscribes to on the peer (empty: import nothing).
+    pub import: Vec<Filter>,
+    /// What the peer may receive from this board (empty: `default_export`).
+    pub export: Vec<Filter>,
+}
+
+/// Config of `[transports.<name>] type = "bolt8"`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Bolt8Config {
+    /// Address and port for BOLT8 connections.
+    pub listen: SocketAddr,
+    /// Seed of the Lightning node identity, relative to node.data_dir (mode 0600).
+    pub key_file: PathBuf,
+    /// Peers to dial and what to import from and export to each.
+    pub peers: Vec<PeerConfig>,
+    /// What peers without an `export` list may receive (empty: everything).
+    pub default_export: Vec<Filter>,
+    /// Largest NIP-01 payload in one custom message, in bytes (BOLT8 caps messages at 65535).
+    pub max_message_bytes: usize,
+    /// Longest wait between redials of a dropped peer, in seconds.
+    pub redial_max_secs: u64,
+    /// Per-peer session limits, enforced by the node.
+    pub limits: SessionLimits,
+}
+
+impl Default for Bolt8Config {
+    fn default() -> Self {
+        Bolt8Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9735)),
+            key_file: PathBuf::from("ln_node.key"),
+            peers: Vec::new(),
+            default_export: Vec::new(),
+            max_message_bytes: 65_000,
+            redial_max_secs: 60,
+            limits: SessionLimits {
+                max_subscriptions: 50,
+                ..SessionLimits::default()
+            },
+        }
+    }
+}
+
+const EXAMPLE: &str = r#"# Address and port for BOLT8 connections.
+listen = "127.0.0.1:9735"
+# Seed of the Lightning node identity, relative to node.data_dir (mode 0600).
+key_file = "ln_node.key"
+# Peers to dial; each is a table:
+#   [[{table}.peers]]
+#   address = "<node id>@127.0.0.1:9736"   # redialed with backoff after a drop
+#   import = [{ kinds = [38383] }]          # filters to subscribe to on the peer
+#   export = [{ kinds = [38383] }]          # what the peer may receive (empty: default_export)
+peers = []
+# What peers without an export list may receive (empty: everything).
+default_export = []
+# Largest NIP-01 payload in one custom message, in bytes (BOLT8 caps messages at 65535).
+max_message_bytes = 65000
+# Longest wait between redials of a dropped peer, in seconds.
+redial_max_secs = 60
+
+[{table}.limits]
+max_subscriptions = 50
+max_filters = 10
+max_limit = 500
+default_limit = 500
+max_subid_length = 64
+created_at_lower_limit = 0
+created_at_upper_limit = 900
+events_per_second = 0.0
+event_burst = 50
+auth_required = false
+"#;
+
+/// Register the `bolt8` transport.
+pub fn register(registry: &mut Registry) {
+    registry.register_transport(
+        "bolt8",
+        "Lightning BOLT8 peer transport: boards federate with NIP-01 in custom messages",
+        EXAMPLE,
+        |cfg: Bolt8Config, ctx: &BuildContext| {
+            for (i, p) in cfg.peers.iter().enumerate() {
+                parse_address(&p.address).map_err(|e| {
+                    Error::config(format!("transports.{}.peers[{i}].address", ctx.instance), e)
+                })?;
+            }
+            if cfg.max_message_bytes > 65_000 {
+                return Err(Error::config(
+                    format!("transports.{}.max_message_bytes", ctx.instance),
+                    "must fit in one BOLT8 message (at most 65000)",
+                ));
+            }
+            Ok(Box::new(Bolt8 {
+                instance: ctx.instance.clone(),
+                key_path: ctx.data_dir.join(&cfg.key_file),
+                config: cfg,
+            }) as Box<dyn Transport>)
+        },
+    );
+}
+
+/// Parse `<node id>@host:port`.
+pub fn parse_address(s: &str) -> std::result::Result<(PublicKey, SocketAddr), String> {
+    let (id, addr) = s
+        .split_once('@')
+        .ok_or_else(|| format!("`{s}` is not <node id>@host:port"))?;
+    let id: PublicKey = id
+        .parse()
+        .map_err(|_| format!("`{id}` is not a node id (33-byte hex)"))?;
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(addr)
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("`{addr}` is not host:port"))?;
+    Ok((id, addr))
+}
+
+/// The Lightning node id of a seed (what `ln_node.key` holds).
+pub fn node_id_of(seed: &[u8; 32]) -> Result<PublicKey> {
+    KeysManager::new(seed, 0, 0, true)
+        .get_node_id(Recipient::Node)
+        .map_err(|_| Error::Invalid("cannot derive the node id".into()))
+}
+
+/// The BOLT8 transport.
+#[derive(Debug)]
+pub struct Bolt8 {
+    instance: String,
+    key_path: PathBuf,
+    config: Bolt8Config,
+}
+
+impl Bolt8 {
+    /// A transport named `instance` whose node identity seed lives at `key_path`.
+    pub fn new(instance: impl Into<String>, key_path: PathBuf, config: Bolt8Config) -> Self {
+        Bolt8 {
+            instance: instance.into(),
+            key_path,
+            config,
+        }
+    }
+}
+
+/// Shared state of a running transport.
+pub(crate) struct Runtime {
+    pub node: Node,
+    pub pm: Arc<PeerMgr>,
+    pub handler: Arc<NostrHandler>,
+    pub instance: Arc<str>,
+    pub config: Bolt8Config,
+    pub shutdown: Shutdown,
+    pub peers: Mutex<HashMap<PublicKey, peer::Connected>>,
+    pub dialing: Mutex<HashMap<PublicKey, (SocketAddr, tokio::task::AbortHandle)>>,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Runtime {
+    /// The config entry of a peer, if it has one.
+    pub fn peer_config(&self, id: &PublicKey) -> Option<PeerConfig> {
+        self.config
+            .peers
+            .iter()
+            .find(|p| parse_address(&p.address).is_ok_and(|(pid, _)| &pid == id))
+            .cloned()
+    }
+}
+
+#[async_trait]
+impl Transport for Bolt8 {
+    async fn run(self: Box<Self>, node: Node, shutdown: Shutdown) -> Result<()> {
+        let (seed, created) = civkit_framework::keyfile::load_or_create(&self.key_path)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let keys = Arc::new(KeysManager::new(
+            &seed,
+            now.as_secs(),
+            now.subsec_nanos(),
+            true,
+        ));
+        let node_id = keys
+            .get_node_id(Recipient::Node)
+            .map_err(|_| Error::Invalid("cannot derive the node id".into()))?;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let handler = Arc::new(NostrHandler::new(tx, self.config.max_message_bytes));
+        let mut ephemeral = [0u8; 32];
+        getrandom::getrandom(&mut ephemeral)
+            .map_err(|e| Error::Invalid(format!("OS random source: {e}")))?;
+        let pm: Arc<PeerMgr> = Arc::new(PeerManager::new(
+            MessageHandler {
+                chan_handler: Arc::new(ErroringMessageHandler::new()),
+                route_handler: Arc::new(IgnoringMessageHandler {}),
+                onion_message_handler: Arc::new(IgnoringMessageHandler {}),
+                custom_message_handler: handler.clone(),
+                send_only_message_handler: Arc::new(IgnoringMessageHandler {}),
+            },
+            now.as_secs() as u32,
+            &ephemeral,
+            Arc::new(LdkTracing),
+            keys,
+        ));
+        let listener = tokio::net::TcpListener::bind(self.config.listen)
+            .await
+            .map_err(|e| Error::Transport {
+                instance: self.instance.clone(),
+                message: format!("cannot listen on {}: {e}", self.config.listen),
+            })?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| Error::io("local address", e))?;
+        let span = tracing::info_span!("transport", instance = %self.instance, kind = "bolt8");
+        span.in_scope(|| info!(%node_id, %local, created_key = created, "BOLT8 listening"));
+        let rt = Arc::new(Runtime {
+            node: node.clone(),
+            pm: pm.clone(),
+            handler,
+            instance: self.instance.clone().into(),
+            config: self.config.clone(),
+            shutdown: shutdown.clone(),
+            peers: Mutex::default(),
+            dialing: Mutex::default(),
+        });
+        node.register_control("peers", Arc::new(control::PeersControl(rt.clone())));
+        node.set_endpoint(&self.instance, format!("ln://{node_id}@{local}"));
+
+        for p in &self.config.peers {
+            if let Ok((id, addr)) = parse_address(&p.address) {
+                peer::dial(&rt, id, addr);
+            }
+        }
+        let timer = {
+            let pm = pm.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(10));
+                loop {
+                    tick.tick().await;
+                    pm.timer_tick_occurred();
+                }
+            })
+        };
+        let events = {
+            let rt = rt.clone();
+            tokio::spawn(
+                async move {
+                    while let Some(ev) = rx.recv().await {
+                        peer::on_wire_event(&rt, ev);
+                    }
+                }
+                .instrument(span.clone()),
+            )
+        };
+        let mut sd = shutdown.clone();
+        loop {
+            tokio::select! {
+                _ = sd.wait() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, addr)) => match stream.into_std() {
+                        Ok(std) => {
+                            tracing::debug!(%addr, "inbound BOLT8 connection");
+                            tokio::spawn(lightning_net_tokio::setup_inbound(pm.clone(), std));
+                        }
+                        Err(e) => warn!(error = %e, "cannot take inbound socket"),
+                    },
+                    Err(e) => warn!(error = %e, "accept failed"),
+                },
+            }
+        }
+        for (_, (_, h)) in lock(&rt.dialing).drain() {
+            h.abort();
+        }
+        pm.disconnect_all_peers();
+        timer.abort();
+        events.abort();
+        info!("BOLT8 transport stopped");
+        Ok(())
+    }
+}

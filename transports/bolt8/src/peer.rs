@@ -1,0 +1,224 @@
+//! One connected peer: its session, its import subscription, its counters,
+//! and the redial loop of configured peers.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use civkit_framework::{Origin, Outgoing, Source};
+use lightning::bitcoin::secp256k1::PublicKey;
+use nostr::{Event, JsonUtil};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::wire::{NostrWire, WireEvent, CLIENT_MSG, RELAY_MSG};
+use crate::{lock, Runtime};
+
+/// Subscription id of the import subscription on a peer.
+pub(crate) const IMPORT_SUB: &str = "civkit-import";
+
+/// Per-peer counters.
+#[derive(Debug)]
+pub(crate) struct PeerStats {
+    pub connected_since: u64,
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub events_imported: AtomicU64,
+    pub events_exported: AtomicU64,
+}
+
+/// A connected peer as the transport tracks it.
+pub(crate) struct Connected {
+    pub inbox: mpsc::UnboundedSender<NostrWire>,
+    pub stats: Arc<PeerStats>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub(crate) fn on_wire_event(rt: &Arc<Runtime>, ev: WireEvent) {
+    match ev {
+        WireEvent::Connected { peer, inbound } => {
+            info!(%peer, inbound, "peer connected");
+            let stats = Arc::new(PeerStats {
+                connected_since: rt.node.now().as_secs(),
+                messages_in: AtomicU64::new(0),
+                messages_out: AtomicU64::new(0),
+                events_imported: AtomicU64::new(0),
+                events_exported: AtomicU64::new(0),
+            });
+            let (tx, rx) = mpsc::unbounded_channel();
+            let span = tracing::info_span!("peer", %peer);
+            let task =
+                tokio::spawn(peer_main(rt.clone(), peer, rx, stats.clone()).instrument(span));
+            let entry = Connected {
+                inbox: tx,
+                stats,
+                task: task.abort_handle(),
+            };
+            lock(&rt.peers).insert(peer, entry);
+        }
+        WireEvent::Disconnected { peer } => {
+            info!(%peer, "peer disconnected");
+            lock(&rt.peers).remove(&peer);
+        }
+        WireEvent::Message { peer, msg } => {
+            if let Some(p) = lock(&rt.peers).get(&peer) {
+                p.stats.messages_in.fetch_add(1, Ordering::Relaxed);
+                let _ = p.inbox.send(msg);
+            }
+        }
+    }
+}
+
+/// Queue a message for a peer and let LDK send it.
+pub(crate) fn send(rt: &Runtime, peer: PublicKey, msg_type: u16, json: String) {
+    rt.handler.queue(peer, NostrWire { msg_type, json });
+    rt.pm.process_events();
+}
+
+async fn peer_main(
+    rt: Arc<Runtime>,
+    peer: PublicKey,
+    mut inbox: mpsc::UnboundedReceiver<NostrWire>,
+    stats: Arc<PeerStats>,
+) {
+    let origin = Origin::new(
+        rt.instance.clone(),
+        Source::LightningPeer {
+            node_id: peer.to_string(),
+        },
+    );
+    let config = rt.peer_config(&peer);
+    let export = config
+        .as_ref()
+        .map(|c| c.export.clone())
+        .filter(|e| !e.is_empty())
+        .unwrap_or_else(|| rt.config.default_export.clone());
+    let (mut session, mut outbox) =
+        rt.node
+            .open_scoped_session(origin.clone(), rt.config.limits.clone(), export);
+
+    // Relay messages of our session go back to the peer.
+    let writer = {
+        let (rt, stats) = (rt.clone(), stats.clone());
+        tokio::spawn(async move {
+            while let Some(out) = outbox.next().await {
+                match out {
+                    Outgoing::Message(first) => {
+                        let mut batch = vec![first];
+                        while let Some(more) = outbox.try_next() {
+                            batch.push(more);
+                        }
+                        for text in batch {
+                            if text.starts_with("[\"EVENT\"") {
+                                stats.events_exported.fetch_add(1, Ordering::Relaxed);
+                            }
+                            stats.messages_out.fetch_add(1, Ordering::Relaxed);
+                            rt.handler.queue(
+                                peer,
+                                NostrWire {
+                                    msg_type: RELAY_MSG,
+                                    json: text,
+                                },
+                            );
+                        }
+                        rt.pm.process_events();
+                    }
+                    Outgoing::Kick => {
+                        warn!("peer too slow to read; disconnecting");
+                        rt.pm.disconnect_by_node_id(peer);
+                        break;
+                    }
+                }
+            }
+        })
+    };
+
+    // Subscribe on the peer to what we import from it.
+    if let Some(c) = config.as_ref().filter(|c| !c.import.is_empty()) {
+        let mut req = vec![json!("REQ"), json!(IMPORT_SUB)];
+        req.extend(
+            c.import
+                .iter()
+                .map(|f| serde_json::to_value(f).unwrap_or_default()),
+        );
+        stats.messages_out.fetch_add(1, Ordering::Relaxed);
+        send(&rt, peer, CLIENT_MSG, Value::Array(req).to_string());
+    }
+
+    while let Some(msg) = inbox.recv().await {
+        match msg.msg_type {
+            CLIENT_MSG => session.handle_text(&msg.json).await,
+            _ => import(&rt, &origin, &msg.json, &stats).await,
+        }
+    }
+    writer.abort();
+}
+
+/// A relay message from the peer: events of our import subscription go
+/// through the node's pipeline like any other event.
+async fn import(rt: &Runtime, origin: &Origin, json: &str, stats: &PeerStats) {
+    let v: Value = match serde_json::from_str(json) {
+        Ok(v) => v,
+        Err(e) => {
+            debug!(error = %e, "peer sent a relay message that is not JSON");
+            return;
+        }
+    };
+    match v[0].as_str() {
+        Some("EVENT") if v[1] == IMPORT_SUB => match Event::from_json(v[2].to_string()) {
+            Ok(event) => {
+                let reply = rt.node.submit(origin, event).await;
+                if reply.accepted && reply.message.is_empty() {
+                    stats.events_imported.fetch_add(1, Ordering::Relaxed);
+                } else if !reply.accepted {
+                    debug!(id = %reply.event_id, reason = %reply.message, "imported event refused");
+                }
+            }
+            Err(e) => debug!(error = %e, "peer sent a malformed event"),
+        },
+        Some("EOSE") => debug!("import caught up (EOSE)"),
+        Some("CLOSED") | Some("NOTICE") => info!(message = %v, "peer refused or noticed"),
+        _ => {}
+    }
+}
+
+/// Dial a peer now and after every drop, with exponential backoff.
+pub(crate) fn dial(rt: &Arc<Runtime>, id: PublicKey, addr: SocketAddr) {
+    let rt2 = rt.clone();
+    let max = Duration::from_secs(rt.config.redial_max_secs.max(1));
+    let task = tokio::spawn(
+        async move {
+            let mut backoff = Duration::from_secs(1);
+            loop {
+                if rt2.shutdown.is_triggered() {
+                    break;
+                }
+                let started = tokio::time::Instant::now();
+                match lightning_net_tokio::connect_outbound(rt2.pm.clone(), id, addr).await {
+                    Some(connection) => {
+                        connection.await;
+                        debug!("connection ended");
+                    }
+                    None => warn!(%addr, "dial failed"),
+                }
+                if started.elapsed() > Duration::from_secs(30) {
+                    backoff = Duration::from_secs(1);
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(max);
+            }
+        }
+        .instrument(tracing::info_span!("dial", peer = %id)),
+    );
+    if let Some((_, old)) = lock(&rt.dialing).insert(id, (addr, task.abort_handle())) {
+        old.abort();
+    }
+}

@@ -1,0 +1,145 @@
+//! Core Lightning's Python protocol library (pyln-proto, from PyPI) as the
+//! peer: Noise handshake, init, NIP-01 in custom messages, hostile input.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests assert by panicking
+
+use std::process::Command;
+use std::time::Duration;
+
+use civkit_bolt8::{Bolt8, Bolt8Config};
+use civkit_framework::testing::conformance::events::event;
+use civkit_framework::testing::{TestNode, WireClient};
+use civkit_framework::Transport;
+use nostr::{JsonUtil, Keys};
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pyln_peer.py");
+
+/// Install pyln-proto from PyPI if this machine does not have it yet.
+fn ensure_pyln() {
+    let have = Command::new("python3")
+        .args(["-c", "import pyln.proto.wire"])
+        .status();
+    if have.is_ok_and(|s| s.success()) {
+        return;
+    }
+    let status = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "pyln-proto"])
+        .status()
+        .expect("python3 -m pip");
+    assert!(status.success(), "could not install pyln-proto from PyPI");
+}
+
+async fn pyln(node_id: &str, addr: &str, mode: &str, arg: Option<&str>) -> Value {
+    let mut cmd = tokio::process::Command::new("python3");
+    cmd.args([SCRIPT, node_id, addr, mode]);
+    if let Some(a) = arg {
+        cmd.arg(a);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("pyln peer timed out")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pyln peer failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+async fn board() -> (TestNode, String, String, tempfile::TempDir) {
+    let tn = TestNode::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Bolt8Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Bolt8Config::default()
+    };
+    let t = Box::new(Bolt8::new("ln", dir.path().join("ln.key"), cfg));
+    tokio::spawn(t.run(tn.node.clone(), tn.shutdown()));
+    let endpoint = loop {
+        if let Some(e) = tn.node.endpoints().get("ln") {
+            break e.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let (id, addr) = endpoint
+        .trim_start_matches("ln://")
+        .split_once('@')
+        .unwrap();
+    (tn, id.to_string(), addr.to_string(), dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pyln_peer_handshakes_subscribes_and_publishes() {
+    ensure_pyln();
+    let (tn, id, addr, _dir) = board().await;
+    let mut local = tn.client().await;
+    let k = Keys::generate();
+    let now = nostr::Timestamp::now().as_secs();
+    let stored: Vec<_> = (0..3)
+        .map(|i| event(&k, 1, now - i, "stored", &[]))
+        .collect();
+    for e in &stored {
+        assert!(local.publish(e).await.0);
+    }
+    let filter = format!(
+        r#"{{"kinds":[1],"authors":["{}"]}}"#,
+        k.public_key().to_hex()
+    );
+    let got = pyln(&id, &addr, "req", Some(&filter)).await;
+    assert_eq!(got["eose"], true, "{got}");
+    let ids: Vec<String> = got["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let want: Vec<String> = stored.iter().map(|e| e.id.to_hex()).collect();
+    assert_eq!(ids, want, "matching EVENTs, newest first, then EOSE");
+
+    let e = event(&k, 1, now, "from a Core Lightning peer", &[]);
+    let got = pyln(&id, &addr, "publish", Some(&e.as_json())).await;
+    assert_eq!(
+        (got["ok"].as_bool(), got["message"].as_str()),
+        (Some(true), Some("")),
+        "{got}"
+    );
+    let back = local.req("s", vec![nostr::Filter::new().id(e.id)]).await;
+    assert_eq!(back, vec![e], "stored through the same pipeline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_peers_are_disconnected_and_others_carry_on() {
+    ensure_pyln();
+    let (tn, id, addr, _dir) = board().await;
+    // A failed handshake: raw bytes instead of act one.
+    let mut raw = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    raw.write_all(&[0x42; 50]).await.unwrap();
+    for mode in ["garbage", "oversized", "badutf8", "unknown-even"] {
+        let got = pyln(&id, &addr, mode, None).await;
+        assert_eq!(got["closed"], true, "{mode}: {got}");
+    }
+    let got = pyln(&id, &addr, "req", Some(r#"{"kinds":[1]}"#)).await;
+    assert_eq!(
+        got["eose"], true,
+        "a well-behaved peer is still served: {got}"
+    );
+    let mut local = tn.client().await;
+    let e = event(
+        &Keys::generate(),
+        1,
+        nostr::Timestamp::now().as_secs(),
+        "still up",
+        &[],
+    );
+    assert!(
+        local.publish(&e).await.0,
+        "websocket-side clients are unaffected"
+    );
+    let list = tn.node.control("peers", "list", Value::Null).await.unwrap();
+    assert_eq!(list["dropped"]["oversized"], 1, "{list}");
+    assert_eq!(list["dropped"]["undecodable"], 1, "{list}");
+}

@@ -1,0 +1,110 @@
+"""A BOLT8 peer built on Core Lightning's pyln-proto, used by tests/pyln.rs.
+
+usage: pyln_peer.py <node_id hex> <host:port> <mode> [arg]
+Prints one JSON object with what happened.
+"""
+import json
+import os
+import socket
+import struct
+import sys
+
+from pyln.proto.wire import PrivateKey, connect
+
+CLIENT_MSG, RELAY_MSG = 32769, 32771
+
+node_id = bytes.fromhex(sys.argv[1])
+host, port = sys.argv[2].rsplit(":", 1)
+mode = sys.argv[3]
+arg = sys.argv[4] if len(sys.argv) > 4 else None
+
+lc = connect(PrivateKey(os.urandom(32)), node_id, host, int(port))
+lc.connection.settimeout(10)
+
+
+def send(msg_type, payload=b""):
+    lc.send_message(struct.pack(">H", msg_type) + payload)
+
+
+class TimedOut(Exception):
+    pass
+
+
+def recv():
+    """Next message as (type, payload); answers pings. None when closed."""
+    while True:
+        try:
+            m = lc.read_message()
+        except socket.timeout:
+            raise TimedOut()
+        except Exception:
+            return None
+        if not m:
+            return None
+        t = struct.unpack(">H", m[:2])[0]
+        if t == 18:  # ping -> pong with the requested number of bytes
+            n = struct.unpack(">H", m[2:4])[0]
+            send(19, struct.pack(">H", n) + b"\x00" * n)
+            continue
+        return t, m[2:]
+
+
+def closed_after(payload_sender):
+    """True when the node closes the connection; False if it stays open."""
+    payload_sender()
+    while True:
+        try:
+            r = recv()
+        except TimedOut:
+            return False
+        if r is None:
+            return True
+        # anything else (warnings, errors) before the close is fine
+
+
+first = recv()
+assert first is not None and first[0] == 16, f"expected init, got {first}"
+send(16, struct.pack(">HH", 0, 0))  # init: no global features, no features
+
+out = {"init": True}
+if mode == "req":
+    send(CLIENT_MSG, json.dumps(["REQ", "py", json.loads(arg)]).encode())
+    events, eose = [], False
+    while not eose:
+        r = recv()
+        if r is None:
+            break
+        t, payload = r
+        if t != RELAY_MSG:
+            continue
+        msg = json.loads(payload)
+        if msg[0] == "EVENT" and msg[1] == "py":
+            events.append(msg[2]["id"])
+        elif msg[0] == "EOSE" and msg[1] == "py":
+            eose = True
+    out.update(events=events, eose=eose)
+elif mode == "publish":
+    event = json.loads(arg)
+    send(CLIENT_MSG, json.dumps(["EVENT", event]).encode())
+    while True:
+        r = recv()
+        if r is None:
+            out["closed"] = True
+            break
+        t, payload = r
+        if t == RELAY_MSG:
+            msg = json.loads(payload)
+            if msg[0] == "OK" and msg[1] == event["id"]:
+                out.update(ok=msg[2], message=msg[3])
+                break
+elif mode == "oversized":
+    out["closed"] = closed_after(lambda: send(CLIENT_MSG, b"[" + b" " * 65400 + b"]"))
+elif mode == "badutf8":
+    out["closed"] = closed_after(lambda: send(CLIENT_MSG, b"\xff\xfe\xfd"))
+elif mode == "unknown-even":
+    out["closed"] = closed_after(lambda: send(32770, b"hello"))
+elif mode == "garbage":
+    out["closed"] = closed_after(lambda: lc.connection.send(os.urandom(200)))
+else:
+    raise SystemExit(f"unknown mode {mode}")
+print(json.dumps(out))
