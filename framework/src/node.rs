@@ -286,6 +286,15 @@ impl Node {
     pub fn register_control(&self, name: &str, control: Arc<dyn crate::Control>) {
         lock(&self.0.controls).insert(name.to_string(), control);
     }
+    /// Withdraw the commands registered under `name` (a transport stopping).
+    pub fn unregister_control(&self, name: &str) {
+        lock(&self.0.controls).remove(name);
+    }
+    /// How many handles to this node exist (sessions, transports, the owner).
+    /// An owner that wants the store closed waits for this to reach 1.
+    pub fn handle_count(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
     /// Run an operator command registered under `name`.
     pub async fn control(
         &self,

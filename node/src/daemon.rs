@@ -135,6 +135,20 @@ impl Daemon {
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), self.admin).await;
         self.node.persister().flush().await?;
+        // Sessions and transport tasks end asynchronously; wait until ours is
+        // the last handle, so the store is closed when this returns.
+        for _ in 0..500 {
+            if self.node.handle_count() <= 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if self.node.handle_count() > 1 {
+            warn!(
+                handles = self.node.handle_count(),
+                "node still referenced after shutdown"
+            );
+        }
         let (cookie, endpoint) = files::admin_files(&self.data_dir);
         let _ = std::fs::remove_file(cookie);
         let _ = std::fs::remove_file(endpoint);

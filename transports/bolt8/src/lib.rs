@@ -80,9 +80,9 @@ pub struct PeerConfig {
     /// `<node id hex>@host:port`; dialed at start and redialed after a drop.
     pub address: String,
     /// NIP-01 filters this board subscribes to on the peer (empty: import nothing).
-    pub import: Vec<Filter>,
+    pub import: Vec<serde_json::Value>,
     /// What the peer may receive from this board (empty: `default_export`).
-    pub export: Vec<Filter>,
+    pub export: Vec<serde_json::Value>,
 }
 
 /// Config of `[transports.<name>] type = "bolt8"`.
@@ -96,7 +96,7 @@ pub struct Bolt8Config {
     /// Peers to dial and what to import from and export to each.
     pub peers: Vec<PeerConfig>,
     /// What peers without an `export` list may receive (empty: everything).
-    pub default_export: Vec<Filter>,
+    pub default_export: Vec<serde_json::Value>,
     /// Largest NIP-01 payload in one custom message, in bytes (BOLT8 caps messages at 65535).
     pub max_message_bytes: usize,
     /// Longest wait between redials of a dropped peer, in seconds.
@@ -159,11 +159,17 @@ pub fn register(registry: &mut Registry) {
         "Lightning BOLT8 peer transport: boards federate with NIP-01 in custom messages",
         EXAMPLE,
         |cfg: Bolt8Config, ctx: &BuildContext| {
+            let key = |k: String| format!("transports.{}.{k}", ctx.instance);
             for (i, p) in cfg.peers.iter().enumerate() {
-                parse_address(&p.address).map_err(|e| {
-                    Error::config(format!("transports.{}.peers[{i}].address", ctx.instance), e)
-                })?;
+                parse_address(&p.address)
+                    .map_err(|e| Error::config(key(format!("peers[{i}].address")), e))?;
+                filters(&p.import)
+                    .map_err(|e| Error::config(key(format!("peers[{i}].import")), e))?;
+                filters(&p.export)
+                    .map_err(|e| Error::config(key(format!("peers[{i}].export")), e))?;
             }
+            filters(&cfg.default_export)
+                .map_err(|e| Error::config(key("default_export".into()), e))?;
             if cfg.max_message_bytes > 65_000 {
                 return Err(Error::config(
                     format!("transports.{}.max_message_bytes", ctx.instance),
@@ -192,6 +198,16 @@ pub fn parse_address(s: &str) -> std::result::Result<(PublicKey, SocketAddr), St
         .and_then(|mut a| a.next())
         .ok_or_else(|| format!("`{addr}` is not host:port"))?;
     Ok((id, addr))
+}
+
+/// NIP-01 filters from their config form (JSON objects such as `{ kinds = [38383] }`).
+pub fn filters(values: &[serde_json::Value]) -> std::result::Result<Vec<Filter>, String> {
+    values
+        .iter()
+        .map(|v| {
+            serde_json::from_value(v.clone()).map_err(|e| format!("not a NIP-01 filter ({e})"))
+        })
+        .collect()
 }
 
 /// The Lightning node id of a seed (what `ln_node.key` holds).
@@ -237,13 +253,22 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Runtime {
-    /// The config entry of a peer, if it has one.
-    pub fn peer_config(&self, id: &PublicKey) -> Option<PeerConfig> {
-        self.config
+    /// What to import from a peer and what it may receive: (import, export).
+    /// Filters were validated when the transport was built.
+    pub fn federation(&self, id: &PublicKey) -> (Vec<Filter>, Vec<Filter>) {
+        let entry = self
+            .config
             .peers
             .iter()
-            .find(|p| parse_address(&p.address).is_ok_and(|(pid, _)| &pid == id))
-            .cloned()
+            .find(|p| parse_address(&p.address).is_ok_and(|(pid, _)| &pid == id));
+        let import = entry
+            .map(|p| filters(&p.import).unwrap_or_default())
+            .unwrap_or_default();
+        let export = match entry.map(|p| filters(&p.export).unwrap_or_default()) {
+            Some(e) if !e.is_empty() => e,
+            _ => filters(&self.config.default_export).unwrap_or_default(),
+        };
+        (import, export)
     }
 }
 
@@ -351,6 +376,9 @@ impl Transport for Bolt8 {
             h.abort();
         }
         pm.disconnect_all_peers();
+        // Break the node -> control -> runtime -> node cycle and end peer sessions.
+        rt.node.unregister_control("peers");
+        lock(&rt.peers).clear();
         timer.abort();
         events.abort();
         info!("BOLT8 transport stopped");

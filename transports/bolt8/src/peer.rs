@@ -95,12 +95,7 @@ async fn peer_main(
             node_id: peer.to_string(),
         },
     );
-    let config = rt.peer_config(&peer);
-    let export = config
-        .as_ref()
-        .map(|c| c.export.clone())
-        .filter(|e| !e.is_empty())
-        .unwrap_or_else(|| rt.config.default_export.clone());
+    let (imports, export) = rt.federation(&peer);
     let (mut session, mut outbox) =
         rt.node
             .open_scoped_session(origin.clone(), rt.config.limits.clone(), export);
@@ -142,10 +137,10 @@ async fn peer_main(
     };
 
     // Subscribe on the peer to what we import from it.
-    if let Some(c) = config.as_ref().filter(|c| !c.import.is_empty()) {
+    if !imports.is_empty() {
         let mut req = vec![json!("REQ"), json!(IMPORT_SUB)];
         req.extend(
-            c.import
+            imports
                 .iter()
                 .map(|f| serde_json::to_value(f).unwrap_or_default()),
         );

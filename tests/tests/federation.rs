@@ -1,0 +1,245 @@
+//! Boards federate over BOLT8: a line A-B-C and a ring, with nostr-sdk as
+//! the maker and the taker on the websocket side.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests assert by panicking
+
+use std::time::Duration;
+
+use civkit_node::{components, Config, Daemon};
+use nostr::{EventBuilder, Filter, Keys, Kind};
+use nostr_sdk::{Client, RelayPoolNotification};
+use serde_json::Value;
+
+struct Board {
+    daemon: Daemon,
+    ws: String,
+    ln: String,
+}
+
+async fn board(dir: &std::path::Path, import_from: &[&str]) -> Board {
+    let mut cfg = format!(
+        "[node]\ndata_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [transports.relay]\ntype = \"nostr-ws\"\nlisten = \"127.0.0.1:0\"\n\
+         [services.board]\ntype = \"market-board\"\n\
+         [transports.ln]\ntype = \"bolt8\"\nlisten = \"127.0.0.1:0\"\nredial_max_secs = 2\n",
+        dir.display()
+    );
+    for peer in import_from {
+        cfg.push_str(&format!(
+            "[[transports.ln.peers]]\naddress = \"{peer}\"\nimport = [{{ kinds = [38383] }}]\n"
+        ));
+    }
+    let daemon = Daemon::start(&Config::from_toml(&cfg).unwrap(), &components::registry())
+        .await
+        .unwrap();
+    let ws = daemon.endpoint("relay").unwrap();
+    let ln = daemon
+        .endpoint("ln")
+        .unwrap()
+        .trim_start_matches("ln://")
+        .to_string();
+    Board { daemon, ws, ln }
+}
+
+fn order(keys: &Keys, d: &str) -> nostr::Event {
+    let now = nostr::Timestamp::now().as_secs();
+    let (a, b) = ((now + 3600).to_string(), (now + 7200).to_string());
+    let tags = [
+        vec!["d", d],
+        vec!["k", "buy"],
+        vec!["f", "EUR"],
+        vec!["s", "pending"],
+        vec!["amt", "0"],
+        vec!["fa", "20"],
+        vec!["pm", "sepa"],
+        vec!["premium", "0"],
+        vec!["network", "mainnet"],
+        vec!["layer", "lightning"],
+        vec!["expires_at", &a],
+        vec!["expiration", &b],
+        vec!["y", "civkit"],
+        vec!["z", "order"],
+    ];
+    EventBuilder::new(Kind::from(38383), "")
+        .tags(
+            tags.iter()
+                .map(|t| nostr::Tag::parse(t.iter().copied()).unwrap()),
+        )
+        .sign_with_keys(keys)
+        .unwrap()
+}
+
+async fn client(url: &str) -> Client {
+    let c = Client::new(Keys::generate());
+    c.add_relay(url).await.unwrap();
+    c.connect().await;
+    c
+}
+
+async fn wait_peers(b: &Board, n: usize) {
+    for _ in 0..200 {
+        let list = b
+            .daemon
+            .node
+            .control("peers", "list", Value::Null)
+            .await
+            .unwrap();
+        let connected = list["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["connected"] == true)
+            .count();
+        if connected >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("peers did not connect");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_posted_at_a_reaches_a_websocket_subscriber_at_c() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = board(dirs[0].path(), &[]).await;
+    let b = board(dirs[1].path(), &[&a.ln]).await;
+    let c = board(dirs[2].path(), &[&b.ln]).await;
+    wait_peers(&c, 1).await;
+    wait_peers(&b, 2).await;
+
+    let taker = client(&c.ws).await;
+    let mut notes = taker.notifications();
+    let sub = taker
+        .subscribe(Filter::new().kind(Kind::from(38383)), None)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let maker_keys = Keys::generate();
+    let maker = client(&a.ws).await;
+    let o = order(&maker_keys, "line-1");
+    assert!(maker.send_event(&o).await.unwrap().failed.is_empty());
+
+    let got = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            if let Ok(RelayPoolNotification::Event {
+                subscription_id,
+                event,
+                ..
+            }) = notes.recv().await
+            {
+                if subscription_id == sub.val && event.id == o.id {
+                    return *event;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the order did not reach C");
+    assert_eq!(got.id, o.id);
+
+    let stats = b
+        .daemon
+        .node
+        .control("peers", "list", Value::Null)
+        .await
+        .unwrap();
+    let peers = stats["peers"].as_array().unwrap();
+    assert!(
+        peers
+            .iter()
+            .any(|p| p["events_imported"].as_u64() >= Some(1)),
+        "B imported from A: {stats}"
+    );
+    assert!(
+        peers
+            .iter()
+            .any(|p| p["events_exported"].as_u64() >= Some(1)),
+        "B exported to C: {stats}"
+    );
+
+    for d in [a.daemon, b.daemon, c.daemon] {
+        d.shutdown().await.unwrap();
+    }
+    maker.shutdown().await;
+    taker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_of_boards_does_not_loop_and_identity_survives_restart() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = board(dirs[0].path(), &[]).await;
+    let b = board(dirs[1].path(), &[&a.ln]).await;
+    let c = board(dirs[2].path(), &[&b.ln]).await;
+    // Close the ring: A imports from C. Restart A with the same data dir.
+    let a_id = a.ln.split('@').next().unwrap().to_string();
+    a.daemon.shutdown().await.unwrap();
+    let a = board(dirs[0].path(), &[&c.ln]).await;
+    assert_eq!(
+        a.ln.split('@').next().unwrap(),
+        a_id,
+        "the node id survives a restart"
+    );
+    // B redials A at its new port? No: B dials the old address; give B the new one.
+    let r = b
+        .daemon
+        .node
+        .control("peers", "connect", serde_json::json!({ "address": a.ln }))
+        .await
+        .unwrap();
+    assert_eq!(r["connected"], true, "{r}");
+    wait_peers(&a, 1).await;
+
+    let maker = client(&a.ws).await;
+    let o = order(&Keys::generate(), "ring-1");
+    assert!(maker.send_event(&o).await.unwrap().failed.is_empty());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (name, board) in [("A", &a), ("B", &b), ("C", &c)] {
+        let n = board
+            .daemon
+            .node
+            .persister()
+            .count(&[Filter::new().id(o.id)], board.daemon.node.now())
+            .await
+            .unwrap();
+        assert_eq!(n, 1, "board {name} holds the order once");
+    }
+    let total_imported: u64 = {
+        let mut t = 0;
+        for board in [&a, &b, &c] {
+            let list = board
+                .daemon
+                .node
+                .control("peers", "list", Value::Null)
+                .await
+                .unwrap();
+            t += list["peers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|p| p["events_imported"].as_u64())
+                .sum::<u64>();
+        }
+        t
+    };
+    assert!(
+        total_imported <= 2,
+        "the ring settles (duplicates dropped by id), imported {total_imported}"
+    );
+
+    let r = a
+        .daemon
+        .node
+        .control(
+            "peers",
+            "disconnect",
+            serde_json::json!({ "node_id": c.ln.split('@').next().unwrap() }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["was_connected"], true, "{r}");
+    maker.shutdown().await;
+    for d in [a.daemon, b.daemon, c.daemon] {
+        d.shutdown().await.unwrap();
+    }
+}
