@@ -47,6 +47,15 @@ struct Args {
     /// Idle connections for the memory measure.
     #[arg(long, default_value_t = 1000)]
     idle: usize,
+    /// Instead of the websocket run: benchmark the BOLT8 transport at
+    /// `<node id>@host:port` (handshakes per second, then events per second
+    /// over one connection); `--url` then names the same board's websocket for
+    /// a one-connection comparison in the same run.
+    #[arg(long)]
+    bolt8: Option<String>,
+    /// Handshakes to time in the BOLT8 run.
+    #[arg(long, default_value_t = 200)]
+    handshakes: usize,
 }
 
 fn clk_tck() -> u64 {
@@ -161,9 +170,152 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
+/// Events per second over one connection: `send` queues a window of events,
+/// `answered` waits for the `OK`s of that window.
+async fn one_connection_rate<S, R, SF, RF>(
+    events: &[Event],
+    window: usize,
+    mut send: S,
+    mut answered: R,
+) -> Result<f64>
+where
+    S: FnMut(Vec<String>) -> SF,
+    SF: std::future::Future<Output = Result<()>>,
+    R: FnMut(usize) -> RF,
+    RF: std::future::Future<Output = Result<usize>>,
+{
+    let t = Instant::now();
+    let mut accepted = 0;
+    for chunk in events.chunks(window.max(1)) {
+        send(
+            chunk
+                .iter()
+                .map(|e| json!(["EVENT", e]).to_string())
+                .collect(),
+        )
+        .await?;
+        accepted += answered(chunk.len()).await?;
+    }
+    Ok(accepted as f64 / t.elapsed().as_secs_f64())
+}
+
+fn ok_true(text: &str) -> Option<bool> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    (v[0] == "OK").then(|| v[2] == true)
+}
+
+async fn bolt8_bench(args: &Args, target: &str) -> Result<()> {
+    use civkit_bolt8::client::Bolt8Client;
+    let (id, addr) = civkit_bolt8::parse_address(target).map_err(|e| anyhow::anyhow!(e))?;
+
+    // Handshakes: TCP connect, Noise act 1-3, init exchange, then disconnect.
+    let mut client = Bolt8Client::new()?;
+    let t = Instant::now();
+    for _ in 0..args.handshakes {
+        client.connect(id, addr).await?;
+        client.disconnect(id).await;
+    }
+    let hps = args.handshakes as f64 / t.elapsed().as_secs_f64();
+
+    // Events over one BOLT8 connection.
+    let events = sign_batch(args.events, "bolt8");
+    client.connect(id, addr).await?;
+    let client = std::sync::Arc::new(tokio::sync::Mutex::new(client));
+    let c1 = client.clone();
+    let c2 = client.clone();
+    let bolt8_eps = one_connection_rate(
+        &events,
+        args.window,
+        move |msgs| {
+            let c = c1.clone();
+            async move {
+                c.lock().await.send(id, msgs);
+                Ok(())
+            }
+        },
+        move |n| {
+            let c = c2.clone();
+            async move {
+                let mut c = c.lock().await;
+                let (mut got, mut ok) = (0, 0);
+                while got < n {
+                    let text = c
+                        .recv(Duration::from_secs(30))
+                        .await
+                        .context("no OK over BOLT8")?;
+                    if let Some(accepted) = ok_true(&text) {
+                        got += 1;
+                        ok += usize::from(accepted);
+                    }
+                }
+                Ok(ok)
+            }
+        },
+    )
+    .await?;
+
+    // The same over one websocket connection to the same board, for scale.
+    let ws_events = sign_batch(args.events, "ws-one");
+    let ws = std::sync::Arc::new(tokio::sync::Mutex::new(connect(&args.url).await?));
+    let (w1, w2) = (ws.clone(), ws.clone());
+    let ws_eps = one_connection_rate(
+        &ws_events,
+        args.window,
+        move |msgs| {
+            let w = w1.clone();
+            async move {
+                let mut w = w.lock().await;
+                for m in msgs {
+                    w.feed(Message::Text(m.into())).await?;
+                }
+                w.flush().await?;
+                Ok(())
+            }
+        },
+        move |n| {
+            let w = w2.clone();
+            async move {
+                let mut w = w.lock().await;
+                let (mut got, mut ok) = (0, 0);
+                while got < n {
+                    match tokio::time::timeout(Duration::from_secs(30), w.next()).await {
+                        Ok(Some(Ok(Message::Text(t)))) => {
+                            if let Some(accepted) = ok_true(&t) {
+                                got += 1;
+                                ok += usize::from(accepted);
+                            }
+                        }
+                        Ok(Some(Ok(_))) => {}
+                        _ => bail!("websocket closed or timed out"),
+                    }
+                }
+                Ok(ok)
+            }
+        },
+    )
+    .await?;
+    let result = json!({
+        "name": args.name,
+        "bolt8_handshakes_per_sec": hps,
+        "bolt8_events_per_sec": bolt8_eps,
+        "ws_one_connection_events_per_sec": ws_eps,
+        "window": args.window,
+        "events": args.events,
+    });
+    println!("{result}");
+    eprintln!(
+        "{:<14} BOLT8: {hps:.0} handshakes/s, {bolt8_eps:.0} events/s over one connection | websocket, one connection: {ws_eps:.0} events/s (window {})",
+        args.name, args.window
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(target) = args.bolt8.clone() {
+        return bolt8_bench(&args, &target).await;
+    }
     let url = args.url.as_str();
 
     // Sign everything first so signing does not compete with the relay.

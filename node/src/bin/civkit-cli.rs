@@ -41,6 +41,21 @@ enum Command {
     },
     /// Publish a kind-1 note signed by the node key.
     PublishNote { text: String },
+    /// Lightning peers of the bolt8 transport.
+    Peers {
+        #[command(subcommand)]
+        command: PeersCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PeersCommand {
+    /// Connected and configured peers with their counters.
+    List,
+    /// Dial a peer (and redial it after drops): <node id>@host:port.
+    Connect { address: String },
+    /// Disconnect a peer and stop redialing it.
+    Disconnect { node_id: String },
 }
 
 #[derive(Subcommand)]
@@ -143,6 +158,19 @@ fn run(args: Args) -> Result<()> {
         Command::PublishNote { text } => {
             admin.call("POST", "/v1/publish-note", Some(json!({ "text": text })))?
         }
+        Command::Peers { command } => match command {
+            PeersCommand::List => admin.call("POST", "/v1/control/peers/list", None)?,
+            PeersCommand::Connect { address } => admin.call(
+                "POST",
+                "/v1/control/peers/connect",
+                Some(json!({ "address": address })),
+            )?,
+            PeersCommand::Disconnect { node_id } => admin.call(
+                "POST",
+                "/v1/control/peers/disconnect",
+                Some(json!({ "node_id": node_id })),
+            )?,
+        },
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -224,6 +252,33 @@ fn print_text(command: &Command, v: &Value) {
         Command::Events {
             command: EventsCommand::Delete { .. },
         } => println!("deleted {} event(s)", v["deleted"]),
+        Command::Peers {
+            command: PeersCommand::List,
+        } => {
+            let peers = v["peers"].as_array().cloned().unwrap_or_default();
+            if peers.is_empty() {
+                println!("no peers");
+            }
+            for p in peers {
+                let state = if p["connected"] == true {
+                    "connected"
+                } else {
+                    "redialing"
+                };
+                println!(
+                    "{} {} {state} since {} in {} out {} imported {} exported {}",
+                    p["node_id"].as_str().unwrap_or("?"),
+                    p["address"].as_str().unwrap_or("-"),
+                    p["connected_since"],
+                    p["messages_in"],
+                    p["messages_out"],
+                    p["events_imported"],
+                    p["events_exported"],
+                );
+            }
+            println!("dropped input: {}", v["dropped"]);
+        }
+        Command::Peers { .. } => println!("{v}"),
         Command::PublishNote { .. } => {
             let ok = v["accepted"].as_bool().unwrap_or(false);
             let msg = v["message"].as_str().unwrap_or("");

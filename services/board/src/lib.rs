@@ -64,7 +64,7 @@ impl Board {
     }
 
     /// The policy event: replaceable, signed by the node key, listing how to reach the board.
-    pub fn policy_event(&self, websockets: &[String]) -> EventBuilder {
+    pub fn policy_event(&self, websockets: &[String], lightning: &[String]) -> EventBuilder {
         let mut tags: Vec<Tag> = websockets
             .iter()
             .filter_map(|u| Tag::parse(["r", u.as_str()]).ok())
@@ -72,25 +72,30 @@ impl Board {
         tags.extend(Tag::parse(["alt", "CivKit board policy"]).ok());
         EventBuilder::new(
             Kind::from(POLICY_KIND),
-            self.policy.document(websockets).to_string(),
+            self.policy.document(websockets, lightning).to_string(),
         )
         .tags(tags)
     }
 
-    /// The public relay URL first, then every websocket endpoint the node listens on.
-    fn websockets(ctx: &ServiceContext) -> Vec<String> {
-        let mut urls: Vec<String> = ctx.relay_url().ok().flatten().into_iter().collect();
+    /// How to reach the board: websocket URLs (the public relay URL first)
+    /// and Lightning addresses (`<node id>@host:port`).
+    fn reach(ctx: &ServiceContext) -> (Vec<String>, Vec<String>) {
+        let mut ws: Vec<String> = ctx.relay_url().ok().flatten().into_iter().collect();
+        let mut ln = Vec::new();
         for (_, url) in ctx.endpoints().unwrap_or_default() {
-            if (url.starts_with("ws://") || url.starts_with("wss://")) && !urls.contains(&url) {
-                urls.push(url);
+            if let Some(addr) = url.strip_prefix("ln://") {
+                ln.push(addr.to_string());
+            } else if (url.starts_with("ws://") || url.starts_with("wss://")) && !ws.contains(&url)
+            {
+                ws.push(url);
             }
         }
-        urls
+        (ws, ln)
     }
 
     async fn publish_policy(&self, ctx: &ServiceContext) -> Result<()> {
-        let urls = Self::websockets(ctx);
-        let reply = ctx.publish(self.policy_event(&urls)).await?;
+        let (ws, ln) = Self::reach(ctx);
+        let reply = ctx.publish(self.policy_event(&ws, &ln)).await?;
         if reply.accepted {
             info!(id = %reply.event_id, "board policy published");
             Ok(())
@@ -218,7 +223,7 @@ impl Service for Board {
 
     fn nip11_extra(&self) -> serde_json::Map<String, Value> {
         let mut m = serde_json::Map::new();
-        let mut doc = self.policy.document(&[]);
+        let mut doc = self.policy.document(&[], &[]);
         if let Some(o) = doc.as_object_mut() {
             o.remove("endpoints");
         }
@@ -266,7 +271,10 @@ impl Service for Board {
 
     async fn admin(&self, ctx: &ServiceContext, command: &str, _args: Value) -> Result<Value> {
         match command {
-            "policy" => Ok(self.policy.document(&Self::websockets(ctx))),
+            "policy" => {
+                let (ws, ln) = Self::reach(ctx);
+                Ok(self.policy.document(&ws, &ln))
+            }
             "republish" => {
                 self.publish_policy(ctx).await?;
                 Ok(json!({ "published": true }))

@@ -143,7 +143,7 @@ impl BoardConfig {
     }
 
     /// The policy as published (NIP-11 `civkit_board` and the policy event's content).
-    pub fn document(&self, websockets: &[String]) -> Value {
+    pub fn document(&self, websockets: &[String], lightning: &[String]) -> Value {
         json!({
             "order_kind": crate::order::ORDER_KIND,
             "policy_kind": POLICY_KIND,
@@ -155,7 +155,7 @@ impl BoardConfig {
             "max_order_lifetime_secs": self.max_order_lifetime_secs,
             "max_open_orders_per_author": self.max_open_orders_per_author,
             "require_bolt12": self.require_bolt12,
-            "endpoints": { "websocket": websockets },
+            "endpoints": { "websocket": websockets, "lightning": lightning },
         })
     }
 }

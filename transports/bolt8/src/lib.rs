@@ -17,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod client;
 mod control;
 mod peer;
 pub mod wire;
@@ -210,6 +211,26 @@ pub fn filters(values: &[serde_json::Value]) -> std::result::Result<Vec<Filter>,
         .collect()
 }
 
+/// Dial `addr` with Nagle off (lightning-net-tokio leaves it on, which
+/// stalls small request/response messages on delayed ACKs), then run the
+/// connection: the returned future ends when the peer disconnects.
+pub async fn connect_outbound(
+    pm: Arc<PeerMgr>,
+    id: PublicKey,
+    addr: SocketAddr,
+) -> Option<impl std::future::Future<Output = ()>> {
+    let stream = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    stream.set_nodelay(true).ok()?;
+    let std = stream.into_std().ok()?;
+    Some(lightning_net_tokio::setup_outbound(pm, id, std))
+}
+
 /// The Lightning node id of a seed (what `ln_node.key` holds).
 pub fn node_id_of(seed: &[u8; 32]) -> Result<PublicKey> {
     KeysManager::new(seed, 0, 0, true)
@@ -361,7 +382,7 @@ impl Transport for Bolt8 {
             tokio::select! {
                 _ = sd.wait() => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, addr)) => match stream.into_std() {
+                    Ok((stream, addr)) => match stream.set_nodelay(true).and_then(|_| stream.into_std()) {
                         Ok(std) => {
                             tracing::debug!(%addr, "inbound BOLT8 connection");
                             tokio::spawn(lightning_net_tokio::setup_inbound(pm.clone(), std));

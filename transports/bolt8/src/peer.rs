@@ -197,7 +197,7 @@ pub(crate) fn dial(rt: &Arc<Runtime>, id: PublicKey, addr: SocketAddr) {
                     break;
                 }
                 let started = tokio::time::Instant::now();
-                match lightning_net_tokio::connect_outbound(rt2.pm.clone(), id, addr).await {
+                match crate::connect_outbound(rt2.pm.clone(), id, addr).await {
                     Some(connection) => {
                         connection.await;
                         debug!("connection ended");

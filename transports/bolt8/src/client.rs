@@ -1,0 +1,129 @@
+//! A minimal BOLT8 client on the same LDK stack, for tools and benchmarks:
+//! connect to a board, send NIP-01 client messages, read relay messages.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use civkit_framework::{Error, Result};
+use lightning::bitcoin::secp256k1::PublicKey;
+use lightning::ln::peer_handler::{
+    ErroringMessageHandler, IgnoringMessageHandler, MessageHandler, PeerManager,
+};
+use lightning::sign::KeysManager;
+use tokio::sync::mpsc;
+
+use crate::wire::{NostrHandler, NostrWire, WireEvent, CLIENT_MSG};
+use crate::{LdkTracing, PeerMgr};
+
+/// A BOLT8 client with its own random node identity.
+pub struct Bolt8Client {
+    pm: Arc<PeerMgr>,
+    handler: Arc<NostrHandler>,
+    events: mpsc::UnboundedReceiver<WireEvent>,
+}
+
+impl std::fmt::Debug for Bolt8Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bolt8Client")
+    }
+}
+
+impl Bolt8Client {
+    /// A client with a fresh random identity.
+    pub fn new() -> Result<Self> {
+        let mut seed = [0u8; 32];
+        let mut ephemeral = [0u8; 32];
+        getrandom::getrandom(&mut seed)
+            .and_then(|_| getrandom::getrandom(&mut ephemeral))
+            .map_err(|e| Error::Invalid(format!("OS random source: {e}")))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let (tx, events) = mpsc::unbounded_channel();
+        let handler = Arc::new(NostrHandler::new(tx, 65_000));
+        let pm = Arc::new(PeerManager::new(
+            MessageHandler {
+                chan_handler: Arc::new(ErroringMessageHandler::new()),
+                route_handler: Arc::new(IgnoringMessageHandler {}),
+                onion_message_handler: Arc::new(IgnoringMessageHandler {}),
+                custom_message_handler: handler.clone(),
+                send_only_message_handler: Arc::new(IgnoringMessageHandler {}),
+            },
+            now.as_secs() as u32,
+            &ephemeral,
+            Arc::new(LdkTracing),
+            Arc::new(KeysManager::new(
+                &seed,
+                now.as_secs(),
+                now.subsec_nanos(),
+                true,
+            )),
+        ));
+        Ok(Bolt8Client {
+            pm,
+            handler,
+            events,
+        })
+    }
+
+    /// Connect and wait until the handshake and `init` exchange are done.
+    pub async fn connect(&mut self, id: PublicKey, addr: SocketAddr) -> Result<()> {
+        let conn = crate::connect_outbound(self.pm.clone(), id, addr)
+            .await
+            .ok_or_else(|| Error::Transport {
+                instance: "client".into(),
+                message: format!("cannot reach {addr}"),
+            })?;
+        tokio::spawn(conn);
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), self.events.recv()).await {
+                Ok(Some(WireEvent::Connected { peer, .. })) if peer == id => return Ok(()),
+                Ok(Some(_)) => continue,
+                _ => {
+                    return Err(Error::Transport {
+                        instance: "client".into(),
+                        message: "handshake did not complete".into(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Disconnect and wait for LDK to report it.
+    pub async fn disconnect(&mut self, id: PublicKey) {
+        self.pm.disconnect_by_node_id(id);
+        while let Ok(Some(ev)) =
+            tokio::time::timeout(Duration::from_secs(5), self.events.recv()).await
+        {
+            if matches!(ev, WireEvent::Disconnected { peer } if peer == id) {
+                break;
+            }
+        }
+    }
+
+    /// Queue NIP-01 client messages for `id`, then send them.
+    pub fn send(&self, id: PublicKey, messages: impl IntoIterator<Item = String>) {
+        for json in messages {
+            self.handler.queue(
+                id,
+                NostrWire {
+                    msg_type: CLIENT_MSG,
+                    json,
+                },
+            );
+        }
+        self.pm.process_events();
+    }
+
+    /// The next relay message from any peer, or `None` after `timeout`.
+    pub async fn recv(&mut self, timeout: Duration) -> Option<String> {
+        loop {
+            match tokio::time::timeout(timeout, self.events.recv()).await {
+                Ok(Some(WireEvent::Message { msg, .. })) => return Some(msg.json),
+                Ok(Some(_)) => continue,
+                _ => return None,
+            }
+        }
+    }
+}
