@@ -349,3 +349,64 @@ fn config_errors_name_the_key() {
         "{err}"
     );
 }
+
+#[test]
+fn cli_manages_lightning_peers_and_the_ln_identity_survives_restart() {
+    let ln = "[transports.ln]\ntype = \"bolt8\"\nlisten = \"127.0.0.1:0\"\n";
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_config(a_dir.path(), ln);
+    write_config(b_dir.path(), ln);
+    let a = start(a_dir.path());
+    let _b = start(b_dir.path());
+    let ln_of = |dir: &std::path::Path| {
+        status(dir)["endpoints"]["ln"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("ln://")
+            .to_string()
+    };
+    let (a_ln, b_ln) = (ln_of(a_dir.path()), ln_of(b_dir.path()));
+    assert_eq!(
+        std::fs::metadata(a_dir.path().join("data/ln_node.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+
+    let (ok, out, err) = cli(
+        a_dir.path(),
+        &["--config", "civkit.toml", "peers", "connect", &b_ln],
+    );
+    assert!(ok && out.contains("\"connected\":true"), "{out}{err}");
+    let (ok, out, _) = cli(a_dir.path(), &["--config", "civkit.toml", "peers", "list"]);
+    let b_id = b_ln.split('@').next().unwrap();
+    assert!(
+        ok && out.contains(b_id) && out.contains("connected"),
+        "{out}"
+    );
+    let (ok, out, _) = cli(b_dir.path(), &["--config", "civkit.toml", "peers", "list"]);
+    assert!(
+        ok && out.contains(a_ln.split('@').next().unwrap()),
+        "the other side sees it too: {out}"
+    );
+    let (ok, out, err) = cli(
+        a_dir.path(),
+        &["--config", "civkit.toml", "peers", "connect", "nonsense"],
+    );
+    assert!(!ok && err.contains("node id"), "{out}{err}");
+    let (ok, out, _) = cli(
+        a_dir.path(),
+        &["--config", "civkit.toml", "peers", "disconnect", b_id],
+    );
+    assert!(ok && out.contains("\"was_connected\":true"), "{out}");
+
+    drop(a);
+    let _a = start(a_dir.path());
+    assert_eq!(
+        ln_of(a_dir.path()).split('@').next(),
+        a_ln.split('@').next(),
+        "the Lightning node id is kept across restarts"
+    );
+}

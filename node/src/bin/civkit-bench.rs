@@ -209,12 +209,16 @@ async fn bolt8_bench(args: &Args, target: &str) -> Result<()> {
     let (id, addr) = civkit_bolt8::parse_address(target).map_err(|e| anyhow::anyhow!(e))?;
 
     // Handshakes: TCP connect, Noise act 1-3, init exchange, then disconnect.
-    let mut client = Bolt8Client::new()?;
+    // Each handshake is a new peer identity: the board refuses a second
+    // connection from a node id it still holds, which a reused identity would
+    // race into.
     let t = Instant::now();
     for _ in 0..args.handshakes {
-        client.connect(id, addr).await?;
-        client.disconnect(id).await;
+        let mut one = Bolt8Client::new()?;
+        one.connect(id, addr).await?;
+        one.disconnect(id).await;
     }
+    let mut client = Bolt8Client::new()?;
     let hps = args.handshakes as f64 / t.elapsed().as_secs_f64();
 
     // Events over one BOLT8 connection.

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# BOLT8 transport benchmark: handshakes per second and NIP-01 events per
+# second over one BOLT8 connection, next to one websocket connection to the
+# same civkitd in the same run.
+#
+#   bash bench/bolt8.sh            # 3 rounds, fresh data dir each
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+EVENTS=${EVENTS:-20000}
+HANDSHAKES=${HANDSHAKES:-500}
+WINDOW=${WINDOW:-64}
+cargo build --release -q -p civkit-node --bins
+BIN=target/release
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+wait_port() { for _ in $(seq 1 200); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+for r in $(seq 1 "$ROUNDS"); do
+  dir="$WORK/r$r"; mkdir -p "$dir"
+  cat > "$dir/civkit.toml" <<TOML
+[node]
+data_dir = "$dir/data"
+log = "warn"
+[admin]
+listen = "127.0.0.1:0"
+[transports.relay]
+type = "nostr-ws"
+listen = "127.0.0.1:7792"
+auth_challenge = false
+[transports.relay.limits]
+events_per_second = 0.0
+[transports.ln]
+type = "bolt8"
+listen = "127.0.0.1:9792"
+TOML
+  "$BIN/civkitd" --config "$dir/civkit.toml" & pid=$!
+  wait_port 7792; wait_port 9792
+  id=$("$BIN/civkit-cli" --data-dir "$dir/data" --json status | python3 -c "import json,sys; print(json.load(sys.stdin)['endpoints']['ln'][5:])")
+  "$BIN/civkit-bench" --url ws://127.0.0.1:7792 --bolt8 "$id" --name civkitd \
+    --events "$EVENTS" --handshakes "$HANDSHAKES" --window "$WINDOW" >> "$WORK/results.jsonl"
+  kill -INT $pid; wait $pid || true
+done
+cat "$WORK/results.jsonl"
+python3 - "$WORK/results.jsonl" <<'PY'
+import json, sys, statistics as st
+rows = [json.loads(l) for l in open(sys.argv[1])]
+m = lambda k: st.median(r[k] for r in rows)
+print(f"\n| BOLT8 handshakes/s | BOLT8 events/s (one connection) | websocket events/s (one connection) | ratio BOLT8/websocket |")
+print("|---|---|---|---|")
+print(f"| {m('bolt8_handshakes_per_sec'):.0f} | {m('bolt8_events_per_sec'):.0f} | {m('ws_one_connection_events_per_sec'):.0f} | {m('bolt8_events_per_sec')/m('ws_one_connection_events_per_sec'):.2f} |")
+PY
