@@ -17,11 +17,15 @@ struct Board {
 }
 
 async fn board(dir: &std::path::Path, import_from: &[&str]) -> Board {
+    board_on(dir, import_from, 0).await
+}
+
+async fn board_on(dir: &std::path::Path, import_from: &[&str], ln_port: u16) -> Board {
     let mut cfg = format!(
         "[node]\ndata_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
          [transports.relay]\ntype = \"nostr-ws\"\nlisten = \"127.0.0.1:0\"\n\
          [services.board]\ntype = \"market-board\"\n\
-         [transports.ln]\ntype = \"bolt8\"\nlisten = \"127.0.0.1:0\"\nredial_max_secs = 2\n",
+         [transports.ln]\ntype = \"bolt8\"\nlisten = \"127.0.0.1:{ln_port}\"\nredial_max_secs = 2\n",
         dir.display()
     );
     for peer in import_from {
@@ -242,4 +246,85 @@ async fn a_ring_of_boards_does_not_loop_and_identity_survives_restart() {
     for d in [a.daemon, b.daemon, c.daemon] {
         d.shutdown().await.unwrap();
     }
+}
+
+async fn connected_to(b: &Board, id: &str) -> bool {
+    let list = b
+        .daemon
+        .node
+        .control("peers", "list", Value::Null)
+        .await
+        .unwrap();
+    list["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["node_id"] == id && p["connected"] == true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_peer_is_redialed_and_the_policy_names_the_lightning_address() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = board_on(da.path(), &[], port).await;
+    let a_id = a.ln.split('@').next().unwrap().to_string();
+    let b = board(db.path(), &[&a.ln]).await;
+    wait_peers(&b, 1).await;
+
+    // A's policy event lists its Lightning address.
+    let mut content = Value::Null;
+    for _ in 0..100 {
+        let policy = a
+            .daemon
+            .node
+            .persister()
+            .query(
+                &[Filter::new().kind(Kind::from(10383))],
+                a.daemon.node.now(),
+            )
+            .await
+            .unwrap();
+        if let Some(e) = policy.first() {
+            content = serde_json::from_str(&e.content).unwrap();
+            if content["endpoints"]["lightning"][0] == a.ln.as_str() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        content["endpoints"]["lightning"][0],
+        a.ln.as_str(),
+        "{content}"
+    );
+    assert_eq!(
+        content["endpoints"]["websocket"][0],
+        a.ws.as_str(),
+        "{content}"
+    );
+
+    a.daemon.shutdown().await.unwrap();
+    for _ in 0..100 {
+        if !connected_to(&b, &a_id).await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!connected_to(&b, &a_id).await, "B saw A go away");
+    let a = board_on(da.path(), &[], port).await;
+    let mut back = false;
+    for _ in 0..200 {
+        if connected_to(&b, &a_id).await {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(back, "B redialed A by itself after A came back");
+    a.daemon.shutdown().await.unwrap();
+    b.daemon.shutdown().await.unwrap();
 }

@@ -207,15 +207,22 @@ async fn nostr_sdk_publishes_and_reads_orders_on_a_board() {
         got.into_iter().map(|e| e.id).collect::<Vec<_>>(),
         vec![good.id]
     );
-    let policy = t
-        .fetch_events(
-            Filter::new()
-                .kind(Kind::from(10383))
-                .author(d.node.keys().public_key()),
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
+    let policy_filter = Filter::new()
+        .kind(Kind::from(10383))
+        .author(d.node.keys().public_key());
+    let mut policy = Vec::new();
+    for _ in 0..50 {
+        policy = t
+            .fetch_events(policy_filter.clone(), Duration::from_secs(10))
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+        if !policy.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         policy.len(),
         1,

@@ -52,15 +52,20 @@ pub fn register(registry: &mut Registry) {
 }
 
 /// The market board service.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Board {
     policy: BoardConfig,
+    /// `created_at` of the last policy event, so each one replaces the last.
+    last_policy: std::sync::Mutex<u64>,
 }
 
 impl Board {
     /// A board with this policy.
     pub fn new(policy: BoardConfig) -> Self {
-        Board { policy }
+        Board {
+            policy,
+            last_policy: std::sync::Mutex::new(0),
+        }
     }
 
     /// The policy event: replaceable, signed by the node key, listing how to reach the board.
@@ -95,7 +100,16 @@ impl Board {
 
     async fn publish_policy(&self, ctx: &ServiceContext) -> Result<()> {
         let (ws, ln) = Self::reach(ctx);
-        let reply = ctx.publish(self.policy_event(&ws, &ln)).await?;
+        // A replaceable event replaces the previous one only if it is newer.
+        let created_at = {
+            let mut last = self.last_policy.lock().unwrap_or_else(|p| p.into_inner());
+            *last = ctx.now().as_secs().max(*last + 1);
+            *last
+        };
+        let builder = self
+            .policy_event(&ws, &ln)
+            .custom_created_at(Timestamp::from_secs(created_at));
+        let reply = ctx.publish(builder).await?;
         if reply.accepted {
             info!(id = %reply.event_id, "board policy published");
             Ok(())
@@ -255,17 +269,24 @@ impl Service for Board {
     }
 
     async fn run(&self, ctx: ServiceContext, mut shutdown: Shutdown) -> Result<()> {
-        // Announce once the transports have reported where they listen.
-        for _ in 0..200 {
-            if !ctx.endpoints()?.is_empty() || shutdown.is_triggered() {
-                break;
+        // Announce once transports report where they listen, and again whenever
+        // that changes (a transport that starts later, a new address).
+        let mut announced: Option<(Vec<String>, Vec<String>)> = None;
+        loop {
+            let reach = Self::reach(&ctx);
+            let known = !reach.0.is_empty() || !reach.1.is_empty();
+            if known && announced.as_ref() != Some(&reach) {
+                match self.publish_policy(&ctx).await {
+                    Ok(()) => announced = Some(reach),
+                    Err(e) => warn!(error = %e, "could not publish the board policy"),
+                }
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                // Quick until the first announcement, then a light poll.
+                _ = tokio::time::sleep(Duration::from_millis(if announced.is_none() { 25 } else { 250 })) => {}
+            }
         }
-        if !shutdown.is_triggered() {
-            self.publish_policy(&ctx).await?;
-        }
-        shutdown.wait().await;
         Ok(())
     }
 

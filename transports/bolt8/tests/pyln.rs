@@ -143,3 +143,67 @@ async fn hostile_peers_are_disconnected_and_others_carry_on() {
     assert_eq!(list["dropped"]["oversized"], 1, "{list}");
     assert_eq!(list["dropped"]["undecodable"], 1, "{list}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_opens_are_refused_cleanly() {
+    ensure_pyln();
+    let (_tn, id, addr, _dir) = board().await;
+    let got = pyln(&id, &addr, "open-channel", None).await;
+    let answer = &got["answer"];
+    assert!(
+        answer["type"] == 17 || answer["type"] == 1,
+        "an error or warning comes back: {got}"
+    );
+    assert_eq!(
+        answer["channel_id"], got["temp_id"],
+        "naming the channel that was refused: {got}"
+    );
+    assert_eq!(
+        got["still_served"], true,
+        "no crash, the peer keeps its NIP-01 service: {got}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_filters_limit_what_a_peer_receives() {
+    ensure_pyln();
+    let tn = TestNode::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Bolt8Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        default_export: vec![serde_json::json!({ "kinds": [38383] })],
+        ..Bolt8Config::default()
+    };
+    tokio::spawn(
+        Box::new(Bolt8::new("ln", dir.path().join("ln.key"), cfg))
+            .run(tn.node.clone(), tn.shutdown()),
+    );
+    let endpoint = loop {
+        if let Some(e) = tn.node.endpoints().get("ln") {
+            break e.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let (id, addr) = endpoint
+        .trim_start_matches("ln://")
+        .split_once('@')
+        .unwrap();
+    let mut local = tn.client().await;
+    let k = Keys::generate();
+    let now = nostr::Timestamp::now().as_secs();
+    let note = event(&k, 1, now, "private to this board", &[]);
+    let listed = event(&k, 38383, now, "", &[&["d", "x"]]);
+    assert!(local.publish(&note).await.0 && local.publish(&listed).await.0);
+    let got = pyln(id, addr, "req", Some("{}")).await;
+    let ids: Vec<&str> = got["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![listed.id.to_hex().as_str()],
+        "only exported kinds reach the peer: {got}"
+    );
+}

@@ -97,6 +97,36 @@ elif mode == "publish":
             if msg[0] == "OK" and msg[1] == event["id"]:
                 out.update(ok=msg[2], message=msg[3])
                 break
+elif mode == "open-channel":
+    # A well-formed open_channel (type 32): every point is the generator G.
+    g = bytes.fromhex("0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798")
+    chain = bytes.fromhex("6fe28c0ab6f1b372c1a6a246ae63f74f931e8365e15a089c68d6190000000000")
+    temp_id = os.urandom(32)
+    body = chain + temp_id + struct.pack(">QQQQQQIHH", 100000, 0, 546, 100000000, 1000, 1, 253, 144, 483)
+    body += g * 6 + b"\x01"
+    send(32, body)
+    answer = None
+    while True:
+        r = recv()
+        if r is None:
+            break
+        t, payload = r
+        if t in (1, 17):  # warning or error
+            answer = {"type": t, "channel_id": payload[:32].hex(), "text": payload[34:].decode(errors="replace")}
+            break
+    out["answer"] = answer
+    out["temp_id"] = temp_id.hex()
+    # The connection stays usable for NIP-01 afterwards.
+    send(CLIENT_MSG, json.dumps(["REQ", "after", {"limit": 1}]).encode())
+    out["still_served"] = False
+    while True:
+        r = recv()
+        if r is None:
+            break
+        t, payload = r
+        if t == RELAY_MSG and json.loads(payload)[0] == "EOSE":
+            out["still_served"] = True
+            break
 elif mode == "oversized":
     out["closed"] = closed_after(lambda: send(CLIENT_MSG, b"[" + b" " * 65400 + b"]"))
 elif mode == "badutf8":
