@@ -305,7 +305,7 @@ impl Node {
         let c = lock(&self.0.controls)
             .get(name)
             .cloned()
-            .ok_or_else(|| crate::Error::Invalid(format!("no control named `{name}`")))?;
+            .ok_or_else(|| crate::Error::Unsupported(format!("no control named `{name}`")))?;
         c.command(command, args).await
     }
     /// Where each transport listens.
@@ -571,7 +571,7 @@ impl Node {
             .services
             .iter()
             .find(|s| &*s.name == service)
-            .ok_or_else(|| crate::Error::Invalid(format!("no service named `{service}`")))?;
+            .ok_or_else(|| crate::Error::Unsupported(format!("no service named `{service}`")))?;
         slot.service.admin(&slot.ctx, command, args).await
     }
 

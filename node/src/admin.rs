@@ -203,14 +203,11 @@ async fn service_command(
     body: Option<Json<Value>>,
 ) -> Result<Json<Value>, ApiError> {
     let args = body.map(|Json(v)| v).unwrap_or(Value::Null);
-    match s.node.service_admin(&name, &command, args).await {
-        Ok(v) => Ok(Json(v)),
-        Err(e) if e.kind() == civkit_framework::ErrorKind::BadInput => {
-            Err(ApiError(StatusCode::NOT_FOUND, e.to_string()))
-        }
-        Err(e) if e.kind() == civkit_framework::ErrorKind::Unsupported => Err(bad(e)),
-        Err(e) => Err(internal(e)),
-    }
+    s.node
+        .service_admin(&name, &command, args)
+        .await
+        .map(Json)
+        .map_err(api_error)
 }
 
 async fn control_command(
@@ -227,6 +224,7 @@ async fn control_command(
         .map_err(api_error)
 }
 
+/// Unknown service, control or command: 404; bad arguments: 400.
 fn api_error(e: civkit_framework::Error) -> ApiError {
     match e.kind() {
         civkit_framework::ErrorKind::BadInput => bad(e),

@@ -3,10 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests assert by panicking
 
+mod common;
+
+use common::order;
+
 use std::time::Duration;
 
 use civkit_node::{components, Config, Daemon};
-use nostr::{EventBuilder, Filter, Keys, Kind};
+use nostr::{Filter, Keys, Kind};
 use nostr_sdk::{Client, RelayPoolNotification};
 use serde_json::Value;
 
@@ -43,34 +47,6 @@ async fn board_on(dir: &std::path::Path, import_from: &[&str], ln_port: u16) -> 
         .trim_start_matches("ln://")
         .to_string();
     Board { daemon, ws, ln }
-}
-
-fn order(keys: &Keys, d: &str) -> nostr::Event {
-    let now = nostr::Timestamp::now().as_secs();
-    let (a, b) = ((now + 3600).to_string(), (now + 7200).to_string());
-    let tags = [
-        vec!["d", d],
-        vec!["k", "buy"],
-        vec!["f", "EUR"],
-        vec!["s", "pending"],
-        vec!["amt", "0"],
-        vec!["fa", "20"],
-        vec!["pm", "sepa"],
-        vec!["premium", "0"],
-        vec!["network", "mainnet"],
-        vec!["layer", "lightning"],
-        vec!["expires_at", &a],
-        vec!["expiration", &b],
-        vec!["y", "civkit"],
-        vec!["z", "order"],
-    ];
-    EventBuilder::new(Kind::from(38383), "")
-        .tags(
-            tags.iter()
-                .map(|t| nostr::Tag::parse(t.iter().copied()).unwrap()),
-        )
-        .sign_with_keys(keys)
-        .unwrap()
 }
 
 async fn client(url: &str) -> Client {
@@ -121,7 +97,7 @@ async fn an_order_posted_at_a_reaches_a_websocket_subscriber_at_c() {
 
     let maker_keys = Keys::generate();
     let maker = client(&a.ws).await;
-    let o = order(&maker_keys, "line-1");
+    let o = order(&maker_keys, "line-1", "EUR");
     assert!(maker.send_event(&o).await.unwrap().failed.is_empty());
 
     let got = tokio::time::timeout(Duration::from_secs(15), async {
@@ -195,7 +171,7 @@ async fn a_ring_of_boards_does_not_loop_and_identity_survives_restart() {
     wait_peers(&a, 1).await;
 
     let maker = client(&a.ws).await;
-    let o = order(&Keys::generate(), "ring-1");
+    let o = order(&Keys::generate(), "ring-1", "EUR");
     assert!(maker.send_event(&o).await.unwrap().failed.is_empty());
     tokio::time::sleep(Duration::from_secs(2)).await;
     for (name, board) in [("A", &a), ("B", &b), ("C", &c)] {

@@ -3,6 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests assert by panicking
 
+mod common;
+
+use common::order;
+
 use std::time::Duration;
 
 use civkit_node::{components, Config, Daemon};
@@ -149,34 +153,6 @@ async fn nostr_sdk_authenticates_with_nip42_when_the_relay_requires_it() {
     assert_eq!(got.len(), 1);
     c.shutdown().await;
     d.shutdown().await.unwrap();
-}
-
-fn order(keys: &Keys, d: &str, currency: &str) -> nostr::Event {
-    let now = nostr::Timestamp::now().as_secs();
-    let (exp_at, exp) = ((now + 3600).to_string(), (now + 7200).to_string());
-    let tags = [
-        vec!["d", d],
-        vec!["k", "sell"],
-        vec!["f", currency],
-        vec!["s", "pending"],
-        vec!["amt", "0"],
-        vec!["fa", "250"],
-        vec!["pm", "sepa"],
-        vec!["premium", "2"],
-        vec!["network", "mainnet"],
-        vec!["layer", "lightning"],
-        vec!["expires_at", &exp_at],
-        vec!["expiration", &exp],
-        vec!["y", "nostr-sdk-test"],
-        vec!["z", "order"],
-    ];
-    EventBuilder::new(Kind::from(38383), "")
-        .tags(
-            tags.iter()
-                .map(|t| nostr::Tag::parse(t.iter().copied()).unwrap()),
-        )
-        .sign_with_keys(keys)
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,14 +7,10 @@ use std::time::Duration;
 
 use civkit_framework::{Error, Result};
 use lightning::bitcoin::secp256k1::PublicKey;
-use lightning::ln::peer_handler::{
-    ErroringMessageHandler, IgnoringMessageHandler, MessageHandler, PeerManager,
-};
-use lightning::sign::KeysManager;
 use tokio::sync::mpsc;
 
 use crate::wire::{NostrHandler, NostrWire, WireEvent, CLIENT_MSG};
-use crate::{LdkTracing, PeerMgr};
+use crate::PeerMgr;
 
 /// A BOLT8 client with its own random node identity.
 pub struct Bolt8Client {
@@ -33,33 +29,11 @@ impl Bolt8Client {
     /// A client with a fresh random identity.
     pub fn new() -> Result<Self> {
         let mut seed = [0u8; 32];
-        let mut ephemeral = [0u8; 32];
         getrandom::getrandom(&mut seed)
-            .and_then(|_| getrandom::getrandom(&mut ephemeral))
             .map_err(|e| Error::Invalid(format!("OS random source: {e}")))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
         let (tx, events) = mpsc::unbounded_channel();
         let handler = Arc::new(NostrHandler::new(tx, 65_000));
-        let pm = Arc::new(PeerManager::new(
-            MessageHandler {
-                chan_handler: Arc::new(ErroringMessageHandler::new()),
-                route_handler: Arc::new(IgnoringMessageHandler {}),
-                onion_message_handler: Arc::new(IgnoringMessageHandler {}),
-                custom_message_handler: handler.clone(),
-                send_only_message_handler: Arc::new(IgnoringMessageHandler {}),
-            },
-            now.as_secs() as u32,
-            &ephemeral,
-            Arc::new(LdkTracing),
-            Arc::new(KeysManager::new(
-                &seed,
-                now.as_secs(),
-                now.subsec_nanos(),
-                true,
-            )),
-        ));
+        let (pm, _) = crate::peer_manager(&seed, handler.clone())?;
         Ok(Bolt8Client {
             pm,
             handler,

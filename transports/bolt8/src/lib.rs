@@ -211,6 +211,43 @@ pub fn filters(values: &[serde_json::Value]) -> std::result::Result<Vec<Filter>,
         .collect()
 }
 
+/// LDK's peer manager with this crate's handlers and the identity of `seed`;
+/// returns it with its node id.
+pub(crate) fn peer_manager(
+    seed: &[u8; 32],
+    handler: Arc<NostrHandler>,
+) -> Result<(Arc<PeerMgr>, PublicKey)> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let keys = Arc::new(KeysManager::new(
+        seed,
+        now.as_secs(),
+        now.subsec_nanos(),
+        true,
+    ));
+    let node_id = keys
+        .get_node_id(Recipient::Node)
+        .map_err(|_| Error::Invalid("cannot derive the node id".into()))?;
+    let mut ephemeral = [0u8; 32];
+    getrandom::getrandom(&mut ephemeral)
+        .map_err(|e| Error::Invalid(format!("OS random source: {e}")))?;
+    let pm = Arc::new(PeerManager::new(
+        MessageHandler {
+            chan_handler: Arc::new(ErroringMessageHandler::new()),
+            route_handler: Arc::new(IgnoringMessageHandler {}),
+            onion_message_handler: Arc::new(IgnoringMessageHandler {}),
+            custom_message_handler: handler,
+            send_only_message_handler: Arc::new(IgnoringMessageHandler {}),
+        },
+        now.as_secs() as u32,
+        &ephemeral,
+        Arc::new(LdkTracing),
+        keys,
+    ));
+    Ok((pm, node_id))
+}
+
 /// Dial `addr` with Nagle off (lightning-net-tokio leaves it on, which
 /// stalls small request/response messages on delayed ACKs), then run the
 /// connection: the returned future ends when the peer disconnects.
@@ -297,36 +334,9 @@ impl Runtime {
 impl Transport for Bolt8 {
     async fn run(self: Box<Self>, node: Node, shutdown: Shutdown) -> Result<()> {
         let (seed, created) = civkit_framework::keyfile::load_or_create(&self.key_path)?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let keys = Arc::new(KeysManager::new(
-            &seed,
-            now.as_secs(),
-            now.subsec_nanos(),
-            true,
-        ));
-        let node_id = keys
-            .get_node_id(Recipient::Node)
-            .map_err(|_| Error::Invalid("cannot derive the node id".into()))?;
         let (tx, mut rx) = mpsc::unbounded_channel();
         let handler = Arc::new(NostrHandler::new(tx, self.config.max_message_bytes));
-        let mut ephemeral = [0u8; 32];
-        getrandom::getrandom(&mut ephemeral)
-            .map_err(|e| Error::Invalid(format!("OS random source: {e}")))?;
-        let pm: Arc<PeerMgr> = Arc::new(PeerManager::new(
-            MessageHandler {
-                chan_handler: Arc::new(ErroringMessageHandler::new()),
-                route_handler: Arc::new(IgnoringMessageHandler {}),
-                onion_message_handler: Arc::new(IgnoringMessageHandler {}),
-                custom_message_handler: handler.clone(),
-                send_only_message_handler: Arc::new(IgnoringMessageHandler {}),
-            },
-            now.as_secs() as u32,
-            &ephemeral,
-            Arc::new(LdkTracing),
-            keys,
-        ));
+        let (pm, node_id) = peer_manager(&seed, handler.clone())?;
         let listener = tokio::net::TcpListener::bind(self.config.listen)
             .await
             .map_err(|e| Error::Transport {

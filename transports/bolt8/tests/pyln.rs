@@ -51,11 +51,16 @@ async fn pyln(node_id: &str, addr: &str, mode: &str, arg: Option<&str>) -> Value
 }
 
 async fn board() -> (TestNode, String, String, tempfile::TempDir) {
+    board_with(Bolt8Config::default()).await
+}
+
+/// A test node with the bolt8 transport on a free port.
+async fn board_with(cfg: Bolt8Config) -> (TestNode, String, String, tempfile::TempDir) {
     let tn = TestNode::new();
     let dir = tempfile::tempdir().unwrap();
     let cfg = Bolt8Config {
         listen: "127.0.0.1:0".parse().unwrap(),
-        ..Bolt8Config::default()
+        ..cfg
     };
     let t = Box::new(Bolt8::new("ln", dir.path().join("ln.key"), cfg));
     tokio::spawn(t.run(tn.node.clone(), tn.shutdown()));
@@ -167,34 +172,18 @@ async fn channel_opens_are_refused_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_filters_limit_what_a_peer_receives() {
     ensure_pyln();
-    let tn = TestNode::new();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = Bolt8Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
+    let (tn, id, addr, _dir) = board_with(Bolt8Config {
         default_export: vec![serde_json::json!({ "kinds": [38383] })],
         ..Bolt8Config::default()
-    };
-    tokio::spawn(
-        Box::new(Bolt8::new("ln", dir.path().join("ln.key"), cfg))
-            .run(tn.node.clone(), tn.shutdown()),
-    );
-    let endpoint = loop {
-        if let Some(e) = tn.node.endpoints().get("ln") {
-            break e.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    let (id, addr) = endpoint
-        .trim_start_matches("ln://")
-        .split_once('@')
-        .unwrap();
+    })
+    .await;
     let mut local = tn.client().await;
     let k = Keys::generate();
     let now = nostr::Timestamp::now().as_secs();
     let note = event(&k, 1, now, "private to this board", &[]);
     let listed = event(&k, 38383, now, "", &[&["d", "x"]]);
     assert!(local.publish(&note).await.0 && local.publish(&listed).await.0);
-    let got = pyln(id, addr, "req", Some("{}")).await;
+    let got = pyln(&id, &addr, "req", Some("{}")).await;
     let ids: Vec<&str> = got["events"]
         .as_array()
         .unwrap()
