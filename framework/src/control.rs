@@ -12,4 +12,8 @@ pub trait Control: Send + Sync + 'static {
     /// Run `command` with JSON `args`; answer JSON. Unknown commands are
     /// [`crate::Error::Unsupported`], bad arguments [`crate::Error::Invalid`].
     async fn command(&self, command: &str, args: serde_json::Value) -> Result<serde_json::Value>;
+    /// Counters for `civkit-cli status` (none by default).
+    fn status(&self) -> Option<serde_json::Value> {
+        None
+    }
 }

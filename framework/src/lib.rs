@@ -43,7 +43,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use node::{ConnectionInfo, Node, NodeBuilder, NodeInfo, OkReply};
 pub use origin::{Origin, Source};
 pub use persister::{EventTable, Persister, SaveOutcome, StoreStats};
-pub use registry::{BuildContext, ComponentConfig, ComponentInfo, ComponentKind, Registry};
+pub use registry::{BuildContext, ComponentConfig, ComponentInfo, ComponentKind, Registry, Shared};
 pub use service::{Admission, Prefix, Rejection, Service, ServiceContext};
 pub use session::{Outgoing, Session, SessionLimits, SessionOutbox};
 pub use transport::{Shutdown, ShutdownTrigger, Transport};

@@ -286,6 +286,13 @@ impl Node {
     pub fn register_control(&self, name: &str, control: Arc<dyn crate::Control>) {
         lock(&self.0.controls).insert(name.to_string(), control);
     }
+    /// `status()` of every registered control that has one.
+    pub fn control_statuses(&self) -> BTreeMap<String, serde_json::Value> {
+        lock(&self.0.controls)
+            .iter()
+            .filter_map(|(name, c)| c.status().map(|s| (name.clone(), s)))
+            .collect()
+    }
     /// Withdraw the commands registered under `name` (a transport stopping).
     pub fn unregister_control(&self, name: &str) {
         lock(&self.0.controls).remove(name);

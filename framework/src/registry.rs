@@ -16,6 +16,41 @@ use serde::Serialize;
 
 use crate::{Error, Persister, Result, Service, Transport};
 
+/// Objects components of one node hand each other while they are built
+/// (for example the onion-message transport offering its handler to the
+/// bolt8 transport it rides on). Keys are documented by the component that
+/// reads them.
+#[derive(Clone, Default)]
+pub struct Shared(
+    Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<dyn std::any::Any + Send + Sync>>>>,
+);
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shared")
+    }
+}
+
+impl Shared {
+    /// Offer an object under `key`.
+    pub fn put<T: std::any::Any + Send + Sync>(&self, key: &str, value: Arc<T>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_string(), value);
+    }
+    /// The object under `key`, if one of type `T` was offered.
+    pub fn get<T: std::any::Any + Send + Sync>(&self, key: &str) -> Option<Arc<T>> {
+        let any = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()?;
+        any.downcast::<T>().ok()
+    }
+}
+
 /// What a constructor may use besides its own config.
 #[derive(Debug, Clone)]
 pub struct BuildContext {
@@ -25,6 +60,8 @@ pub struct BuildContext {
     pub instance: String,
     /// The node's keys.
     pub keys: Keys,
+    /// Objects shared between the components of this node.
+    pub shared: Shared,
 }
 
 /// One component's config table, with its dotted path for error messages.

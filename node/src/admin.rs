@@ -120,6 +120,7 @@ async fn status(_: Authorized, State(s): State<Arc<AdminState>>) -> Result<Json<
         "events_accepted": accepted,
         "events_rejected": rejected,
         "services": node.service_names(),
+        "components": node.control_statuses(),
     })))
 }
 

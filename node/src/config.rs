@@ -204,6 +204,7 @@ pub fn instance_name(type_name: &str) -> &str {
         "nostr-ws" => "relay",
         "market-board" => "board",
         "bolt8" => "ln",
+        "onion-messages" => "onion",
         other => other,
     }
 }

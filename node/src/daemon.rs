@@ -43,10 +43,12 @@ impl Daemon {
         let data_dir = config.node.data_dir.clone();
         files::ensure_data_dir(&data_dir)?;
         let keys = files::load_or_create_keys(&data_dir)?;
+        let shared = civkit_framework::Shared::default();
         let ctx = |instance: &str| BuildContext {
             data_dir: data_dir.clone(),
             instance: instance.to_string(),
             keys: keys.clone(),
+            shared: shared.clone(),
         };
         let mut persister = None;
         let mut services = Vec::new();

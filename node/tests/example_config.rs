@@ -72,6 +72,7 @@ fn example_covers_every_key_and_builds() {
         data_dir: dir.path().to_path_buf(),
         instance: name.to_string(),
         keys: nostr::Keys::generate(),
+        shared: Default::default(),
     };
     for (kind, name, table) in cfg.components() {
         let built = match kind {

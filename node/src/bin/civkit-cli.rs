@@ -220,6 +220,9 @@ fn print_text(command: &Command, v: &Value) {
                     services.join(", ")
                 }
             );
+            for (name, s) in v["components"].as_object().into_iter().flatten() {
+                println!("{:<15} {s}", name);
+            }
         }
         Command::Connections => {
             let list = v.as_array().cloned().unwrap_or_default();

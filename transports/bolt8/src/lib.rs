@@ -33,6 +33,7 @@ use civkit_framework::{
     BuildContext, Error, Node, Registry, Result, SessionLimits, Shutdown, Transport,
 };
 use lightning::bitcoin::secp256k1::PublicKey;
+use lightning::ln::msgs::OnionMessageHandler;
 use lightning::ln::peer_handler::{
     ErroringMessageHandler, IgnoringMessageHandler, MessageHandler, PeerManager,
 };
@@ -50,12 +51,35 @@ pub type PeerMgr = PeerManager<
     SocketDescriptor,
     Arc<ErroringMessageHandler>,
     Arc<IgnoringMessageHandler>,
-    Arc<IgnoringMessageHandler>,
+    Arc<dyn OnionMessageHandler + Send + Sync>,
     Arc<LdkTracing>,
     Arc<NostrHandler>,
     Arc<KeysManager>,
     Arc<IgnoringMessageHandler>,
 >;
+
+/// What this transport hands an onion-message layer that rides on it (see
+/// [`onion_slot`]): the node identity's keys, the node, and ways to flush
+/// the peer manager and list connected peers.
+pub struct OnionDeps {
+    pub keys: Arc<KeysManager>,
+    /// The node behind this transport (`None` for a bare client).
+    pub node: Option<Node>,
+    pub node_id: PublicKey,
+    pub wake: Arc<dyn Fn() + Send + Sync>,
+    pub peers: Arc<dyn Fn() -> Vec<PublicKey> + Send + Sync>,
+}
+
+/// Builds the onion-message handler plugged into the peer manager.
+pub type OnionFactory =
+    Box<dyn Fn(OnionDeps) -> Arc<dyn OnionMessageHandler + Send + Sync> + Send + Sync>;
+
+/// The [`civkit_framework::Shared`] key under which an onion-message layer
+/// offers its [`OnionFactory`] to the bolt8 instance named `via`. Without
+/// one, onion messages are ignored.
+pub fn onion_slot(via: &str) -> String {
+    format!("civkit-bolt8/{via}/onion")
+}
 
 /// Sends LDK's log records to `tracing`.
 #[derive(Debug, Default)]
@@ -177,11 +201,9 @@ pub fn register(registry: &mut Registry) {
                     "must fit in one BOLT8 message (at most 65000)",
                 ));
             }
-            Ok(Box::new(Bolt8 {
-                instance: ctx.instance.clone(),
-                key_path: ctx.data_dir.join(&cfg.key_file),
-                config: cfg,
-            }) as Box<dyn Transport>)
+            let t = Bolt8::new(ctx.instance.clone(), ctx.data_dir.join(&cfg.key_file), cfg)
+                .with_shared(ctx.shared.clone());
+            Ok(Box::new(t) as Box<dyn Transport>)
         },
     );
 }
@@ -211,11 +233,12 @@ pub fn filters(values: &[serde_json::Value]) -> std::result::Result<Vec<Filter>,
         .collect()
 }
 
-/// LDK's peer manager with this crate's handlers and the identity of `seed`;
-/// returns it with its node id.
-pub(crate) fn peer_manager(
+/// LDK's peer manager with this crate's handlers, the identity of `seed`
+/// and, if given, an onion-message layer; returns it with its node id.
+pub fn peer_manager(
     seed: &[u8; 32],
     handler: Arc<NostrHandler>,
+    onion: Option<(Arc<OnionFactory>, Option<Node>)>,
 ) -> Result<(Arc<PeerMgr>, PublicKey)> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -232,11 +255,41 @@ pub(crate) fn peer_manager(
     let mut ephemeral = [0u8; 32];
     getrandom::getrandom(&mut ephemeral)
         .map_err(|e| Error::Invalid(format!("OS random source: {e}")))?;
+    // The onion layer needs the peer manager, which needs the onion layer:
+    // hand it a weak reference filled in once the manager exists.
+    let slot: Arc<std::sync::OnceLock<std::sync::Weak<PeerMgr>>> = Arc::default();
+    let onion_handler: Arc<dyn OnionMessageHandler + Send + Sync> = match onion {
+        Some((factory, node)) => {
+            let (s1, s2) = (slot.clone(), slot.clone());
+            factory(OnionDeps {
+                keys: keys.clone(),
+                node,
+                node_id,
+                wake: Arc::new(move || {
+                    if let Some(pm) = s1.get().and_then(std::sync::Weak::upgrade) {
+                        pm.process_events();
+                    }
+                }),
+                peers: Arc::new(move || {
+                    s2.get()
+                        .and_then(std::sync::Weak::upgrade)
+                        .map(|pm| {
+                            pm.list_peers()
+                                .into_iter()
+                                .map(|p| p.counterparty_node_id)
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                }),
+            })
+        }
+        None => Arc::new(IgnoringMessageHandler {}),
+    };
     let pm = Arc::new(PeerManager::new(
         MessageHandler {
             chan_handler: Arc::new(ErroringMessageHandler::new()),
             route_handler: Arc::new(IgnoringMessageHandler {}),
-            onion_message_handler: Arc::new(IgnoringMessageHandler {}),
+            onion_message_handler: onion_handler,
             custom_message_handler: handler,
             send_only_message_handler: Arc::new(IgnoringMessageHandler {}),
         },
@@ -245,6 +298,7 @@ pub(crate) fn peer_manager(
         Arc::new(LdkTracing),
         keys,
     ));
+    let _ = slot.set(Arc::downgrade(&pm));
     Ok((pm, node_id))
 }
 
@@ -281,6 +335,7 @@ pub struct Bolt8 {
     instance: String,
     key_path: PathBuf,
     config: Bolt8Config,
+    shared: civkit_framework::Shared,
 }
 
 impl Bolt8 {
@@ -290,7 +345,14 @@ impl Bolt8 {
             instance: instance.into(),
             key_path,
             config,
+            shared: civkit_framework::Shared::default(),
         }
+    }
+
+    /// Use the objects other components of this node offered (an onion layer).
+    pub fn with_shared(mut self, shared: civkit_framework::Shared) -> Self {
+        self.shared = shared;
+        self
     }
 }
 
@@ -336,7 +398,11 @@ impl Transport for Bolt8 {
         let (seed, created) = civkit_framework::keyfile::load_or_create(&self.key_path)?;
         let (tx, mut rx) = mpsc::unbounded_channel();
         let handler = Arc::new(NostrHandler::new(tx, self.config.max_message_bytes));
-        let (pm, node_id) = peer_manager(&seed, handler.clone())?;
+        let onion = self
+            .shared
+            .get::<OnionFactory>(&onion_slot(&self.instance))
+            .map(|f| (f, Some(node.clone())));
+        let (pm, node_id) = peer_manager(&seed, handler.clone(), onion)?;
         let listener = tokio::net::TcpListener::bind(self.config.listen)
             .await
             .map_err(|e| Error::Transport {

@@ -1,0 +1,310 @@
+//! # civkit-onion
+//!
+//! The onion-message gateway: the `onion` box of `ARCHITECTURE.md`. Makers
+//! reach a board anonymously by sending a BOLT4 onion message through any
+//! Lightning nodes that forward onion traffic; the board decrypts it and
+//! handles the NIP-01 message inside exactly like one from any transport.
+//!
+//! It rides on a `bolt8` transport (`via`): it offers that transport an
+//! `OnionMessenger` (LDK) through [`civkit_framework::Shared`], so both use
+//! one Lightning identity and one set of connections. Each message is a
+//! session whose origin is an anonymous `OnionSender`; the board's `OK` (and
+//! any other reply) goes back over the sender's blinded reply path. Per-peer
+//! budgets drop floods ([`budget`]).
+
+#![forbid(unsafe_code)]
+
+pub mod budget;
+pub mod client;
+pub mod gateway;
+pub mod messages;
+pub mod router;
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use civkit_bolt8::{onion_slot, LdkTracing, OnionDeps, OnionFactory};
+use civkit_framework::{
+    BuildContext, Control, Error, Node, Registry, Result, SessionLimits, Shutdown, Transport,
+};
+use lightning::bitcoin::secp256k1::{PublicKey, Secp256k1};
+use lightning::blinded_path::message::{BlindedMessagePath, MessageContext, MessageForwardNode};
+use lightning::blinded_path::EmptyNodeIdLookUp;
+use lightning::ln::msgs::OnionMessageHandler;
+use lightning::ln::peer_handler::IgnoringMessageHandler;
+use lightning::onion_message::messenger::{
+    CustomOnionMessageHandler, MessageRouter, OnionMessenger,
+};
+use lightning::sign::{KeysManager, NodeSigner};
+use lightning::util::ser::Writeable;
+
+use gateway::{Counters, Gateway};
+use router::PeersRouter;
+
+/// LDK's onion messenger with a custom handler `C` (the generic list lives here only).
+pub type Messenger<C> = OnionMessenger<
+    Arc<KeysManager>,
+    Arc<KeysManager>,
+    Arc<LdkTracing>,
+    Arc<EmptyNodeIdLookUp>,
+    Arc<PeersRouter>,
+    Arc<IgnoringMessageHandler>,
+    Arc<IgnoringMessageHandler>,
+    Arc<IgnoringMessageHandler>,
+    Arc<C>,
+>;
+
+/// An onion messenger on `keys`, routing with `router`, handing custom messages to `custom`.
+pub fn messenger<C: CustomOnionMessageHandler>(
+    keys: Arc<KeysManager>,
+    router: PeersRouter,
+    custom: Arc<C>,
+) -> Messenger<C> {
+    OnionMessenger::new(
+        keys.clone(),
+        keys,
+        Arc::new(LdkTracing),
+        Arc::new(EmptyNodeIdLookUp {}),
+        Arc::new(router),
+        Arc::new(IgnoringMessageHandler {}),
+        Arc::new(IgnoringMessageHandler {}),
+        Arc::new(IgnoringMessageHandler {}),
+        custom,
+    )
+}
+
+/// Config of `[transports.<name>] type = "onion-messages"`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OnionConfig {
+    /// The bolt8 transport whose identity and connections carry the onion messages.
+    pub via: String,
+    /// Onion messages accepted per second from each peer (0: no limit).
+    pub messages_per_sec_per_peer: f64,
+    /// Burst of onion messages a peer may send above the rate.
+    pub burst: u32,
+    /// Largest NIP-01 payload in one onion message, in bytes.
+    pub max_message_bytes: usize,
+    /// Limits of each sender's session, enforced by the node.
+    pub limits: SessionLimits,
+}
+
+impl Default for OnionConfig {
+    fn default() -> Self {
+        OnionConfig {
+            via: "ln".into(),
+            messages_per_sec_per_peer: 50.0,
+            burst: 100,
+            max_message_bytes: 30_000,
+            limits: SessionLimits {
+                max_limit: 20,
+                default_limit: 20,
+                ..SessionLimits::default()
+            },
+        }
+    }
+}
+
+const EXAMPLE: &str = r#"# The bolt8 transport whose identity and connections carry the onion messages.
+via = "ln"
+# Onion messages accepted per second from each peer (0: no limit).
+messages_per_sec_per_peer = 50.0
+# Burst of onion messages a peer may send above the rate.
+burst = 100
+# Largest NIP-01 payload in one onion message, in bytes.
+max_message_bytes = 30000
+
+[{table}.limits]
+max_subscriptions = 20
+max_filters = 10
+max_limit = 20
+default_limit = 20
+max_subid_length = 64
+created_at_lower_limit = 0
+created_at_upper_limit = 900
+events_per_second = 0.0
+event_burst = 50
+auth_required = false
+"#;
+
+/// What the transport learns once bolt8 has built the gateway.
+struct Built {
+    keys: Arc<KeysManager>,
+    node_id: PublicKey,
+    peers: Arc<dyn Fn() -> Vec<PublicKey> + Send + Sync>,
+}
+
+struct State {
+    counters: Arc<Counters>,
+    built: OnceLock<Built>,
+}
+
+/// Register the `onion-messages` transport.
+pub fn register(registry: &mut Registry) {
+    registry.register_transport(
+        "onion-messages",
+        "BOLT4 onion-message gateway riding on a bolt8 transport: anonymous makers",
+        EXAMPLE,
+        |cfg: OnionConfig, ctx: &BuildContext| {
+            let state = Arc::new(State {
+                counters: Arc::default(),
+                built: OnceLock::new(),
+            });
+            let factory: OnionFactory = {
+                let (state, cfg, instance) = (state.clone(), cfg.clone(), ctx.instance.clone());
+                Box::new(move |deps: OnionDeps| gateway_handler(&state, &cfg, &instance, deps))
+            };
+            ctx.shared.put(&onion_slot(&cfg.via), Arc::new(factory));
+            Ok(Box::new(OnionTransport {
+                instance: ctx.instance.clone(),
+                config: cfg,
+                state,
+            }) as Box<dyn Transport>)
+        },
+    );
+}
+
+fn gateway_handler(
+    state: &State,
+    cfg: &OnionConfig,
+    instance: &str,
+    deps: OnionDeps,
+) -> Arc<dyn OnionMessageHandler + Send + Sync> {
+    let Some(node) = deps.node else {
+        return Arc::new(IgnoringMessageHandler {});
+    };
+    let gateway = Arc::new(Gateway {
+        node,
+        instance: instance.into(),
+        limits: cfg.limits.clone(),
+        max_bytes: cfg.max_message_bytes,
+        pending: Arc::new(Mutex::new(Vec::new())),
+        wake: deps.wake.clone(),
+        counters: state.counters.clone(),
+    });
+    let inner = Arc::new(messenger(
+        deps.keys.clone(),
+        PeersRouter::new(deps.keys.clone()),
+        gateway,
+    ));
+    let _ = state.built.set(Built {
+        keys: deps.keys,
+        node_id: deps.node_id,
+        peers: deps.peers,
+    });
+    Arc::new(budget::Budgeted::new(
+        inner,
+        cfg.messages_per_sec_per_peer,
+        cfg.burst,
+        state.counters.clone(),
+    ))
+}
+
+/// A blinded path to this node through one of its peers (or itself when it
+/// has none), hex-encoded as BOLT12/BOLT4 serialize it.
+fn blinded_path_hex(b: &Built) -> Option<String> {
+    let peers: Vec<MessageForwardNode> = (b.peers)()
+        .into_iter()
+        .map(|node_id| MessageForwardNode {
+            node_id,
+            short_channel_id: None,
+        })
+        .collect();
+    let router = PeersRouter::new(b.keys.clone());
+    let secp = Secp256k1::new();
+    let paths = router
+        .create_blinded_paths(
+            b.node_id,
+            b.keys.get_receive_auth_key(),
+            MessageContext::Custom(Vec::new()),
+            peers,
+            &secp,
+        )
+        .ok()?;
+    paths.first().map(|p| hex::encode(p.encode()))
+}
+
+/// Parse a hex blinded path (as published by a board).
+pub fn parse_blinded_path(hex_path: &str) -> std::result::Result<BlindedMessagePath, String> {
+    let bytes =
+        hex::decode(hex_path.trim()).map_err(|_| "the blinded path is not hex".to_string())?;
+    lightning::util::ser::Readable::read(&mut &bytes[..])
+        .map_err(|e| format!("not a blinded message path ({e:?})"))
+}
+
+/// The onion-message transport.
+pub struct OnionTransport {
+    instance: String,
+    config: OnionConfig,
+    state: Arc<State>,
+}
+
+impl std::fmt::Debug for OnionTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnionTransport")
+            .field("instance", &self.instance)
+            .finish()
+    }
+}
+
+struct OnionControl(Arc<State>);
+
+#[async_trait]
+impl Control for OnionControl {
+    async fn command(&self, command: &str, _args: serde_json::Value) -> Result<serde_json::Value> {
+        match command {
+            "stats" => Ok(self.0.counters.snapshot()),
+            "path" => Ok(
+                serde_json::json!({ "blinded_path": self.0.built.get().and_then(blinded_path_hex) }),
+            ),
+            other => Err(Error::Unsupported(format!(
+                "onion command `{other}` (stats, path)"
+            ))),
+        }
+    }
+    fn status(&self) -> Option<serde_json::Value> {
+        Some(self.0.counters.snapshot())
+    }
+}
+
+#[async_trait]
+impl Transport for OnionTransport {
+    async fn run(self: Box<Self>, node: Node, mut shutdown: Shutdown) -> Result<()> {
+        // The bolt8 transport builds the gateway when it starts.
+        let mut waited = Duration::ZERO;
+        while self.state.built.get().is_none() {
+            if waited > Duration::from_secs(10) || shutdown.is_triggered() {
+                return Err(Error::Transport {
+                    instance: self.instance.clone(),
+                    message: format!(
+                        "no bolt8 transport named `{}` started; onion messages ride on one (via)",
+                        self.config.via
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            waited += Duration::from_millis(20);
+        }
+        node.register_control("onion", Arc::new(OnionControl(self.state.clone())));
+        tracing::info!(instance = %self.instance, via = %self.config.via, "onion-message gateway ready");
+        // Publish how to reach us: a blinded path, refreshed as peers change.
+        let mut last = None;
+        loop {
+            let path = self.state.built.get().and_then(blinded_path_hex);
+            if path.is_some() && path != last {
+                node.set_endpoint(
+                    &self.instance,
+                    format!("onion://{}", path.clone().unwrap_or_default()),
+                );
+                last = path;
+            }
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+        node.unregister_control("onion");
+        Ok(())
+    }
+}
