@@ -34,7 +34,7 @@ use serde_json::{json, Value};
 use tracing::{info, warn};
 
 pub use order::{Order, OrderError, ORDER_KIND};
-pub use policy::{BoardConfig, POLICY_KIND};
+pub use policy::{BoardConfig, Reach, POLICY_KIND};
 
 /// Register the `market-board` service.
 pub fn register(registry: &mut Registry) {
@@ -69,37 +69,43 @@ impl Board {
     }
 
     /// The policy event: replaceable, signed by the node key, listing how to reach the board.
-    pub fn policy_event(&self, websockets: &[String], lightning: &[String]) -> EventBuilder {
-        let mut tags: Vec<Tag> = websockets
+    pub fn policy_event(&self, reach: &Reach) -> EventBuilder {
+        let mut tags: Vec<Tag> = reach
+            .websocket
             .iter()
             .filter_map(|u| Tag::parse(["r", u.as_str()]).ok())
             .collect();
         tags.extend(Tag::parse(["alt", "CivKit board policy"]).ok());
         EventBuilder::new(
             Kind::from(POLICY_KIND),
-            self.policy.document(websockets, lightning).to_string(),
+            self.policy.document(reach).to_string(),
         )
         .tags(tags)
     }
 
     /// How to reach the board: websocket URLs (the public relay URL first)
     /// and Lightning addresses (`<node id>@host:port`).
-    fn reach(ctx: &ServiceContext) -> (Vec<String>, Vec<String>) {
-        let mut ws: Vec<String> = ctx.relay_url().ok().flatten().into_iter().collect();
-        let mut ln = Vec::new();
+    fn reach(ctx: &ServiceContext) -> Reach {
+        let mut reach = Reach {
+            websocket: ctx.relay_url().ok().flatten().into_iter().collect(),
+            ..Reach::default()
+        };
         for (_, url) in ctx.endpoints().unwrap_or_default() {
             if let Some(addr) = url.strip_prefix("ln://") {
-                ln.push(addr.to_string());
-            } else if (url.starts_with("ws://") || url.starts_with("wss://")) && !ws.contains(&url)
+                reach.lightning.push(addr.to_string());
+            } else if let Some(path) = url.strip_prefix("onion://") {
+                reach.onion.push(path.to_string());
+            } else if (url.starts_with("ws://") || url.starts_with("wss://"))
+                && !reach.websocket.contains(&url)
             {
-                ws.push(url);
+                reach.websocket.push(url);
             }
         }
-        (ws, ln)
+        reach
     }
 
     async fn publish_policy(&self, ctx: &ServiceContext) -> Result<()> {
-        let (ws, ln) = Self::reach(ctx);
+        let reach = Self::reach(ctx);
         // A replaceable event replaces the previous one only if it is newer.
         let created_at = {
             let mut last = self.last_policy.lock().unwrap_or_else(|p| p.into_inner());
@@ -107,7 +113,7 @@ impl Board {
             *last
         };
         let builder = self
-            .policy_event(&ws, &ln)
+            .policy_event(&reach)
             .custom_created_at(Timestamp::from_secs(created_at));
         let reply = ctx.publish(builder).await?;
         if reply.accepted {
@@ -237,7 +243,7 @@ impl Service for Board {
 
     fn nip11_extra(&self) -> serde_json::Map<String, Value> {
         let mut m = serde_json::Map::new();
-        let mut doc = self.policy.document(&[], &[]);
+        let mut doc = self.policy.document(&Reach::default());
         if let Some(o) = doc.as_object_mut() {
             o.remove("endpoints");
         }
@@ -271,10 +277,10 @@ impl Service for Board {
     async fn run(&self, ctx: ServiceContext, mut shutdown: Shutdown) -> Result<()> {
         // Announce once transports report where they listen, and again whenever
         // that changes (a transport that starts later, a new address).
-        let mut announced: Option<(Vec<String>, Vec<String>)> = None;
+        let mut announced: Option<Reach> = None;
         loop {
             let reach = Self::reach(&ctx);
-            let known = !reach.0.is_empty() || !reach.1.is_empty();
+            let known = !reach.is_empty();
             if known && announced.as_ref() != Some(&reach) {
                 match self.publish_policy(&ctx).await {
                     Ok(()) => announced = Some(reach),
@@ -292,10 +298,7 @@ impl Service for Board {
 
     async fn admin(&self, ctx: &ServiceContext, command: &str, _args: Value) -> Result<Value> {
         match command {
-            "policy" => {
-                let (ws, ln) = Self::reach(ctx);
-                Ok(self.policy.document(&ws, &ln))
-            }
+            "policy" => Ok(self.policy.document(&Self::reach(ctx))),
             "republish" => {
                 self.publish_policy(ctx).await?;
                 Ok(json!({ "published": true }))

@@ -8,6 +8,24 @@ use crate::order::{Order, LAYERS, NETWORKS};
 /// The replaceable kind of the board policy event (documented in docs/PROTOCOL.md).
 pub const POLICY_KIND: u16 = 10383;
 
+/// How to reach a board, as published in its policy event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Reach {
+    /// Websocket URLs (the configured public URL first).
+    pub websocket: Vec<String>,
+    /// Lightning addresses `<node id>@host:port` (bolt8 transport).
+    pub lightning: Vec<String>,
+    /// Hex-encoded blinded message paths to the board (onion-messages transport).
+    pub onion: Vec<String>,
+}
+
+impl Reach {
+    /// True when no transport has reported an endpoint yet.
+    pub fn is_empty(&self) -> bool {
+        self.websocket.is_empty() && self.lightning.is_empty() && self.onion.is_empty()
+    }
+}
+
 /// Config of `[services.<name>] type = "market-board"`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -143,7 +161,7 @@ impl BoardConfig {
     }
 
     /// The policy as published (NIP-11 `civkit_board` and the policy event's content).
-    pub fn document(&self, websockets: &[String], lightning: &[String]) -> Value {
+    pub fn document(&self, reach: &Reach) -> Value {
         json!({
             "order_kind": crate::order::ORDER_KIND,
             "policy_kind": POLICY_KIND,
@@ -155,7 +173,7 @@ impl BoardConfig {
             "max_order_lifetime_secs": self.max_order_lifetime_secs,
             "max_open_orders_per_author": self.max_open_orders_per_author,
             "require_bolt12": self.require_bolt12,
-            "endpoints": { "websocket": websockets, "lightning": lightning },
+            "endpoints": reach,
         })
     }
 }
