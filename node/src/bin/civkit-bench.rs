@@ -53,6 +53,10 @@ struct Args {
     /// a one-connection comparison in the same run.
     #[arg(long)]
     bolt8: Option<String>,
+    /// Instead of the websocket run: send events as onion messages to the
+    /// board at `<node id>@host:port` (its onion budget must be off).
+    #[arg(long)]
+    onion: Option<String>,
     /// Handshakes to time in the BOLT8 run.
     #[arg(long, default_value_t = 200)]
     handshakes: usize,
@@ -259,6 +263,26 @@ async fn bolt8_bench(args: &Args, target: &str) -> Result<()> {
     .await?;
 
     // The same over one websocket connection to the same board, for scale.
+    let ws_eps = ws_one_connection(args).await?;
+    let result = json!({
+        "name": args.name,
+        "bolt8_handshakes_per_sec": hps,
+        "bolt8_events_per_sec": bolt8_eps,
+        "ws_one_connection_events_per_sec": ws_eps,
+        "window": args.window,
+        "events": args.events,
+    });
+    println!("{result}");
+    eprintln!(
+        "{:<14} BOLT8: {hps:.0} handshakes/s, {bolt8_eps:.0} events/s over one connection | websocket, one connection: {ws_eps:.0} events/s (window {})",
+        args.name, args.window
+    );
+    Ok(())
+}
+
+/// Events per second over one websocket connection to `args.url`, with
+/// `args.window` in flight (the scale next to the Lightning transports).
+async fn ws_one_connection(args: &Args) -> Result<f64> {
     let ws_events = sign_batch(args.events, "ws-one");
     let ws = std::sync::Arc::new(tokio::sync::Mutex::new(connect(&args.url).await?));
     let (w1, w2) = (ws.clone(), ws.clone());
@@ -298,17 +322,56 @@ async fn bolt8_bench(args: &Args, target: &str) -> Result<()> {
         },
     )
     .await?;
-    let result = json!({
-        "name": args.name,
-        "bolt8_handshakes_per_sec": hps,
-        "bolt8_events_per_sec": bolt8_eps,
-        "ws_one_connection_events_per_sec": ws_eps,
-        "window": args.window,
-        "events": args.events,
-    });
-    println!("{result}");
+    Ok(ws_eps)
+}
+
+/// Onion messages received, decrypted and admitted per second at the board:
+/// one sender connected to the board sends signed events as onion messages
+/// with a reply path and counts the `OK true` that come back over it.
+async fn onion_bench(args: &Args, target: &str) -> Result<()> {
+    use civkit_onion::client::OnionNode;
+    use lightning::onion_message::messenger::Destination;
+    let (id, addr) = civkit_bolt8::parse_address(target).map_err(|e| anyhow::anyhow!(e))?;
+    let mut sender = OnionNode::start(vec![], None).await?;
+    sender.connect(id, addr).await?;
+    let reply = sender.reply_path(&[])?;
+    let events = sign_batch(args.events, "onion");
+    let t = Instant::now();
+    let mut accepted = 0usize;
+    for chunk in events.chunks(args.window.max(1)) {
+        for e in chunk {
+            sender.send(
+                Destination::Node(id),
+                json!(["EVENT", e]).to_string(),
+                Some(reply.clone()),
+            )?;
+        }
+        let mut got = 0;
+        while got < chunk.len() {
+            let text = sender
+                .reply(Duration::from_secs(30))
+                .await
+                .context("no OK over the reply path (is the board's onion budget on? set messages_per_sec_per_peer = 0)")?;
+            if let Some(ok) = ok_true(&text) {
+                got += 1;
+                accepted += usize::from(ok);
+            }
+        }
+    }
+    let onion_eps = accepted as f64 / t.elapsed().as_secs_f64();
+    let ws_eps = ws_one_connection(args).await?;
+    println!(
+        "{}",
+        json!({
+            "name": args.name,
+            "onion_events_per_sec": onion_eps,
+            "ws_one_connection_events_per_sec": ws_eps,
+            "window": args.window,
+            "events": args.events,
+        })
+    );
     eprintln!(
-        "{:<14} BOLT8: {hps:.0} handshakes/s, {bolt8_eps:.0} events/s over one connection | websocket, one connection: {ws_eps:.0} events/s (window {})",
+        "{:<14} onion messages: {onion_eps:.0} events/s admitted over one peer | websocket, one connection: {ws_eps:.0} events/s (window {})",
         args.name, args.window
     );
     Ok(())
@@ -319,6 +382,9 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(target) = args.bolt8.clone() {
         return bolt8_bench(&args, &target).await;
+    }
+    if let Some(target) = args.onion.clone() {
+        return onion_bench(&args, &target).await;
     }
     let url = args.url.as_str();
 
