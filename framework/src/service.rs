@@ -227,6 +227,11 @@ impl ServiceContext {
     pub fn relay_url(&self) -> Result<Option<String>> {
         Ok(self.node()?.info().relay_url.clone())
     }
+    /// Top-level NIP-11 fields of every service (a board folds other
+    /// services' announcements into its policy).
+    pub fn service_nip11(&self) -> Result<serde_json::Map<String, serde_json::Value>> {
+        Ok(self.node()?.service_nip11())
+    }
     /// The node's persister (for queries).
     pub fn persister(&self) -> Result<Arc<dyn Persister>> {
         Ok(self.node()?.persister().clone())

@@ -12,5 +12,6 @@ pub fn registry() -> Registry {
     civkit_onion::register(&mut r);
     civkit_plugin_pow::register(&mut r);
     civkit_board::register(&mut r);
+    civkit_credentials::register(&mut r);
     r
 }

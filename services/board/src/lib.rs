@@ -69,18 +69,25 @@ impl Board {
     }
 
     /// The policy event: replaceable, signed by the node key, listing how to reach the board.
-    pub fn policy_event(&self, reach: &Reach) -> EventBuilder {
+    pub fn policy_event(
+        &self,
+        reach: &Reach,
+        others: &serde_json::Map<String, Value>,
+    ) -> EventBuilder {
         let mut tags: Vec<Tag> = reach
             .websocket
             .iter()
             .filter_map(|u| Tag::parse(["r", u.as_str()]).ok())
             .collect();
         tags.extend(Tag::parse(["alt", "CivKit board policy"]).ok());
-        EventBuilder::new(
-            Kind::from(POLICY_KIND),
-            self.policy.document(reach).to_string(),
-        )
-        .tags(tags)
+        // Other services' announcements (e.g. `civkit_credentials`) ride along.
+        let mut doc = self.policy.document(reach);
+        if let Some(map) = doc.as_object_mut() {
+            for (k, v) in others.iter().filter(|(k, _)| k.as_str() != "civkit_board") {
+                map.insert(k.clone(), v.clone());
+            }
+        }
+        EventBuilder::new(Kind::from(POLICY_KIND), doc.to_string()).tags(tags)
     }
 
     /// How to reach the board: websocket URLs (the public relay URL first)
@@ -113,7 +120,7 @@ impl Board {
             *last
         };
         let builder = self
-            .policy_event(&reach)
+            .policy_event(&reach, &ctx.service_nip11().unwrap_or_default())
             .custom_created_at(Timestamp::from_secs(created_at));
         let reply = ctx.publish(builder).await?;
         if reply.accepted {

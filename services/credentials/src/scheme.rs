@@ -112,15 +112,21 @@ fn spend_secret_message(spend: &PublicKey) -> String {
 
 /// What a spend signature commits to: author, kind, `created_at`, `d`.
 pub fn binding_message(event: &Event) -> Vec<u8> {
+    binding_for(
+        &event.pubkey,
+        event.kind.as_u16(),
+        event.created_at.as_secs(),
+        civkit_framework::kinds::tag_value(event, "d").unwrap_or(""),
+    )
+}
+
+/// [`binding_message`] from the fields, before the event is signed.
+pub fn binding_for(author: &nostr::PublicKey, kind: u16, created_at: u64, d: &str) -> Vec<u8> {
     let mut m = b"civkit-credential/v1".to_vec();
-    m.extend_from_slice(&event.pubkey.to_bytes());
-    m.extend_from_slice(&event.kind.as_u16().to_be_bytes());
-    m.extend_from_slice(&event.created_at.as_secs().to_be_bytes());
-    m.extend_from_slice(
-        civkit_framework::kinds::tag_value(event, "d")
-            .unwrap_or("")
-            .as_bytes(),
-    );
+    m.extend_from_slice(&author.to_bytes());
+    m.extend_from_slice(&kind.to_be_bytes());
+    m.extend_from_slice(&created_at.to_be_bytes());
+    m.extend_from_slice(d.as_bytes());
     m
 }
 
