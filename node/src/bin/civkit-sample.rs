@@ -55,6 +55,24 @@ enum Command {
         #[command(subcommand)]
         command: BoardCommand,
     },
+    /// Anti-spam credentials of the first --board.
+    Credentials {
+        #[command(subcommand)]
+        command: CredentialsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CredentialsCommand {
+    /// Buy N credentials: shows the invoice, waits for payment, stores them (mode 0600).
+    Buy {
+        count: usize,
+        /// Seconds to wait for the payment.
+        #[arg(long, default_value_t = 600)]
+        wait: u64,
+    },
+    /// Credentials held, per board and epoch.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -217,6 +235,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Board {
             command: BoardCommand::Info,
         } => board_info(&cli).await,
+        Command::Credentials { command } => match command {
+            CredentialsCommand::Buy { count, wait } => credentials_buy(&cli, *count, *wait).await,
+            CredentialsCommand::List => credentials_list(&cli),
+        },
     }
 }
 
@@ -315,10 +337,34 @@ async fn create(cli: &Cli, a: &CreateArgs) -> Result<()> {
     if let Some(o) = &a.offer {
         tags.push(tag(&["bolt12", o])?);
     }
+    // Spend credentials when the board asks for them on orders.
+    let spent = match credentials_needed(cli).await? {
+        Some((board_pk, per_event)) => {
+            if cli.boards.len() > 1 {
+                bail!("credentials belong to one board: publish a paying order to one --board at a time");
+            }
+            let mut wallet = Wallet::load(cli)?;
+            let creds = wallet.take(&board_pk, per_event)?;
+            let binding =
+                civkit_credentials::scheme::binding_for(&keys.public_key(), ORDER_KIND, now, &id);
+            for c in &creds {
+                let tag_values =
+                    civkit_credentials::scheme::spend_tag(c, &binding).map_err(|e| anyhow!(e))?;
+                tags.push(Tag::parse(tag_values).map_err(|e| anyhow!("{e}"))?);
+            }
+            Some((wallet, creds.len()))
+        }
+        None => None,
+    };
     let event = EventBuilder::new(Kind::from(ORDER_KIND), "")
         .tags(tags)
         .custom_created_at(Timestamp::from_secs(now))
         .sign_with_keys(&keys)?;
+    if let Some((wallet, n)) = spent {
+        // Spent or not, a credential shown on the wire is not reused.
+        wallet.save(cli)?;
+        println!("spending {n} credential(s)");
+    }
     println!(
         "order {id} (event {}, maker {})",
         event.id,
@@ -956,4 +1002,183 @@ async fn board_info(cli: &Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The board's NIP-11 document (first --board).
+fn nip11(cli: &Cli) -> Result<Value> {
+    let url = cli.boards.first().ok_or_else(|| anyhow!("give --board"))?;
+    let http = url
+        .replacen("ws://", "http://", 1)
+        .replacen("wss://", "https://", 1);
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build();
+    Ok(agent
+        .get(&http)
+        .set("Accept", "application/nostr+json")
+        .call()?
+        .into_json()?)
+}
+
+/// (board key, credentials per order) when the first board wants credentials on orders.
+async fn credentials_needed(cli: &Cli) -> Result<Option<(String, usize)>> {
+    let Ok(doc) = nip11(cli) else { return Ok(None) };
+    let c = &doc["civkit_credentials"];
+    let wants = c["kinds"]
+        .as_array()
+        .is_some_and(|k| k.iter().any(|k| k.as_u64() == Some(u64::from(ORDER_KIND))));
+    if !wants {
+        return Ok(None);
+    }
+    let board = doc["pubkey"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the board has no pubkey"))?
+        .to_string();
+    Ok(Some((board, c["per_event"].as_u64().unwrap_or(1) as usize)))
+}
+
+/// Credentials held, by board key; stored in `<home>/credentials.json`, mode 0600.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Wallet {
+    boards: BTreeMap<String, Vec<civkit_credentials::scheme::Credential>>,
+}
+
+impl Wallet {
+    fn path(cli: &Cli) -> Result<PathBuf> {
+        Ok(home(cli)?.join("credentials.json"))
+    }
+    fn load(cli: &Cli) -> Result<Wallet> {
+        match std::fs::read_to_string(Self::path(cli)?) {
+            Ok(t) => Ok(serde_json::from_str(&t).context("credentials.json is damaged")?),
+            Err(_) => Ok(Wallet::default()),
+        }
+    }
+    fn save(&self, cli: &Cli) -> Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        let path = Self::path(cli)?;
+        if let Some(dir) = path.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        civkit_framework::keyfile::write_secret(&path, &serde_json::to_string_pretty(self)?)?;
+        Ok(())
+    }
+    fn take(
+        &mut self,
+        board: &str,
+        n: usize,
+    ) -> Result<Vec<civkit_credentials::scheme::Credential>> {
+        let held = self.boards.entry(board.to_string()).or_default();
+        if held.len() < n {
+            bail!("this board wants {n} credential(s) per order and you hold {}: run `civkit-sample credentials buy N`", held.len());
+        }
+        Ok(held.drain(..n).collect())
+    }
+}
+
+fn credentials_list(cli: &Cli) -> Result<()> {
+    let w = Wallet::load(cli)?;
+    if w.boards.values().all(Vec::is_empty) {
+        println!("no credentials");
+    }
+    for (board, creds) in &w.boards {
+        let mut epochs: BTreeMap<u64, usize> = BTreeMap::new();
+        for c in creds {
+            *epochs.entry(c.epoch).or_default() += 1;
+        }
+        let by_epoch: Vec<String> = epochs
+            .iter()
+            .map(|(e, n)| format!("{n} of epoch {e}"))
+            .collect();
+        println!(
+            "board {board}: {} credential(s) ({})",
+            creds.len(),
+            by_epoch.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Wait for the board's encrypted answer to request `id`.
+async fn answer_to(c: &mut Conn, keys: &Keys, id: &nostr::EventId) -> Result<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let v = c
+            .next(left)
+            .await?
+            .ok_or_else(|| anyhow!("the board did not answer"))?;
+        if v[0] != "EVENT" {
+            continue;
+        }
+        let Ok(e) = Event::from_json(v[2].to_string()) else {
+            continue;
+        };
+        if e.verify().is_err() || !e.tags.event_ids().any(|x| x == id) {
+            continue;
+        }
+        return civkit_credentials::wallet::open(keys, &e).map_err(|e| anyhow!(e));
+    }
+}
+
+async fn credentials_buy(cli: &Cli, count: usize, wait: u64) -> Result<()> {
+    use civkit_credentials::{wallet, MINT, QUOTE};
+    let keys = load_keys(cli)?;
+    let doc = nip11(cli)?;
+    let announced = doc["civkit_credentials"]["pubkey"]
+        .as_str()
+        .ok_or_else(|| {
+            anyhow!("this board sells no credentials (no civkit_credentials in NIP-11)")
+        })?
+        .to_string();
+    let board_hex = doc["pubkey"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the board has no pubkey"))?
+        .to_string();
+    let board = nostr::PublicKey::from_hex(&board_hex)?;
+    let url = cli.boards.first().ok_or_else(|| anyhow!("give --board"))?;
+    let mut c = Conn::open(url).await?;
+    let f = Filter::new()
+        .kinds([Kind::from(QUOTE), Kind::from(MINT)])
+        .pubkey(keys.public_key());
+    c.query(Some(&keys), "answers", &[f]).await?;
+    let req = wallet::quote_request(&keys, &board, count).map_err(|e| anyhow!(e))?;
+    c.send(json!(["EVENT", req])).await?;
+    let quote = answer_to(&mut c, &keys, &req.id).await?;
+    if let Some(e) = quote["error"].as_str() {
+        bail!("the board refused the quote: {e}");
+    }
+    println!(
+        "pay {} msat for {count} credential(s):",
+        quote["amount_msat"]
+    );
+    println!("{}", quote["invoice"].as_str().unwrap_or(""));
+    let qid = quote["quote"].as_str().unwrap_or_default().to_string();
+    let pending = wallet::Pending::new(count).map_err(|e| anyhow!(e))?;
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    loop {
+        let req = wallet::mint_request(&keys, &board, &qid, &pending).map_err(|e| anyhow!(e))?;
+        c.send(json!(["EVENT", req])).await?;
+        let answer = answer_to(&mut c, &keys, &req.id).await?;
+        match answer["error"].as_str() {
+            Some(e) if e.starts_with("payment-required:") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Some(e) => bail!("{e}"),
+            None => {
+                let creds =
+                    wallet::finish(&pending, &answer, &announced).map_err(|e| anyhow!(e))?;
+                let mut w = Wallet::load(cli)?;
+                w.boards.entry(board_hex.clone()).or_default().extend(creds);
+                w.save(cli)?;
+                println!(
+                    "received {count} credential(s) of epoch {}; DLEQ proofs checked",
+                    answer["epoch"]
+                );
+                return Ok(());
+            }
+        }
+    }
 }

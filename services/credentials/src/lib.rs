@@ -17,6 +17,8 @@
 
 pub mod payment;
 pub mod scheme;
+#[cfg(feature = "testing")]
+pub mod stand_in;
 pub mod wallet;
 
 use std::path::PathBuf;

@@ -3,104 +3,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests assert by panicking
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use base64::Engine;
 use civkit_credentials::payment::{self, PaymentConfig};
 use civkit_credentials::scheme::{self, Credential};
+use civkit_credentials::stand_in::{stand_in, Ln};
 use civkit_credentials::wallet::{self, Pending};
 use civkit_credentials::{Credentials, CredentialsConfig, MINT, QUOTE};
 use civkit_framework::testing::{MemoryClient, TestNode, WireClient};
 use civkit_framework::Persister;
 use nostr::{Event, EventBuilder, Filter, Keys, Kind, Tag, Timestamp};
-use serde_json::{json, Value};
-
-/// A stand-in Lightning node: invoices by payment hash, and which are paid.
-#[derive(Default)]
-struct Ln {
-    invoices: Mutex<Vec<String>>,
-    paid: Mutex<HashSet<String>>,
-}
-
-async fn lnd_add(
-    State(ln): State<Arc<Ln>>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Result<Json<Value>, StatusCode> {
-    if headers
-        .get("Grpc-Metadata-macaroon")
-        .and_then(|v| v.to_str().ok())
-        != Some("00ff")
-    {
-        return Err(StatusCode::UNAUTHORIZED);
-    }
-    assert!(
-        body["value_msat"].as_str().is_some(),
-        "LND takes value_msat as a string"
-    );
-    let hash: [u8; 32] = nostr::hashes::Hash::to_byte_array(
-        <nostr::hashes::sha256::Hash as nostr::hashes::Hash>::hash(body.to_string().as_bytes()),
-    );
-    ln.invoices.lock().unwrap().push(hex::encode(hash));
-    Ok(Json(json!({
-        "r_hash": base64::engine::general_purpose::STANDARD.encode(hash),
-        "payment_request": format!("lnbcrt{}n1standin", body["value_msat"].as_str().unwrap()),
-        "add_index": "1",
-    })))
-}
-
-async fn lnd_lookup(State(ln): State<Arc<Ln>>, Path(hash): Path<String>) -> Json<Value> {
-    let settled = ln.paid.lock().unwrap().contains(&hash);
-    Json(json!({ "state": if settled { "SETTLED" } else { "OPEN" }, "settled": settled }))
-}
-
-async fn cln_invoice(
-    State(ln): State<Arc<Ln>>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Result<Json<Value>, StatusCode> {
-    if headers.get("Rune").and_then(|v| v.to_str().ok()) != Some("test-rune") {
-        return Err(StatusCode::UNAUTHORIZED);
-    }
-    let hash = hex::encode(body["label"].as_str().unwrap().as_bytes());
-    ln.invoices.lock().unwrap().push(hash.clone());
-    Ok(Json(
-        json!({ "bolt11": "lnbcrt1standin", "payment_hash": hash, "expires_at": 0 }),
-    ))
-}
-
-async fn cln_list(State(ln): State<Arc<Ln>>, Json(body): Json<Value>) -> Json<Value> {
-    let h = body["payment_hash"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let status = if ln.paid.lock().unwrap().contains(&h) {
-        "paid"
-    } else {
-        "unpaid"
-    };
-    Json(json!({ "invoices": [{ "payment_hash": h, "status": status }] }))
-}
-
-async fn stand_in() -> (Arc<Ln>, String) {
-    let ln = Arc::new(Ln::default());
-    let app = Router::new()
-        .route("/v1/invoices", post(lnd_add))
-        .route("/v1/invoice/{hash}", get(lnd_lookup))
-        .route("/v1/invoice", post(cln_invoice))
-        .route("/v1/listinvoices", post(cln_list))
-        .with_state(ln.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (ln, url)
-}
 
 const MASTER: [u8; 32] = [42; 32];
 

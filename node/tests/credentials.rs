@@ -1,0 +1,130 @@
+//! Buy credentials with civkit-sample from a board selling them through a
+//! stand-in LND, restart the board, then spend them on orders.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests assert by panicking
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use civkit_credentials::stand_in::stand_in;
+use common::{relay_url, start, write_config, SAMPLE};
+
+async fn sample<S: AsRef<std::ffi::OsStr>>(home: &str, ws: &str, args: &[S]) -> (bool, String) {
+    let out = tokio::process::Command::new(SAMPLE)
+        .args(["--home", home, "--board", ws])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn create(id: &str) -> Vec<String> {
+    [
+        "order",
+        "create",
+        "--side",
+        "buy",
+        "--currency",
+        "EUR",
+        "--fiat-amount",
+        "100",
+        "--payment-method",
+        "sepa",
+        "--id",
+        id,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buy_restart_then_spend_per_order() {
+    let (ln, url) = stand_in().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/invoice.macaroon"), "00ff").unwrap();
+    write_config(
+        dir.path(),
+        &format!(
+            "[services.board]\ntype = \"market-board\"\n\
+             [services.credentials]\ntype = \"credentials\"\nkinds = [38383]\nper_event = 1\nprice_msat = 2000\n\
+             [services.credentials.payment]\nbackend = \"lnd\"\nurl = \"{url}\"\nmacaroon_file = \"invoice.macaroon\"\n"
+        ),
+    );
+    let board = start(dir.path());
+    let ws = relay_url(dir.path());
+    let home = dir.path().join("maker").display().to_string();
+    assert!(sample(&home, &ws, &["keygen"]).await.0);
+
+    let (ok, out) = sample(&home, &ws, &create("unpaid")).await;
+    assert!(
+        !ok && out.contains("credentials buy"),
+        "orders need credentials first: {out}"
+    );
+
+    // Buy two; the test plays the payer once the invoice exists.
+    let buyer = {
+        let (home, ws) = (home.clone(), ws.clone());
+        tokio::spawn(async move {
+            sample(&home, &ws, &["credentials", "buy", "2", "--wait", "30"]).await
+        })
+    };
+    for _ in 0..100 {
+        if !ln.invoices.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ln.pay_all();
+    let (ok, out) = buyer.await.unwrap();
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("pay 4000 msat") && out.contains("lnbcrt4000n1standin"),
+        "{out}"
+    );
+    assert!(
+        out.contains("received 2 credential(s)") && out.contains("DLEQ proofs checked"),
+        "{out}"
+    );
+    let wallet = std::path::Path::new(&home).join("credentials.json");
+    assert_eq!(
+        std::fs::metadata(&wallet).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let (_, out) = sample(&home, &ws, &["credentials", "list"]).await;
+    assert!(out.contains("2 credential(s)"), "{out}");
+
+    // A restart between buying and spending: keys and spent set persist.
+    drop(board);
+    let _board = start(dir.path());
+    let ws = relay_url(dir.path());
+    let (ok, out) = sample(&home, &ws, &create("paid-1")).await;
+    assert!(
+        ok && out.contains("spending 1 credential") && out.contains("accepted"),
+        "{out}"
+    );
+    let (ok, out) = sample(&home, &ws, &create("paid-2")).await;
+    assert!(ok && out.contains("accepted"), "{out}");
+    let (ok, out) = sample(&home, &ws, &create("paid-3")).await;
+    assert!(!ok && out.contains("you hold 0"), "{out}");
+    let (_, out) = sample(&home, &ws, &["orders", "list"]).await;
+    assert!(
+        out.contains("paid-1") && out.contains("paid-2") && !out.contains("unpaid"),
+        "{out}"
+    );
+    let (_, out) = sample(&home, &ws, &["board", "info"]).await;
+    assert!(
+        out.contains("civkit_credentials") && out.contains("price_msat"),
+        "announced: {out}"
+    );
+}
