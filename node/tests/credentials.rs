@@ -9,21 +9,15 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use civkit_credentials::stand_in::stand_in;
-use common::{relay_url, start, write_config, SAMPLE};
+use common::{relay_url, start, write_config};
 
 async fn sample<S: AsRef<std::ffi::OsStr>>(home: &str, ws: &str, args: &[S]) -> (bool, String) {
-    let out = tokio::process::Command::new(SAMPLE)
-        .args(["--home", home, "--board", ws])
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let mut all: Vec<std::ffi::OsString> = ["--home", home, "--board", ws]
+        .iter()
+        .map(Into::into)
+        .collect();
+    all.extend(args.iter().map(|a| a.as_ref().to_os_string()));
+    common::sample_async(&all).await
 }
 
 fn create(id: &str) -> Vec<String> {

@@ -8,21 +8,11 @@ mod common;
 use std::time::Duration;
 
 use civkit_onion::client::OnionNode;
-use common::{relay_url, start, status, write_config, SAMPLE};
+use common::{relay_url, start, status, write_config};
 use lightning::blinded_path::IntroductionNode;
 
 async fn sample(args: Vec<String>) -> (bool, String) {
-    let out = tokio::process::Command::new(SAMPLE)
-        .args(&args)
-        .output()
-        .await
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    common::sample_async(&args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

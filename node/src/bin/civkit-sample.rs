@@ -382,17 +382,7 @@ async fn board_blinded_path(cli: &Cli) -> Result<String> {
         .boards
         .first()
         .ok_or_else(|| anyhow!("give --board or --board-path"))?;
-    let http = url
-        .replacen("ws://", "http://", 1)
-        .replacen("wss://", "https://", 1);
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(10))
-        .build();
-    let doc: Value = agent
-        .get(&http)
-        .set("Accept", "application/nostr+json")
-        .call()?
-        .into_json()?;
+    let doc = nip11_of(url)?;
     let pk = doc["pubkey"]
         .as_str()
         .and_then(|p| nostr::PublicKey::from_hex(p).ok())
@@ -935,20 +925,10 @@ async fn cancel(cli: &Cli, id: &str) -> Result<()> {
 async fn board_info(cli: &Cli) -> Result<()> {
     for url in &cli.boards {
         println!("== {url}");
-        let http = url
-            .replacen("ws://", "http://", 1)
-            .replacen("wss://", "https://", 1);
-        let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(10))
-            .build();
-        let doc: Value = match agent
-            .get(&http)
-            .set("Accept", "application/nostr+json")
-            .call()
-        {
-            Ok(r) => r.into_json()?,
+        let doc = match nip11_of(url) {
+            Ok(d) => d,
             Err(e) => {
-                println!("NIP-11 unavailable: {e}");
+                println!("NIP-11 unavailable: {e:#}");
                 continue;
             }
         };
@@ -1006,7 +986,11 @@ async fn board_info(cli: &Cli) -> Result<()> {
 
 /// The board's NIP-11 document (first --board).
 fn nip11(cli: &Cli) -> Result<Value> {
-    let url = cli.boards.first().ok_or_else(|| anyhow!("give --board"))?;
+    nip11_of(cli.boards.first().ok_or_else(|| anyhow!("give --board"))?)
+}
+
+/// The NIP-11 document of the board at websocket URL `url`.
+fn nip11_of(url: &str) -> Result<Value> {
     let http = url
         .replacen("ws://", "http://", 1)
         .replacen("wss://", "https://", 1);

@@ -85,3 +85,18 @@ pub fn relay_url(dir: &Path) -> String {
         .expect("relay endpoint")
         .to_string()
 }
+
+/// Run civkit-sample without blocking the async runtime; (success, stdout + stderr).
+pub async fn sample_async<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String) {
+    let out = tokio::process::Command::new(SAMPLE)
+        .args(args)
+        .output()
+        .await
+        .expect("run civkit-sample");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
