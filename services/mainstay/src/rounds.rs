@@ -99,13 +99,13 @@ pub fn inclusion(round: &Round, index: usize) -> Result<SlotProof, ProofError> {
     let mut i = index;
     let mut ops = Vec::new();
     while level.len() > 1 {
-        let sibling = if i % 2 == 0 {
+        let sibling = if i.is_multiple_of(2) {
             *level.get(i + 1).unwrap_or(&level[i])
         } else {
             level[i - 1]
         };
         ops.push(Op {
-            append: i % 2 == 0,
+            append: i.is_multiple_of(2),
             commitment: display(sibling),
         });
         level = level
