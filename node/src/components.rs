@@ -13,5 +13,6 @@ pub fn registry() -> Registry {
     civkit_plugin_pow::register(&mut r);
     civkit_board::register(&mut r);
     civkit_credentials::register(&mut r);
+    civkit_mainstay::register(&mut r);
     r
 }

@@ -205,6 +205,7 @@ pub fn instance_name(type_name: &str) -> &str {
         "market-board" => "board",
         "bolt8" => "ln",
         "onion-messages" => "onion",
+        "mainstay" => "notary",
         other => other,
     }
 }

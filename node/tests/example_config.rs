@@ -68,6 +68,8 @@ fn example_covers_every_key_and_builds() {
 
     let cfg = Config::from_toml(&text).expect("the example is a valid config");
     let dir = tempfile::tempdir().unwrap();
+    // Files an operator provides (the Mainstay slot token).
+    std::fs::write(dir.path().join("mainstay.token"), "token").unwrap();
     let ctx = |name: &str| BuildContext {
         data_dir: dir.path().to_path_buf(),
         instance: name.to_string(),

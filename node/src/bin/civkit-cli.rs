@@ -41,11 +41,27 @@ enum Command {
     },
     /// Publish a kind-1 note signed by the node key.
     PublishNote { text: String },
+    /// Mainstay notarization (the `mainstay` service).
+    Notary {
+        /// Instance name of the mainstay service.
+        #[arg(long, default_value = "notary")]
+        service: String,
+        #[command(subcommand)]
+        command: NotaryCommand,
+    },
     /// Lightning peers of the bolt8 transport.
     Peers {
         #[command(subcommand)]
         command: PeersCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum NotaryCommand {
+    /// Last round, last attestation, what is pending.
+    Status,
+    /// A self-contained proof document for an event.
+    Proof { event_id: String },
 }
 
 #[derive(Subcommand)]
@@ -158,6 +174,16 @@ fn run(args: Args) -> Result<()> {
         Command::PublishNote { text } => {
             admin.call("POST", "/v1/publish-note", Some(json!({ "text": text })))?
         }
+        Command::Notary { service, command } => match command {
+            NotaryCommand::Status => {
+                admin.call("POST", &format!("/v1/services/{service}/status"), None)?
+            }
+            NotaryCommand::Proof { event_id } => admin.call(
+                "POST",
+                &format!("/v1/services/{service}/proof"),
+                Some(json!({ "event": event_id })),
+            )?,
+        },
         Command::Peers { command } => match command {
             PeersCommand::List => admin.call("POST", "/v1/control/peers/list", None)?,
             PeersCommand::Connect { address } => admin.call(
@@ -282,6 +308,9 @@ fn print_text(command: &Command, v: &Value) {
             println!("dropped input: {}", v["dropped"]);
         }
         Command::Peers { .. } => println!("{v}"),
+        Command::Notary { .. } => {
+            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default())
+        }
         Command::PublishNote { .. } => {
             let ok = v["accepted"].as_bool().unwrap_or(false);
             let msg = v["message"].as_str().unwrap_or("");

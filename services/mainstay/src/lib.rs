@@ -1,14 +1,51 @@
 //! # civkit-mainstay
 //!
 //! Mainstay notarization for civkit boards, in the `services` column of
-//! `ARCHITECTURE.md`. This crate so far holds the verification library that
-//! anyone can run on a board's published proofs: slot proofs (a commitment
-//! reaches the Mainstay `merkle_root` of an attestation) and sequences of
-//! them (the board's history, in order, back to the staychain's first
-//! attestation). The service that commits rounds and polls for proofs
-//! builds on it.
+//! `ARCHITECTURE.md`: a board's history that anyone can verify and the board
+//! cannot rewrite.
+//!
+//! - [`proof`]: Mainstay slot proofs and sequences (verified against the
+//!   real pymainstay sequences);
+//! - [`rounds`]: the board's rounds, a Merkle tree of event ids chained to
+//!   the previous round, with inclusion proofs in Mainstay's format;
+//! - [`client`]: the Mainstay API;
+//! - [`service`]: the notary service that commits rounds and stores proofs.
 
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod proof;
 pub mod rounds;
+pub mod service;
+#[cfg(feature = "testing")]
+pub mod stand_in;
+
+use std::sync::Arc;
+
+use civkit_framework::{BuildContext, Error, Registry, Service};
+
+pub use service::{verify_document, MainstayConfig, Notary};
+
+/// Register the `mainstay` service.
+pub fn register(registry: &mut Registry) {
+    registry.register_service(
+        "mainstay",
+        "Mainstay notarization: rounds of accepted events committed to a Mainstay slot",
+        service::EXAMPLE,
+        |cfg: MainstayConfig, ctx: &BuildContext| {
+            let path = ctx.data_dir.join(&cfg.token_file);
+            let token = std::fs::read_to_string(&path).map_err(|e| {
+                Error::config(
+                    format!("services.{}.token_file", ctx.instance),
+                    format!("{}: {e} (the slot token from Mainstay)", path.display()),
+                )
+            })?;
+            let api = client::Mainstay {
+                url: cfg.url.trim_end_matches('/').to_string(),
+                position: cfg.position,
+                token: token.trim().to_string(),
+            };
+            Ok(Arc::new(Notary::new(cfg, api)) as Arc<dyn Service>)
+        },
+    );
+}

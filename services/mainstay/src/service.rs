@@ -1,0 +1,442 @@
+//! The notary service: events of the configured kinds are gathered into
+//! rounds; each round's commitment goes to the board's Mainstay slot; proofs
+//! are polled, verified and stored. Mainstay being down, slow or wrong never
+//! delays event ingestion: events are queued locally and rounds are retried.
+//!
+//! Key-value layout (the service's namespace):
+//! `pending:<seq u64 BE>` = event id, `round:<n u64 BE>` = round JSON,
+//! `last` = `{"round", "seq"}` of the last closed round, `proof:<n>` = the
+//! verified slot proof attesting round n.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use civkit_framework::{Error, Origin, Result, Service, ServiceContext, Shutdown};
+use nostr::Event;
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use crate::client::Mainstay;
+use crate::proof::{self, SlotProof};
+use crate::rounds::{self, Round, GENESIS};
+
+/// Config of `[services.<name>] type = "mainstay"`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MainstayConfig {
+    /// Base URL of the Mainstay API.
+    pub url: String,
+    /// The board's slot position.
+    pub position: u64,
+    /// File with the slot's API token, relative to node.data_dir.
+    pub token_file: String,
+    /// Event kinds notarized.
+    pub kinds: Vec<u16>,
+    /// Seconds between rounds.
+    pub round_secs: u64,
+    /// Seconds between proof polls.
+    pub poll_secs: u64,
+    /// Longest wait between retries when Mainstay fails, in seconds.
+    pub max_backoff_secs: u64,
+}
+
+impl Default for MainstayConfig {
+    fn default() -> Self {
+        MainstayConfig {
+            url: "https://mainstay.xyz/api/v1".into(),
+            position: 0,
+            token_file: "mainstay.token".into(),
+            kinds: vec![38383],
+            round_secs: 600,
+            poll_secs: 60,
+            max_backoff_secs: 600,
+        }
+    }
+}
+
+pub(crate) const EXAMPLE: &str = r#"# Base URL of the Mainstay API.
+url = "https://mainstay.xyz/api/v1"
+# The board's slot position.
+position = 0
+# File with the slot's API token, relative to node.data_dir.
+token_file = "mainstay.token"
+# Event kinds notarized.
+kinds = [38383]
+# Seconds between rounds.
+round_secs = 600
+# Seconds between proof polls.
+poll_secs = 60
+# Longest wait between retries when Mainstay fails, in seconds.
+max_backoff_secs = 600
+"#;
+
+#[derive(Default)]
+struct Counters {
+    bad_proofs: AtomicU64,
+    send_failures: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+/// The notary service.
+#[derive(Clone)]
+pub struct Notary {
+    cfg: Arc<MainstayConfig>,
+    api: Arc<Mainstay>,
+    seq: Arc<AtomicU64>,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for Notary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notary")
+            .field("position", &self.cfg.position)
+            .finish()
+    }
+}
+
+fn key(prefix: &str, n: u64) -> Vec<u8> {
+    [prefix.as_bytes(), &n.to_be_bytes()].concat()
+}
+
+fn number(k: &[u8], prefix: &str) -> Option<u64> {
+    k.get(prefix.len()..)?
+        .try_into()
+        .ok()
+        .map(u64::from_be_bytes)
+}
+
+fn kv_err(e: impl std::fmt::Display) -> Error {
+    Error::Service {
+        instance: "mainstay".into(),
+        message: e.to_string(),
+    }
+}
+
+impl Notary {
+    /// A notary sending to `api`.
+    pub fn new(cfg: MainstayConfig, api: Mainstay) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default();
+        Notary {
+            cfg: Arc::new(cfg),
+            api: Arc::new(api),
+            // Acceptance order; starts from the clock so it keeps growing across restarts.
+            seq: Arc::new(AtomicU64::new(now)),
+            counters: Arc::default(),
+        }
+    }
+
+    fn note_error(&self, e: String) {
+        warn!(error = %e, "mainstay");
+        *self
+            .counters
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(e);
+    }
+
+    async fn last(ctx: &ServiceContext) -> Result<Option<(u64, u64)>> {
+        Ok(ctx
+            .kv_get(b"last")
+            .await?
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| Some((v["round"].as_u64()?, v["seq"].as_u64()?))))
+    }
+
+    async fn round(ctx: &ServiceContext, n: u64) -> Result<Option<Round>> {
+        Ok(ctx
+            .kv_get(&key("round:", n))
+            .await?
+            .and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// Close a round over the pending events (none: no round).
+    pub async fn close_round(&self, ctx: &ServiceContext) -> Result<Option<Round>> {
+        let last = Self::last(ctx).await?;
+        let covered = last.map_or(0, |(_, s)| s);
+        let pending: Vec<(u64, String)> = ctx
+            .kv_scan(b"pending:")
+            .await?
+            .into_iter()
+            .filter_map(|(k, v)| Some((number(&k, "pending:")?, hex::encode(v))))
+            .filter(|(s, _)| *s > covered)
+            .collect();
+        let Some(max_seq) = pending.iter().map(|(s, _)| *s).max() else {
+            return Ok(None);
+        };
+        let (n, previous) = match last {
+            Some((n, _)) => (
+                n + 1,
+                Self::round(ctx, n)
+                    .await?
+                    .map_or(GENESIS.to_string(), |r| r.commitment),
+            ),
+            None => (0, GENESIS.to_string()),
+        };
+        let round = rounds::build(
+            n,
+            &previous,
+            pending.iter().map(|(_, id)| id.clone()).collect(),
+        )
+        .map_err(kv_err)?;
+        ctx.kv_put(
+            &key("round:", n),
+            &serde_json::to_vec(&round).map_err(kv_err)?,
+        )
+        .await?;
+        ctx.kv_put(
+            b"last",
+            json!({ "round": n, "seq": max_seq }).to_string().as_bytes(),
+        )
+        .await?;
+        for (s, _) in &pending {
+            ctx.kv_delete(&key("pending:", *s)).await?;
+        }
+        info!(round = n, events = round.events.len(), commitment = %round.commitment, "round closed");
+        Ok(Some(round))
+    }
+
+    /// Send the latest round's commitment (it chains all earlier ones).
+    pub async fn send_latest(&self, ctx: &ServiceContext) -> std::result::Result<bool, String> {
+        let Some((n, _)) = Self::last(ctx).await.map_err(|e| e.to_string())? else {
+            return Ok(false);
+        };
+        if ctx
+            .kv_get(&key("sent:", n))
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        let round = Self::round(ctx, n)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("round missing")?;
+        self.api.send(&round.commitment).await?;
+        ctx.kv_put(&key("sent:", n), &[1])
+            .await
+            .map_err(|e| e.to_string())?;
+        info!(round = n, "commitment sent to Mainstay");
+        Ok(true)
+    }
+
+    /// Fetch the latest slot proof; store it if it verifies and attests one of our rounds.
+    pub async fn poll(&self, ctx: &ServiceContext) -> std::result::Result<Option<u64>, String> {
+        let Some(p) = self.api.latest_proof().await? else {
+            return Ok(None);
+        };
+        if !proof::verify(&p).unwrap_or(false) {
+            self.counters.bad_proofs.fetch_add(1, Ordering::Relaxed);
+            return Err(format!(
+                "Mainstay's proof for txid {} does not verify; not stored",
+                p.txid
+            ));
+        }
+        let Some((last, _)) = Self::last(ctx).await.map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        for n in (0..=last).rev() {
+            let Some(r) = Self::round(ctx, n).await.map_err(|e| e.to_string())? else {
+                break;
+            };
+            if r.commitment == p.commitment {
+                if ctx
+                    .kv_get(&key("proof:", n))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_none()
+                {
+                    let bytes = serde_json::to_vec(&p).map_err(|e| e.to_string())?;
+                    ctx.kv_put(&key("proof:", n), &bytes)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    info!(round = n, txid = %p.txid, "round attested");
+                }
+                return Ok(Some(n));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn status(&self, ctx: &ServiceContext) -> Result<Value> {
+        let last = Self::last(ctx).await?;
+        let pending = ctx.kv_scan(b"pending:").await?.len();
+        let proofs = ctx.kv_scan(b"proof:").await?;
+        let attested = proofs.last().and_then(|(k, v)| {
+            let p: SlotProof = serde_json::from_slice(v).ok()?;
+            Some(json!({ "round": number(k, "proof:")?, "txid": p.txid, "merkle_root": p.merkle_root }))
+        });
+        let unsent = match last {
+            Some((n, _)) => ctx.kv_get(&key("sent:", n)).await?.is_none(),
+            None => false,
+        };
+        Ok(json!({
+            "last_round": last.map(|(n, _)| n),
+            "pending_events": pending,
+            "last_round_unsent": unsent,
+            "last_attested": attested,
+            "bad_proofs": self.counters.bad_proofs.load(Ordering::Relaxed),
+            "send_failures": self.counters.send_failures.load(Ordering::Relaxed),
+            "last_error": self.counters.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        }))
+    }
+
+    /// A self-contained proof for an event: its path into its round, the
+    /// chain of rounds up to the first attested one, and Mainstay's slot proof.
+    pub async fn proof_document(&self, ctx: &ServiceContext, event_id: &str) -> Result<Value> {
+        let Some((last, _)) = Self::last(ctx).await? else {
+            return Err(Error::Invalid("no round closed yet".into()));
+        };
+        let mut found = None;
+        for n in 0..=last {
+            if let Some(r) = Self::round(ctx, n).await? {
+                if let Some(i) = r.events.iter().position(|e| e == event_id) {
+                    found = Some((r, i));
+                    break;
+                }
+            }
+        }
+        let (round, index) = found
+            .ok_or_else(|| Error::Invalid(format!("event {event_id} is in no closed round")))?;
+        let inclusion = rounds::inclusion(&round, index).map_err(kv_err)?;
+        let mut chain = vec![round.clone()];
+        let mut attestation = Value::Null;
+        for n in round.number..=last {
+            if n > round.number {
+                match Self::round(ctx, n).await? {
+                    Some(r) => chain.push(r),
+                    None => break,
+                }
+            }
+            if let Some(p) = ctx.kv_get(&key("proof:", n)).await? {
+                attestation = json!({ "round": n, "proof": serde_json::from_slice::<Value>(&p).map_err(kv_err)? });
+                break;
+            }
+        }
+        if attestation.is_null() {
+            chain.truncate(1);
+        }
+        Ok(
+            json!({ "event": event_id, "round": round.number, "inclusion": inclusion, "rounds": chain, "attestation": attestation }),
+        )
+    }
+}
+
+/// Check a proof document from [`Notary::proof_document`]: the event is in
+/// its round, the rounds chain up to the attested one, and the slot proof
+/// reaches Mainstay's merkle root. Returns the attesting txid.
+pub fn verify_document(doc: &Value) -> std::result::Result<String, String> {
+    let inclusion: SlotProof =
+        serde_json::from_value(doc["inclusion"].clone()).map_err(|e| e.to_string())?;
+    let chain: Vec<Round> =
+        serde_json::from_value(doc["rounds"].clone()).map_err(|e| e.to_string())?;
+    let first = chain.first().ok_or("no rounds")?;
+    if inclusion.commitment != doc["event"].as_str().unwrap_or_default()
+        || !proof::verify(&inclusion).unwrap_or(false)
+    {
+        return Err("the event's path does not reach a round commitment".into());
+    }
+    if inclusion.merkle_root != first.commitment {
+        return Err("the event's path leads to another round".into());
+    }
+    rounds::verify_history(&chain).map_err(|e| e.to_string())?;
+    let slot: SlotProof = serde_json::from_value(doc["attestation"]["proof"].clone())
+        .map_err(|_| "not attested yet")?;
+    let last = chain.last().ok_or("no rounds")?;
+    if slot.commitment != last.commitment {
+        return Err("the slot proof attests another commitment".into());
+    }
+    if !proof::verify(&slot).map_err(|e| e.to_string())? {
+        return Err("the slot proof does not reach Mainstay's merkle root".into());
+    }
+    Ok(slot.txid)
+}
+
+#[async_trait]
+impl Service for Notary {
+    async fn on_stored(&self, ctx: &ServiceContext, _origin: &Origin, event: &Event) {
+        if !self.cfg.kinds.contains(&event.kind.as_u16()) {
+            return;
+        }
+        // Order is taken here; the write is not awaited on the pipeline's path.
+        let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let (ctx, id) = (ctx.clone(), event.id.to_bytes());
+        tokio::spawn(async move {
+            if let Err(e) = ctx.kv_put(&key("pending:", seq), &id).await {
+                warn!(error = %e, "could not queue an event for notarization");
+            }
+        });
+    }
+
+    async fn run(&self, ctx: ServiceContext, mut shutdown: Shutdown) -> Result<()> {
+        let round_every = Duration::from_secs(self.cfg.round_secs.max(1));
+        let poll_every = Duration::from_secs(self.cfg.poll_secs.max(1));
+        let max_backoff = Duration::from_secs(self.cfg.max_backoff_secs.max(1));
+        let start = tokio::time::Instant::now();
+        let (mut next_round, mut next_send, mut next_poll) =
+            (start + round_every, start, start + poll_every);
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= next_round {
+                if let Err(e) = self.close_round(&ctx).await {
+                    self.note_error(e.to_string());
+                }
+                next_round = now + round_every;
+                next_send = now;
+            }
+            if now >= next_send {
+                match self.send_latest(&ctx).await {
+                    Ok(_) => backoff = Duration::from_secs(1),
+                    Err(e) => {
+                        self.counters.send_failures.fetch_add(1, Ordering::Relaxed);
+                        self.note_error(e);
+                        backoff = (backoff * 2).min(max_backoff);
+                    }
+                }
+                next_send = now + backoff;
+            }
+            if now >= next_poll {
+                if let Err(e) = self.poll(&ctx).await {
+                    self.note_error(e);
+                }
+                next_poll = now + poll_every;
+            }
+            let wake = next_round.min(next_send).min(next_poll);
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn admin(&self, ctx: &ServiceContext, command: &str, args: Value) -> Result<Value> {
+        match command {
+            "status" => self.status(ctx).await,
+            "proof" => {
+                let id = args["event"]
+                    .as_str()
+                    .ok_or_else(|| Error::Invalid("proof needs {\"event\": \"<id>\"}".into()))?;
+                self.proof_document(ctx, id).await
+            }
+            "rounds" => {
+                let all: Vec<Value> = ctx
+                    .kv_scan(b"round:")
+                    .await?
+                    .into_iter()
+                    .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+                    .collect();
+                Ok(json!(all))
+            }
+            other => Err(Error::Unsupported(format!(
+                "notary command `{other}` (status, proof, rounds)"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! A stand-in Mainstay server for tests (feature `testing`): the documented
+//! `commitment/send` and `commitment/latestproof` endpoints over a real slot
+//! Merkle tree, attested on demand with a made-up staychain txid.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test double: failures are test failures
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::proof::SlotProof;
+use crate::rounds;
+
+/// The stand-in's state.
+#[derive(Default)]
+pub struct StandIn {
+    /// Latest commitment sent per slot.
+    pub slots: Mutex<BTreeMap<u64, String>>,
+    /// Proof per slot of the last attestation.
+    pub proofs: Mutex<BTreeMap<u64, SlotProof>>,
+    /// Answer 503 to everything (an outage).
+    pub down: Mutex<bool>,
+    /// Attestations made so far.
+    pub attestations: Mutex<u64>,
+}
+
+impl StandIn {
+    /// Attest the current slot commitments: build the slot tree (8 slots,
+    /// empty ones zero), record each slot's proof.
+    pub fn attest(&self) {
+        let slots = self.slots.lock().unwrap().clone();
+        let mut n = self.attestations.lock().unwrap();
+        *n += 1;
+        let leaves: Vec<String> = (0..8u64)
+            .map(|i| {
+                slots
+                    .get(&i)
+                    .cloned()
+                    .unwrap_or_else(|| rounds::GENESIS.to_string())
+            })
+            .collect();
+        // Reuse the round tree to build the slot tree and its paths.
+        let tree = rounds::build(0, rounds::GENESIS, leaves.clone()).unwrap();
+        let mut proofs = self.proofs.lock().unwrap();
+        for (i, c) in leaves.iter().enumerate() {
+            if slots.contains_key(&(i as u64)) {
+                let mut p = rounds::inclusion(&tree, i).unwrap();
+                p.ops.pop(); // the slot tree has no chaining step
+                p.merkle_root = tree.root.clone();
+                p.commitment = c.clone();
+                p.txid = format!("{:064x}", *n);
+                proofs.insert(i as u64, p);
+            }
+        }
+    }
+}
+
+async fn send(State(s): State<Arc<StandIn>>, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
+    if *s.down.lock().unwrap() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": "down" })),
+        );
+    }
+    if body["token"] != "test-token" {
+        return (StatusCode::OK, Json(json!({ "error": "invalid token" })));
+    }
+    let c = body["commitment"].as_str().unwrap_or_default().to_string();
+    if c.len() != 64 || hex::decode(&c).is_err() {
+        return (
+            StatusCode::OK,
+            Json(json!({ "error": "invalid commitment" })),
+        );
+    }
+    s.slots
+        .lock()
+        .unwrap()
+        .insert(body["position"].as_u64().unwrap_or(0), c);
+    (
+        StatusCode::OK,
+        Json(json!({ "response": "Commitment sent" })),
+    )
+}
+
+async fn latest(
+    State(s): State<Arc<StandIn>>,
+    Query(q): Query<BTreeMap<String, u64>>,
+) -> (StatusCode, Json<Value>) {
+    if *s.down.lock().unwrap() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": "down" })),
+        );
+    }
+    let pos = q.get("position").copied().unwrap_or(0);
+    match s.proofs.lock().unwrap().get(&pos) {
+        Some(p) => (StatusCode::OK, Json(json!({ "response": p }))),
+        None => (StatusCode::OK, Json(json!({ "response": null }))),
+    }
+}
+
+/// Start the stand-in on a free port; returns it and its base URL.
+pub async fn start() -> (Arc<StandIn>, String) {
+    let state = Arc::new(StandIn::default());
+    let app = Router::new()
+        .route("/commitment/send", post(send))
+        .route("/commitment/latestproof", get(latest))
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (state, url)
+}

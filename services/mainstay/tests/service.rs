@@ -1,0 +1,216 @@
+//! The notary service against a stand-in Mainstay: rounds, attestation,
+//! proof documents; an outage that never blocks ingestion; a proof that does
+//! not verify; a restart.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests assert by panicking
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use civkit_framework::testing::{TestNode, WireClient};
+use civkit_framework::Persister;
+use civkit_mainstay::client::Mainstay;
+use civkit_mainstay::stand_in::{self, StandIn};
+use civkit_mainstay::{verify_document, MainstayConfig, Notary};
+use nostr::{EventBuilder, Keys};
+use serde_json::{json, Value};
+
+fn notary(url: &str) -> Notary {
+    let cfg = MainstayConfig {
+        url: url.into(),
+        position: 3,
+        kinds: vec![1],
+        round_secs: 1,
+        poll_secs: 1,
+        max_backoff_secs: 2,
+        ..MainstayConfig::default()
+    };
+    let api = Mainstay {
+        url: url.into(),
+        position: 3,
+        token: "test-token".into(),
+    };
+    Notary::new(cfg, api)
+}
+
+fn node(url: &str, persister: Option<Arc<dyn Persister>>) -> TestNode {
+    let mut b = TestNode::builder().service("notary", Arc::new(notary(url)));
+    if let Some(p) = persister {
+        b = b.persister(p);
+    }
+    b.build()
+}
+
+async fn status(tn: &TestNode) -> Value {
+    tn.node
+        .service_admin("notary", "status", Value::Null)
+        .await
+        .unwrap()
+}
+
+async fn until(tn: &TestNode, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..150 {
+        let s = status(tn).await;
+        if ok(&s) {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: {}", status(tn).await);
+}
+
+async fn publish_notes(tn: &TestNode, n: usize) -> Vec<String> {
+    let mut c = tn.client().await;
+    let k = Keys::generate();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let e = EventBuilder::text_note(format!("note {i}"))
+            .sign_with_keys(&k)
+            .unwrap();
+        assert!(c.publish(&e).await.0, "ingestion never waits on Mainstay");
+        ids.push(e.id.to_hex());
+    }
+    ids
+}
+
+async fn sent(mainstay: &StandIn) -> bool {
+    mainstay.slots.lock().unwrap().contains_key(&3)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_are_committed_attested_and_provable() {
+    let (mainstay, url) = stand_in::start().await;
+    let tn = node(&url, None);
+    let ids = publish_notes(&tn, 5).await;
+    until(&tn, "round closed and sent", |s| {
+        s["last_round"] == 0 && s["last_round_unsent"] == false
+    })
+    .await;
+    assert!(sent(&mainstay).await);
+    mainstay.attest();
+    let s = until(&tn, "attested", |s| !s["last_attested"].is_null()).await;
+    assert_eq!(s["last_attested"]["round"], 0);
+    for id in &ids {
+        let doc = tn
+            .node
+            .service_admin("notary", "proof", json!({ "event": id }))
+            .await
+            .unwrap();
+        assert_eq!(
+            verify_document(&doc).unwrap(),
+            format!("{:064x}", 1),
+            "{doc}"
+        );
+        let mut forged = doc.clone();
+        forged["rounds"][0]["events"][0] = json!("00".repeat(32));
+        assert!(
+            verify_document(&forged).is_err(),
+            "a rewritten round is caught"
+        );
+    }
+    // A later round chains to the first; its proof covers both once attested.
+    let more = publish_notes(&tn, 2).await;
+    until(&tn, "second round sent", |s| {
+        s["last_round"] == 1 && s["last_round_unsent"] == false
+    })
+    .await;
+    mainstay.attest();
+    until(&tn, "second attested", |s| s["last_attested"]["round"] == 1).await;
+    let doc = tn
+        .node
+        .service_admin("notary", "proof", json!({ "event": more[0] }))
+        .await
+        .unwrap();
+    assert_eq!(verify_document(&doc).unwrap(), format!("{:064x}", 2));
+    let err = tn
+        .node
+        .service_admin("notary", "proof", json!({ "event": "ab".repeat(32) }))
+        .await;
+    assert!(err.is_err(), "an unknown event has no proof");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_queues_rounds_without_slowing_ingestion() {
+    let (mainstay, url) = stand_in::start().await;
+    *mainstay.down.lock().unwrap() = true;
+    let tn = node(&url, None);
+    publish_notes(&tn, 20).await;
+    let s = until(&tn, "failing while down", |s| {
+        s["send_failures"].as_u64() >= Some(1)
+    })
+    .await;
+    assert_eq!(s["last_round_unsent"], true);
+    assert!(s["last_error"].as_str().unwrap().contains("503"), "{s}");
+    *mainstay.down.lock().unwrap() = false;
+    until(&tn, "sent after recovery", |s| {
+        s["last_round_unsent"] == false
+    })
+    .await;
+    mainstay.attest();
+    until(&tn, "attested after recovery", |s| {
+        !s["last_attested"].is_null()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proof_that_does_not_verify_is_reported_not_stored() {
+    let (mainstay, url) = stand_in::start().await;
+    let tn = node(&url, None);
+    publish_notes(&tn, 3).await;
+    until(&tn, "sent", |s| {
+        s["last_round"] == 0 && s["last_round_unsent"] == false
+    })
+    .await;
+    mainstay.attest();
+    mainstay
+        .proofs
+        .lock()
+        .unwrap()
+        .get_mut(&3)
+        .unwrap()
+        .merkle_root = "11".repeat(32);
+    let s = until(&tn, "bad proof counted", |s| {
+        s["bad_proofs"].as_u64() >= Some(1)
+    })
+    .await;
+    assert!(s["last_attested"].is_null(), "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_survive_a_restart_and_keep_chaining() {
+    let (_mainstay, url) = stand_in::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let first;
+    {
+        let p: Arc<dyn Persister> = Arc::new(civkit_sled::SledPersister::open(&db).unwrap());
+        let tn = node(&url, Some(p));
+        publish_notes(&tn, 3).await;
+        until(&tn, "round 0", |s| s["last_round"] == 0).await;
+        first = tn
+            .node
+            .service_admin("notary", "rounds", Value::Null)
+            .await
+            .unwrap();
+        tn.node.persister().flush().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let p: Arc<dyn Persister> = Arc::new(civkit_sled::SledPersister::open(&db).unwrap());
+    let tn = node(&url, Some(p));
+    publish_notes(&tn, 2).await;
+    until(&tn, "round 1 after restart", |s| s["last_round"] == 1).await;
+    let all = tn
+        .node
+        .service_admin("notary", "rounds", Value::Null)
+        .await
+        .unwrap();
+    let rounds: Vec<civkit_mainstay::rounds::Round> = serde_json::from_value(all).unwrap();
+    assert_eq!(serde_json::to_value(&rounds[0]).unwrap(), first[0]);
+    civkit_mainstay::rounds::verify_history(&rounds).unwrap();
+    assert_eq!(
+        rounds[1].events.len(),
+        2,
+        "no event of round 0 is counted again"
+    );
+}
