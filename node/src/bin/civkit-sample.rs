@@ -55,6 +55,13 @@ enum Command {
         #[command(subcommand)]
         command: BoardCommand,
     },
+    /// Check the first --board's notarized history: rounds chain without
+    /// gaps or rewrites, Mainstay proofs verify, and every order seen is in it.
+    VerifyHistory {
+        /// Extra order ids you saw (one hex id per line), besides the board's current orders.
+        #[arg(long)]
+        seen: Option<PathBuf>,
+    },
     /// Anti-spam credentials of the first --board.
     Credentials {
         #[command(subcommand)]
@@ -235,6 +242,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Board {
             command: BoardCommand::Info,
         } => board_info(&cli).await,
+        Command::VerifyHistory { seen } => verify_history(&cli, seen.as_deref()).await,
         Command::Credentials { command } => match command {
             CredentialsCommand::Buy { count, wait } => credentials_buy(&cli, *count, *wait).await,
             CredentialsCommand::List => credentials_list(&cli),
@@ -1164,5 +1172,66 @@ async fn credentials_buy(cli: &Cli, count: usize, wait: u64) -> Result<()> {
                 return Ok(());
             }
         }
+    }
+}
+
+async fn verify_history(cli: &Cli, seen_file: Option<&std::path::Path>) -> Result<()> {
+    use civkit_mainstay::history::{self, OrderStatus, PublishedRound, ROUND_KIND};
+    let url = cli.boards.first().ok_or_else(|| anyhow!("give --board"))?;
+    let doc = nip11_of(url)?;
+    let board = nostr::PublicKey::from_hex(doc["pubkey"].as_str().unwrap_or_default())
+        .map_err(|_| anyhow!("{url} has no pubkey in NIP-11"))?;
+    let mut c = Conn::open(url).await?;
+    let rounds: Vec<PublishedRound> = c
+        .query(
+            None,
+            "rounds",
+            &[Filter::new().kind(Kind::from(ROUND_KIND)).author(board)],
+        )
+        .await?
+        .iter()
+        .filter_map(|e| serde_json::from_str(&e.content).ok())
+        .collect();
+    let mut seen: Vec<String> = c
+        .query(
+            None,
+            "orders",
+            &[Filter::new().kind(Kind::from(ORDER_KIND))],
+        )
+        .await?
+        .iter()
+        .map(|e| e.id.to_hex())
+        .collect();
+    if let Some(path) = seen_file {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        seen.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| l.len() == 64)
+                .map(str::to_string),
+        );
+    }
+    seen.sort();
+    seen.dedup();
+    let report = history::check(rounds.clone(), &seen);
+    println!("{} round(s) published by {}", rounds.len(), board.to_hex());
+    for e in &report.history_errors {
+        println!("HISTORY ERROR: {e}");
+    }
+    for (id, status) in &report.orders {
+        match status {
+            OrderStatus::Attested { round, txid } => {
+                println!("{id} attested: round {round}, Mainstay txid {txid}")
+            }
+            OrderStatus::Pending { round } => println!("{id} in round {round}, not attested yet"),
+            OrderStatus::Missing => println!("{id} MISSING from the board's history"),
+        }
+    }
+    if report.is_clean() {
+        println!("history verified");
+        Ok(())
+    } else {
+        bail!("the board's history does not hold together")
     }
 }

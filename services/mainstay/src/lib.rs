@@ -9,11 +9,13 @@
 //! - [`rounds`]: the board's rounds, a Merkle tree of event ids chained to
 //!   the previous round, with inclusion proofs in Mainstay's format;
 //! - [`client`]: the Mainstay API;
-//! - [`service`]: the notary service that commits rounds and stores proofs.
+//! - [`service`]: the notary service that commits rounds and stores proofs;
+//! - [`history`]: what a taker checks about a board's published rounds.
 
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod history;
 pub mod proof;
 pub mod rounds;
 pub mod service;

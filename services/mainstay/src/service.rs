@@ -86,6 +86,8 @@ pub struct Notary {
     api: Arc<Mainstay>,
     seq: Arc<AtomicU64>,
     counters: Arc<Counters>,
+    /// `created_at` of the last round event, so every update replaces the last.
+    last_published: Arc<Mutex<u64>>,
 }
 
 impl std::fmt::Debug for Notary {
@@ -127,6 +129,7 @@ impl Notary {
             // Acceptance order; starts from the clock so it keeps growing across restarts.
             seq: Arc::new(AtomicU64::new(now)),
             counters: Arc::default(),
+            last_published: Arc::default(),
         }
     }
 
@@ -197,6 +200,7 @@ impl Notary {
             ctx.kv_delete(&key("pending:", *s)).await?;
         }
         info!(round = n, events = round.events.len(), commitment = %round.commitment, "round closed");
+        self.publish_round(ctx, &round, None).await;
         Ok(Some(round))
     }
 
@@ -256,11 +260,44 @@ impl Notary {
                         .await
                         .map_err(|e| e.to_string())?;
                     info!(round = n, txid = %p.txid, "round attested");
+                    self.publish_round(ctx, &r, Some(&p)).await;
                 }
                 return Ok(Some(n));
             }
         }
         Ok(None)
+    }
+
+    /// Publish a round (and its proof once attested) as an addressable event
+    /// of kind 30384, `d` = the round number, signed by the board key.
+    async fn publish_round(
+        &self,
+        ctx: &ServiceContext,
+        round: &Round,
+        attestation: Option<&SlotProof>,
+    ) {
+        let published = crate::history::PublishedRound {
+            round: round.clone(),
+            attestation: attestation.cloned(),
+        };
+        let created_at = {
+            let mut last = self
+                .last_published
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            *last = ctx.now().as_secs().max(*last + 1);
+            *last
+        };
+        let content = serde_json::to_string(&published).unwrap_or_default();
+        let builder =
+            nostr::EventBuilder::new(nostr::Kind::from(crate::history::ROUND_KIND), content)
+                .tags(nostr::Tag::parse(["d", &round.number.to_string()]).ok())
+                .custom_created_at(nostr::Timestamp::from_secs(created_at));
+        match ctx.publish(builder).await {
+            Ok(r) if r.accepted => {}
+            Ok(r) => warn!(round = round.number, reason = %r.message, "round event refused"),
+            Err(e) => warn!(round = round.number, error = %e, "could not publish a round"),
+        }
     }
 
     async fn status(&self, ctx: &ServiceContext) -> Result<Value> {

@@ -1,0 +1,139 @@
+//! A board notarizes its orders through a stand-in Mainstay; civkit-sample
+//! verify-history checks the published rounds and catches a board that
+//! leaves an order out of its history.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests assert by panicking
+
+mod common;
+
+use std::time::Duration;
+
+use civkit_mainstay::stand_in;
+use civkit_node::{components, Config, Daemon};
+use common::sample_async;
+use serde_json::Value;
+
+async fn status(d: &Daemon) -> Value {
+    d.node
+        .service_admin("notary", "status", Value::Null)
+        .await
+        .unwrap()
+}
+
+async fn until(d: &Daemon, what: &str, ok: impl Fn(&Value) -> bool) {
+    for _ in 0..150 {
+        if ok(&status(d).await) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: {}", status(d).await);
+}
+
+async fn order(home: &str, ws: &str, id: &str) -> String {
+    let (ok, out) = sample_async(&[
+        "--home",
+        home,
+        "--board",
+        ws,
+        "order",
+        "create",
+        "--side",
+        "sell",
+        "--currency",
+        "EUR",
+        "--fiat-amount",
+        "10",
+        "--payment-method",
+        "sepa",
+        "--id",
+        id,
+    ])
+    .await;
+    assert!(ok, "{out}");
+    out.split("(event ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_history_catches_a_board_that_drops_an_order() {
+    let (mainstay, url) = stand_in::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("mainstay.token"), "test-token").unwrap();
+    let cfg = format!(
+        "[node]\ndata_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [transports.relay]\ntype = \"nostr-ws\"\nlisten = \"127.0.0.1:0\"\n\
+         [services.board]\ntype = \"market-board\"\n\
+         [services.notary]\ntype = \"mainstay\"\nurl = \"{url}\"\nposition = 3\nkinds = [38383]\n\
+         round_secs = 2\npoll_secs = 1\nmax_backoff_secs = 2\n",
+        data.display()
+    );
+    let d = Daemon::start(&Config::from_toml(&cfg).unwrap(), &components::registry())
+        .await
+        .unwrap();
+    let ws = d.endpoint("relay").unwrap();
+    let home = dir.path().join("maker").display().to_string();
+    assert!(sample_async(&["--home", &home, "keygen"]).await.0);
+
+    let a = order(&home, &ws, "a").await;
+    until(&d, "round 0 sent", |s| {
+        s["last_round"] == 0 && s["last_round_unsent"] == false
+    })
+    .await;
+    mainstay.attest();
+    until(&d, "round 0 attested", |s| s["last_attested"]["round"] == 0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (ok, out) = sample_async(&["--board", &ws, "verify-history"]).await;
+    assert!(
+        ok && out.contains(&format!("{a} attested: round 0")) && out.contains("history verified"),
+        "{out}"
+    );
+
+    // The board now leaves order b out of its history (its pending entry vanishes).
+    let b = order(&home, &ws, "b").await;
+    let b_bytes = hex::decode(&b).unwrap();
+    let mut dropped = false;
+    for _ in 0..100 {
+        let pending = d
+            .node
+            .persister()
+            .kv_scan("notary", b"pending:")
+            .await
+            .unwrap();
+        if let Some((k, _)) = pending.iter().find(|(_, v)| *v == b_bytes) {
+            d.node.persister().kv_delete("notary", k).await.unwrap();
+            dropped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(dropped, "order b was queued for notarization");
+    let c = order(&home, &ws, "c").await;
+    until(&d, "round 1 sent", |s| {
+        s["last_round"] == 1 && s["last_round_unsent"] == false
+    })
+    .await;
+    mainstay.attest();
+    until(&d, "round 1 attested", |s| s["last_attested"]["round"] == 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (ok, out) = sample_async(&["--board", &ws, "verify-history"]).await;
+    assert!(!ok, "a dropped order fails the check: {out}");
+    assert!(out.contains(&format!("{b} MISSING")), "{out}");
+    assert!(out.contains(&format!("{c} attested: round 1")), "{out}");
+    assert!(out.contains(&format!("{a} attested: round 0")), "{out}");
+
+    let doc = d
+        .node
+        .service_admin("notary", "proof", serde_json::json!({ "event": c }))
+        .await
+        .unwrap();
+    assert!(civkit_mainstay::verify_document(&doc).is_ok(), "{doc}");
+    d.shutdown().await.unwrap();
+}
