@@ -123,8 +123,12 @@ async fn verify_history_catches_a_board_that_drops_an_order() {
     mainstay.attest();
     until(&d, "round 1 attested", |s| s["last_attested"]["round"] == 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (ok, out) = sample_async(&["--board", &ws, "verify-history"]).await;
+    let (ok, out) = sample_async(&["--board", &ws, "verify-history", "--esplora", &url]).await;
     assert!(!ok, "a dropped order fails the check: {out}");
+    assert!(
+        out.contains("2 attestation transaction(s) verified on chain"),
+        "{out}"
+    );
     assert!(out.contains(&format!("{b} MISSING")), "{out}");
     assert!(out.contains(&format!("{c} attested: round 1")), "{out}");
     assert!(out.contains(&format!("{a} attested: round 0")), "{out}");

@@ -61,6 +61,15 @@ enum Command {
         /// Extra order ids you saw (one hex id per line), besides the board's current orders.
         #[arg(long)]
         seen: Option<PathBuf>,
+        /// Also check every attestation transaction and the staychain through this Esplora API.
+        #[arg(long)]
+        esplora: Option<String>,
+        /// Mainstay base key (hex) for the attestation check.
+        #[arg(long, default_value = civkit_mainstay::chain::MAINNET_BASE_KEY)]
+        base_key: String,
+        /// Chain code of the base key.
+        #[arg(long, default_value = civkit_mainstay::chain::MAINNET_CHAIN_CODE)]
+        chain_code: String,
     },
     /// Anti-spam credentials of the first --board.
     Credentials {
@@ -242,7 +251,17 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Board {
             command: BoardCommand::Info,
         } => board_info(&cli).await,
-        Command::VerifyHistory { seen } => verify_history(&cli, seen.as_deref()).await,
+        Command::VerifyHistory {
+            seen,
+            esplora,
+            base_key,
+            chain_code,
+        } => {
+            let chain = esplora
+                .as_ref()
+                .map(|url| (url.as_str(), base_key.as_str(), chain_code.as_str()));
+            verify_history(&cli, seen.as_deref(), chain).await
+        }
         Command::Credentials { command } => match command {
             CredentialsCommand::Buy { count, wait } => credentials_buy(&cli, *count, *wait).await,
             CredentialsCommand::List => credentials_list(&cli),
@@ -1175,7 +1194,11 @@ async fn credentials_buy(cli: &Cli, count: usize, wait: u64) -> Result<()> {
     }
 }
 
-async fn verify_history(cli: &Cli, seen_file: Option<&std::path::Path>) -> Result<()> {
+async fn verify_history(
+    cli: &Cli,
+    seen_file: Option<&std::path::Path>,
+    chain: Option<(&str, &str, &str)>,
+) -> Result<()> {
     use civkit_mainstay::history::{self, OrderStatus, PublishedRound, ROUND_KIND};
     let url = cli.boards.first().ok_or_else(|| anyhow!("give --board"))?;
     let doc = nip11_of(url)?;
@@ -1227,6 +1250,37 @@ async fn verify_history(cli: &Cli, seen_file: Option<&std::path::Path>) -> Resul
             OrderStatus::Pending { round } => println!("{id} in round {round}, not attested yet"),
             OrderStatus::Missing => println!("{id} MISSING from the board's history"),
         }
+    }
+    if let Some((esplora, base_key, chain_code)) = chain {
+        use civkit_mainstay::chain as btc;
+        let source = btc::Esplora {
+            url: esplora.to_string(),
+        };
+        let mut attested: Vec<(u64, String, String)> = rounds
+            .iter()
+            .filter_map(|p| {
+                p.attestation
+                    .as_ref()
+                    .map(|a| (p.round.number, a.txid.clone(), a.merkle_root.clone()))
+            })
+            .collect();
+        attested.sort_by_key(|a| std::cmp::Reverse(a.0));
+        let mut txids: Vec<String> = Vec::new();
+        for (round, txid, root) in &attested {
+            btc::check_attestation(&source, base_key, chain_code, txid, root)
+                .await
+                .map_err(|e| anyhow!("round {round}: {e}"))?;
+            if txids.last() != Some(txid) {
+                txids.push(txid.clone());
+            }
+        }
+        btc::check_staychain(&source, &txids)
+            .await
+            .map_err(|e| anyhow!(e))?;
+        println!(
+            "{} attestation transaction(s) verified on chain, staychain continuous",
+            txids.len()
+        );
     }
     if report.is_clean() {
         println!("history verified");

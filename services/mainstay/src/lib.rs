@@ -14,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod chain;
 pub mod client;
 pub mod history;
 pub mod proof;

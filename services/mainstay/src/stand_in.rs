@@ -27,6 +27,10 @@ pub struct StandIn {
     pub down: Mutex<bool>,
     /// Attestations made so far.
     pub attestations: Mutex<u64>,
+    /// The fake staychain: raw transactions by txid (served as Esplora does).
+    pub txs: Mutex<BTreeMap<String, String>>,
+    /// The last attestation, spent by the next.
+    pub last_txid: Mutex<Option<bitcoin::Txid>>,
 }
 
 impl StandIn {
@@ -46,6 +50,42 @@ impl StandIn {
             .collect();
         // Reuse the round tree to build the slot tree and its paths.
         let tree = rounds::build(0, rounds::GENESIS, leaves.clone()).unwrap();
+        // A real transaction paying to the base key tweaked by the slot root,
+        // spending the previous attestation.
+        let key = crate::chain::tweaked_key(
+            crate::chain::MAINNET_BASE_KEY,
+            crate::chain::MAINNET_CHAIN_CODE,
+            &tree.root,
+        )
+        .unwrap();
+        let prev = self.last_txid.lock().unwrap().unwrap_or_else(|| {
+            "5222ffe08bfd4ca0db30d261b2d54d0b6e3faed5276be422e5e6ac32c450ccd7"
+                .parse()
+                .unwrap()
+        });
+        let tx = bitcoin::Transaction {
+            version: bitcoin::transaction::Version::TWO,
+            lock_time: bitcoin::absolute::LockTime::ZERO,
+            input: vec![bitcoin::TxIn {
+                previous_output: bitcoin::OutPoint {
+                    txid: prev,
+                    vout: 0,
+                },
+                script_sig: bitcoin::ScriptBuf::new(),
+                sequence: bitcoin::Sequence::MAX,
+                witness: bitcoin::Witness::new(),
+            }],
+            output: vec![bitcoin::TxOut {
+                value: bitcoin::Amount::from_sat(10_000 + *n),
+                script_pubkey: crate::chain::paying_scripts(&key)[2].clone(),
+            }],
+        };
+        let txid = tx.compute_txid();
+        self.txs.lock().unwrap().insert(
+            txid.to_string(),
+            bitcoin::consensus::encode::serialize_hex(&tx),
+        );
+        *self.last_txid.lock().unwrap() = Some(txid);
         let mut proofs = self.proofs.lock().unwrap();
         for (i, c) in leaves.iter().enumerate() {
             if slots.contains_key(&(i as u64)) {
@@ -53,7 +93,7 @@ impl StandIn {
                 p.ops.pop(); // the slot tree has no chaining step
                 p.merkle_root = tree.root.clone();
                 p.commitment = c.clone();
-                p.txid = format!("{:064x}", *n);
+                p.txid = txid.to_string();
                 proofs.insert(i as u64, p);
             }
         }
@@ -104,12 +144,24 @@ async fn latest(
     }
 }
 
-/// Start the stand-in on a free port; returns it and its base URL.
+async fn tx_hex(
+    State(s): State<Arc<StandIn>>,
+    axum::extract::Path(txid): axum::extract::Path<String>,
+) -> (StatusCode, String) {
+    match s.txs.lock().unwrap().get(&txid) {
+        Some(hex) => (StatusCode::OK, hex.clone()),
+        None => (StatusCode::NOT_FOUND, "Transaction not found".into()),
+    }
+}
+
+/// Start the stand-in on a free port; returns it and its base URL (also an
+/// Esplora endpoint for the fake staychain: `GET /tx/{txid}/hex`).
 pub async fn start() -> (Arc<StandIn>, String) {
     let state = Arc::new(StandIn::default());
     let app = Router::new()
         .route("/commitment/send", post(send))
         .route("/commitment/latestproof", get(latest))
+        .route("/tx/{txid}/hex", get(tx_hex))
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

@@ -96,11 +96,9 @@ async fn rounds_are_committed_attested_and_provable() {
             .service_admin("notary", "proof", json!({ "event": id }))
             .await
             .unwrap();
-        assert_eq!(
-            verify_document(&doc).unwrap(),
-            format!("{:064x}", 1),
-            "{doc}"
-        );
+        let txid = verify_document(&doc).unwrap();
+        let last = mainstay.last_txid.lock().unwrap().map(|t| t.to_string());
+        assert_eq!(Some(txid), last, "{doc}");
         let mut forged = doc.clone();
         forged["rounds"][0]["events"][0] = json!("00".repeat(32));
         assert!(
@@ -121,7 +119,11 @@ async fn rounds_are_committed_attested_and_provable() {
         .service_admin("notary", "proof", json!({ "event": more[0] }))
         .await
         .unwrap();
-    assert_eq!(verify_document(&doc).unwrap(), format!("{:064x}", 2));
+    let txid = verify_document(&doc).unwrap();
+    assert_eq!(
+        Some(txid),
+        mainstay.last_txid.lock().unwrap().map(|t| t.to_string())
+    );
     let err = tn
         .node
         .service_admin("notary", "proof", json!({ "event": "ab".repeat(32) }))
