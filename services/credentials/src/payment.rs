@@ -7,7 +7,6 @@
 //! - `free`, for local testing only: every invoice counts as paid.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -121,31 +120,14 @@ async fn http(
     headers: Vec<(&'static str, String)>,
     body: Option<Value>,
 ) -> std::result::Result<Value, String> {
-    tokio::task::spawn_blocking(move || {
-        let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(20))
-            .build();
-        let mut req = agent.request(method, &url);
-        for (k, v) in &headers {
-            req = req.set(k, v);
-        }
-        let resp = match body {
-            Some(b) => req.send_json(b),
-            None => req.call(),
-        };
-        match resp {
-            Ok(r) => r
-                .into_json::<Value>()
-                .map_err(|e| format!("bad JSON from {url}: {e}")),
-            Err(ureq::Error::Status(code, r)) => Err(format!(
-                "{url} answered {code}: {}",
-                r.into_string().unwrap_or_default()
-            )),
-            Err(e) => Err(format!("{url}: {e}")),
-        }
-    })
-    .await
-    .map_err(|e| e.to_string())?
+    let mut req = civkit_http::Request::new(method, url);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    req.send().await
 }
 
 /// LND's REST API.

@@ -7,7 +7,6 @@
 //! attestation spends the previous one (the staychain).
 
 use std::str::FromStr;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bitcoin::bip32::{ChainCode, ChildNumber, Fingerprint, Xpub};
@@ -36,31 +35,16 @@ async fn http(
     auth: Option<(String, String)>,
     body: Option<Value>,
 ) -> Result<String, String> {
-    tokio::task::spawn_blocking(move || {
-        let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(20))
-            .build();
-        let mut req = agent.request(method, &url);
-        if let Some((u, p)) = auth {
-            use base64::Engine;
-            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
-            req = req.set("Authorization", &format!("Basic {basic}"));
-        }
-        let resp = match body {
-            Some(b) => req.send_json(b),
-            None => req.call(),
-        };
-        match resp {
-            Ok(r) => r.into_string().map_err(|e| e.to_string()),
-            Err(ureq::Error::Status(code, r)) => Err(format!(
-                "{url} answered {code}: {}",
-                r.into_string().unwrap_or_default()
-            )),
-            Err(e) => Err(format!("{url}: {e}")),
-        }
-    })
-    .await
-    .map_err(|e| e.to_string())?
+    let mut req = civkit_http::Request::new(method, url);
+    if let Some((u, p)) = auth {
+        use base64::Engine;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+        req = req.header("Authorization", format!("Basic {basic}"));
+    }
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    req.text().await
 }
 
 fn decode_tx(hex_tx: &str) -> Result<Transaction, String> {

@@ -2,8 +2,6 @@
 //! `{"commitment", "position", "token"}`, and
 //! `GET {url}/commitment/latestproof?position=N` answering a slot proof.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 
 use crate::proof::SlotProof;
@@ -17,28 +15,11 @@ pub struct Mainstay {
 }
 
 async fn call(method: &'static str, url: String, body: Option<Value>) -> Result<Value, String> {
-    tokio::task::spawn_blocking(move || {
-        let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(20))
-            .build();
-        let req = agent.request(method, &url);
-        let resp = match body {
-            Some(b) => req.send_json(b),
-            None => req.call(),
-        };
-        match resp {
-            Ok(r) => r
-                .into_json::<Value>()
-                .map_err(|e| format!("bad JSON from {url}: {e}")),
-            Err(ureq::Error::Status(code, r)) => Err(format!(
-                "{url} answered {code}: {}",
-                r.into_string().unwrap_or_default()
-            )),
-            Err(e) => Err(format!("{url}: {e}")),
-        }
-    })
-    .await
-    .map_err(|e| e.to_string())?
+    let req = civkit_http::Request::new(method, url);
+    match body {
+        Some(b) => req.json(b).send().await,
+        None => req.send().await,
+    }
 }
 
 impl Mainstay {
