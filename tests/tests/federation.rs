@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use civkit_node::{components, Config, Daemon};
 use nostr::{Filter, Keys, Kind};
-use nostr_sdk::{Client, RelayPoolNotification};
+use nostr_sdk::Client;
 use serde_json::Value;
 
 struct Board {
@@ -100,22 +100,9 @@ async fn an_order_posted_at_a_reaches_a_websocket_subscriber_at_c() {
     let o = order(&maker_keys, "line-1", "EUR");
     assert!(maker.send_event(&o).await.unwrap().failed.is_empty());
 
-    let got = tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            if let Ok(RelayPoolNotification::Event {
-                subscription_id,
-                event,
-                ..
-            }) = notes.recv().await
-            {
-                if subscription_id == sub.val && event.id == o.id {
-                    return *event;
-                }
-            }
-        }
-    })
-    .await
-    .expect("the order did not reach C");
+    let got = common::wait_for_event(&mut notes, &sub.val, o.id, Duration::from_secs(15))
+        .await
+        .expect("the order did not reach C");
     assert_eq!(got.id, o.id);
 
     let stats = b

@@ -16,7 +16,7 @@ use common::order;
 use lightning::bitcoin::secp256k1::PublicKey;
 use lightning::onion_message::messenger::Destination;
 use nostr::{Filter, JsonUtil, Keys, Kind};
-use nostr_sdk::{Client, RelayPoolNotification};
+use nostr_sdk::Client;
 use serde_json::{json, Value};
 
 async fn billy(
@@ -92,22 +92,9 @@ async fn mary_alice_bob_billy() {
         json!(["OK", o.id.to_hex(), true, ""]),
         "the board's answer came back over the reply path"
     );
-    let seen = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let Ok(RelayPoolNotification::Event {
-                subscription_id,
-                event,
-                ..
-            }) = notes.recv().await
-            {
-                if subscription_id == sub.val && event.id == o.id {
-                    return *event;
-                }
-            }
-        }
-    })
-    .await
-    .expect("the order did not reach the websocket subscriber");
+    let seen = common::wait_for_event(&mut notes, &sub.val, o.id, Duration::from_secs(10))
+        .await
+        .expect("the order did not reach the websocket subscriber");
     assert_eq!(seen.as_json(), o.as_json());
 
     let conns = billy.node.connections();

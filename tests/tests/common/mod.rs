@@ -32,3 +32,28 @@ pub fn order(keys: &Keys, d: &str, currency: &str) -> nostr::Event {
         .sign_with_keys(keys)
         .unwrap()
 }
+
+/// Wait for `id` on subscription `sub` among a nostr-sdk client's notifications.
+pub async fn wait_for_event(
+    notes: &mut tokio::sync::broadcast::Receiver<nostr_sdk::RelayPoolNotification>,
+    sub: &nostr::SubscriptionId,
+    id: nostr::EventId,
+    within: std::time::Duration,
+) -> Option<nostr::Event> {
+    tokio::time::timeout(within, async {
+        loop {
+            if let Ok(nostr_sdk::RelayPoolNotification::Event {
+                subscription_id,
+                event,
+                ..
+            }) = notes.recv().await
+            {
+                if &subscription_id == sub && event.id == id {
+                    return *event;
+                }
+            }
+        }
+    })
+    .await
+    .ok()
+}
