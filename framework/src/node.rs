@@ -172,6 +172,7 @@ impl NodeBuilder {
                         ctx: ServiceContext {
                             name: name.clone(),
                             node: weak.clone(),
+                            last_replacing: Arc::default(),
                         },
                         name,
                         service,

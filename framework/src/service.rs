@@ -188,6 +188,8 @@ pub trait Service: Send + Sync + 'static {
 pub struct ServiceContext {
     pub(crate) name: Arc<str>,
     pub(crate) node: Weak<Inner>,
+    /// `created_at` of the last event published with [`Self::publish_replacing`].
+    pub(crate) last_replacing: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl fmt::Debug for ServiceContext {
@@ -243,6 +245,23 @@ impl ServiceContext {
             .sign_with_keys(node.keys())
             .map_err(|e| Error::Invalid(e.to_string()))?;
         Ok(node.submit(&Origin::service(&self.name), event).await)
+    }
+    /// Like [`Self::publish`], for a new version of a replaceable or
+    /// addressable event: its `created_at` is strictly after the previous one
+    /// published this way, so it replaces the last version even when both
+    /// fall in the same second.
+    pub async fn publish_replacing(&self, builder: EventBuilder) -> Result<OkReply> {
+        use std::sync::atomic::Ordering;
+        let now = self.now().as_secs();
+        let mut at = now;
+        let _ = self
+            .last_replacing
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+                at = now.max(last + 1);
+                Some(at)
+            });
+        self.publish(builder.custom_created_at(Timestamp::from_secs(at)))
+            .await
     }
     /// Read a key of this service's namespace.
     pub async fn kv_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {

@@ -55,17 +55,12 @@ pub fn register(registry: &mut Registry) {
 #[derive(Debug)]
 pub struct Board {
     policy: BoardConfig,
-    /// `created_at` of the last policy event, so each one replaces the last.
-    last_policy: std::sync::Mutex<u64>,
 }
 
 impl Board {
     /// A board with this policy.
     pub fn new(policy: BoardConfig) -> Self {
-        Board {
-            policy,
-            last_policy: std::sync::Mutex::new(0),
-        }
+        Board { policy }
     }
 
     /// The policy event: replaceable, signed by the node key, listing how to reach the board.
@@ -113,16 +108,8 @@ impl Board {
 
     async fn publish_policy(&self, ctx: &ServiceContext) -> Result<()> {
         let reach = Self::reach(ctx);
-        // A replaceable event replaces the previous one only if it is newer.
-        let created_at = {
-            let mut last = self.last_policy.lock().unwrap_or_else(|p| p.into_inner());
-            *last = ctx.now().as_secs().max(*last + 1);
-            *last
-        };
-        let builder = self
-            .policy_event(&reach, &ctx.service_nip11().unwrap_or_default())
-            .custom_created_at(Timestamp::from_secs(created_at));
-        let reply = ctx.publish(builder).await?;
+        let builder = self.policy_event(&reach, &ctx.service_nip11().unwrap_or_default());
+        let reply = ctx.publish_replacing(builder).await?;
         if reply.accepted {
             info!(id = %reply.event_id, "board policy published");
             Ok(())

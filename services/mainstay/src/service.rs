@@ -86,8 +86,6 @@ pub struct Notary {
     api: Arc<Mainstay>,
     seq: Arc<AtomicU64>,
     counters: Arc<Counters>,
-    /// `created_at` of the last round event, so every update replaces the last.
-    last_published: Arc<Mutex<u64>>,
 }
 
 impl std::fmt::Debug for Notary {
@@ -129,7 +127,6 @@ impl Notary {
             // Acceptance order; starts from the clock so it keeps growing across restarts.
             seq: Arc::new(AtomicU64::new(now)),
             counters: Arc::default(),
-            last_published: Arc::default(),
         }
     }
 
@@ -280,20 +277,11 @@ impl Notary {
             round: round.clone(),
             attestation: attestation.cloned(),
         };
-        let created_at = {
-            let mut last = self
-                .last_published
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            *last = ctx.now().as_secs().max(*last + 1);
-            *last
-        };
         let content = serde_json::to_string(&published).unwrap_or_default();
         let builder =
             nostr::EventBuilder::new(nostr::Kind::from(crate::history::ROUND_KIND), content)
-                .tags(nostr::Tag::parse(["d", &round.number.to_string()]).ok())
-                .custom_created_at(nostr::Timestamp::from_secs(created_at));
-        match ctx.publish(builder).await {
+                .tags(nostr::Tag::parse(["d", &round.number.to_string()]).ok());
+        match ctx.publish_replacing(builder).await {
             Ok(r) if r.accepted => {}
             Ok(r) => warn!(round = round.number, reason = %r.message, "round event refused"),
             Err(e) => warn!(round = round.number, error = %e, "could not publish a round"),
