@@ -288,16 +288,20 @@ impl Transport for OnionTransport {
         }
         node.register_control("onion", Arc::new(OnionControl(self.state.clone())));
         tracing::info!(instance = %self.instance, via = %self.config.via, "onion-message gateway ready");
-        // Publish how to reach us: a blinded path, refreshed as peers change.
-        let mut last = None;
+        // Publish how to reach us: a blinded path through our first peer. A
+        // path is randomized each time it is built, so build one only when
+        // that introduction peer changes (otherwise the endpoint, and the
+        // board policy that lists it, would change on every tick).
+        let mut intro: Option<Option<PublicKey>> = None;
         loop {
-            let path = self.state.built.get().and_then(blinded_path_hex);
-            if path.is_some() && path != last {
-                node.set_endpoint(
-                    &self.instance,
-                    format!("onion://{}", path.clone().unwrap_or_default()),
-                );
-                last = path;
+            if let Some(b) = self.state.built.get() {
+                let first = (b.peers)().into_iter().next();
+                if intro != Some(first) {
+                    if let Some(path) = blinded_path_hex(b) {
+                        node.set_endpoint(&self.instance, format!("onion://{path}"));
+                        intro = Some(first);
+                    }
+                }
             }
             tokio::select! {
                 _ = shutdown.wait() => break,
