@@ -6,7 +6,8 @@
 //! Key-value layout (the service's namespace):
 //! `pending:<seq u64 BE>` = event id, `round:<n u64 BE>` = round JSON,
 //! `last` = `{"round", "seq"}` of the last closed round, `proof:<n>` = the
-//! verified slot proof attesting round n.
+//! verified slot proof attesting round n, and the lookup indexes
+//! `commit:<commitment hex>` and `event:<event id hex>` = round number.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -147,6 +148,15 @@ impl Notary {
             .and_then(|v| Some((v["round"].as_u64()?, v["seq"].as_u64()?))))
     }
 
+    /// The round number an index entry (`commit:` or `event:`) points at.
+    async fn indexed(ctx: &ServiceContext, entry: &str) -> Result<Option<u64>> {
+        Ok(ctx
+            .kv_get(entry.as_bytes())
+            .await?
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes))
+    }
+
     async fn round(ctx: &ServiceContext, n: u64) -> Result<Option<Round>> {
         Ok(ctx
             .kv_get(&key("round:", n))
@@ -188,6 +198,16 @@ impl Notary {
             &serde_json::to_vec(&round).map_err(kv_err)?,
         )
         .await?;
+        // Indexes for proof lookups: commitment -> round, event id -> round.
+        ctx.kv_put(
+            format!("commit:{}", round.commitment).as_bytes(),
+            &n.to_be_bytes(),
+        )
+        .await?;
+        for id in &round.events {
+            ctx.kv_put(format!("event:{id}").as_bytes(), &n.to_be_bytes())
+                .await?;
+        }
         ctx.kv_put(
             b"last",
             json!({ "round": n, "seq": max_seq }).to_string().as_bytes(),
@@ -238,31 +258,30 @@ impl Notary {
                 p.txid
             ));
         }
-        let Some((last, _)) = Self::last(ctx).await.map_err(|e| e.to_string())? else {
+        let commit = format!("commit:{}", p.commitment);
+        let Some(n) = Self::indexed(ctx, &commit)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
             return Ok(None);
         };
-        for n in (0..=last).rev() {
-            let Some(r) = Self::round(ctx, n).await.map_err(|e| e.to_string())? else {
-                break;
-            };
-            if r.commitment == p.commitment {
-                if ctx
-                    .kv_get(&key("proof:", n))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .is_none()
-                {
-                    let bytes = serde_json::to_vec(&p).map_err(|e| e.to_string())?;
-                    ctx.kv_put(&key("proof:", n), &bytes)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    info!(round = n, txid = %p.txid, "round attested");
-                    self.publish_round(ctx, &r, Some(&p)).await;
-                }
-                return Ok(Some(n));
-            }
+        let Some(r) = Self::round(ctx, n).await.map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        if ctx
+            .kv_get(&key("proof:", n))
+            .await
+            .map_err(|e| e.to_string())?
+            .is_none()
+        {
+            let bytes = serde_json::to_vec(&p).map_err(|e| e.to_string())?;
+            ctx.kv_put(&key("proof:", n), &bytes)
+                .await
+                .map_err(|e| e.to_string())?;
+            info!(round = n, txid = %p.txid, "round attested");
+            self.publish_round(ctx, &r, Some(&p)).await;
         }
-        Ok(None)
+        Ok(Some(n))
     }
 
     /// Publish a round (and its proof once attested) as an addressable event
@@ -318,12 +337,9 @@ impl Notary {
             return Err(Error::Invalid("no round closed yet".into()));
         };
         let mut found = None;
-        for n in 0..=last {
+        if let Some(n) = Self::indexed(ctx, &format!("event:{event_id}")).await? {
             if let Some(r) = Self::round(ctx, n).await? {
-                if let Some(i) = r.events.iter().position(|e| e == event_id) {
-                    found = Some((r, i));
-                    break;
-                }
+                found = r.events.iter().position(|e| e == event_id).map(|i| (r, i));
             }
         }
         let (round, index) = found
