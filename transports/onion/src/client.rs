@@ -18,7 +18,7 @@ use lightning::onion_message::messenger::{
 use lightning::sign::{KeysManager, NodeSigner};
 use tokio::sync::mpsc;
 
-use crate::messages::{read_payload, NostrOnion, RELAY_TLV};
+use crate::messages::{read_tlv, NostrOnion, RELAY_TLV};
 use crate::router::PeersRouter;
 use crate::{messenger, Messenger};
 
@@ -48,15 +48,11 @@ impl CustomOnionMessageHandler for ReplyCollector {
         if message_type != RELAY_TLV {
             return Ok(None);
         }
-        read_payload(buffer, 65_000)
-            .map(|json| {
-                Some(NostrOnion {
-                    tlv_type: message_type,
-                    json,
-                })
-            })
+        read_tlv(message_type, buffer, 65_000)
+            .map(Some)
             .ok_or(DecodeError::InvalidValue)
     }
+
     fn release_pending_custom_messages(&self) -> Vec<(NostrOnion, MessageSendInstructions)> {
         Vec::new()
     }

@@ -12,7 +12,7 @@ use lightning::onion_message::messenger::{
 };
 use tracing::debug;
 
-use crate::messages::{read_payload, NostrOnion, CLIENT_TLV, RELAY_TLV};
+use crate::messages::{read_tlv, NostrOnion, CLIENT_TLV, RELAY_TLV};
 
 /// Counters shown in `civkit-cli status`.
 #[derive(Debug, Default)]
@@ -119,11 +119,8 @@ impl CustomOnionMessageHandler for Gateway {
         if message_type != CLIENT_TLV && message_type != RELAY_TLV {
             return Ok(None);
         }
-        match read_payload(buffer, self.max_bytes) {
-            Some(json) => Ok(Some(NostrOnion {
-                tlv_type: message_type,
-                json,
-            })),
+        match read_tlv(message_type, buffer, self.max_bytes) {
+            Some(msg) => Ok(Some(msg)),
             None => {
                 self.counters
                     .dropped_malformed

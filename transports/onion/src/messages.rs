@@ -58,8 +58,12 @@ impl OnionMessageContents for NostrOnion {
     }
 }
 
-/// Read a NIP-01 TLV payload: at most `max` bytes of UTF-8.
-pub(crate) fn read_payload<R: lightning::io::Read>(buffer: &mut R, max: usize) -> Option<String> {
+/// Read a NIP-01 TLV of `tlv_type`: at most `max` bytes of UTF-8, or `None`.
+pub(crate) fn read_tlv<R: lightning::io::Read>(
+    tlv_type: u64,
+    buffer: &mut R,
+    max: usize,
+) -> Option<NostrOnion> {
     let mut bytes = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -72,5 +76,6 @@ pub(crate) fn read_payload<R: lightning::io::Read>(buffer: &mut R, max: usize) -
             return None;
         }
     }
-    String::from_utf8(bytes).ok()
+    let json = String::from_utf8(bytes).ok()?;
+    Some(NostrOnion { tlv_type, json })
 }
