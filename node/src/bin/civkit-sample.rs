@@ -317,9 +317,11 @@ fn tag(parts: &[&str]) -> Result<Tag> {
     Tag::parse(parts.iter().copied()).map_err(|e| anyhow!("building tag {parts:?}: {e}"))
 }
 
-fn random_id() -> String {
-    let k = Keys::generate();
-    k.public_key().to_hex()[..16].to_string()
+/// A random order id (8 bytes, hex).
+fn random_id() -> Result<String> {
+    let mut b = [0u8; 8];
+    getrandom::getrandom(&mut b).context("reading the OS random source")?;
+    Ok(hex::encode(b))
 }
 
 async fn create(cli: &Cli, a: &CreateArgs) -> Result<()> {
@@ -333,7 +335,10 @@ async fn create(cli: &Cli, a: &CreateArgs) -> Result<()> {
     }
     let now = Timestamp::now().as_secs();
     let lifetime = parse_lifetime(&a.lifetime)?;
-    let id = a.id.clone().unwrap_or_else(random_id);
+    let id = match &a.id {
+        Some(id) => id.clone(),
+        None => random_id()?,
+    };
     let mut tags = vec![
         tag(&["d", &id])?,
         tag(&["k", &a.side])?,
