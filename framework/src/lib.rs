@@ -6,9 +6,14 @@
 //!
 //! - [`Transport`]: a wire adapter (websocket, BOLT8, onion messages) that
 //!   opens a [`Session`] per connection and speaks NIP-01 text into it;
-//! - [`Node`]: the one event pipeline (id and signature check, duplicate
-//!   drop, kind semantics, admission chain, durable write, `OK`, fan-out,
-//!   post-store hooks) and the subscription registry;
+//! - [`Session`]: the one door for events from outside, with its per-session
+//!   checks, in both directions (a client's `EVENT`s, a federated peer's
+//!   answers to an import subscription);
+//! - the pipeline (`pipeline`, crate-private): id and signature check,
+//!   duplicate drop, kind semantics, admission chain, durable write, fan-out
+//!   through the indexed subscription registry (`hub`), post-store hooks;
+//! - [`Node`]: the public handle to all of it, for transports, binaries and
+//!   the node's own origins ([`LocalOrigin`]);
 //! - [`Service`]: policy and state (market board, credentials, notary),
 //!   seeing an [`Origin`], never a socket;
 //! - [`Persister`]: durable storage of events and per-service key-value state;
@@ -24,15 +29,19 @@
 pub mod clock;
 pub mod control;
 pub mod error;
+mod hub;
 pub mod keyfile;
 pub mod kinds;
 pub mod node;
 pub mod origin;
 pub mod persister;
+mod pipeline;
 pub mod registry;
 pub mod service;
 pub mod session;
+pub mod shutdown;
 pub mod transport;
+pub mod wire;
 
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -40,13 +49,16 @@ pub mod testing;
 pub use clock::{Clock, SystemClock};
 pub use control::Control;
 pub use error::{Error, ErrorKind, Result};
-pub use node::{ConnectionInfo, Node, NodeBuilder, NodeInfo, OkReply};
-pub use origin::{Origin, Source};
+pub use hub::{ConnectionInfo, FanOut};
+pub use node::{Node, NodeBuilder};
+pub use origin::{LocalOrigin, Origin, Source};
 pub use persister::{EventTable, Persister, SaveOutcome, StoreStats};
+pub use pipeline::NodeInfo;
 pub use registry::{BuildContext, ComponentConfig, ComponentInfo, ComponentKind, Registry, Shared};
-pub use service::{Admission, Prefix, Rejection, Service, ServiceContext};
-pub use session::{Outgoing, Session, SessionLimits, SessionOutbox};
-pub use transport::{Shutdown, ShutdownTrigger, Transport};
+pub use service::{Admission, OkReply, Prefix, Rejection, Service, ServiceContext};
+pub use session::{Imported, Outgoing, Session, SessionLimits, SessionOutbox};
+pub use shutdown::{Shutdown, ShutdownTrigger};
+pub use transport::Transport;
 
 /// Re-exported so components use the same protocol types.
 pub use nostr;

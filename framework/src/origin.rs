@@ -20,6 +20,8 @@ pub enum Source {
     Admin,
     /// A service of this node, by instance name.
     Service(String),
+    /// A local tool of the operator's (a benchmark, an import script), by name.
+    Tool(String),
     /// An in-process client (testing kit and embedded use).
     Memory { client: u64 },
 }
@@ -45,19 +47,39 @@ impl Origin {
         }
     }
 
-    /// The local operator.
-    pub fn admin() -> Self {
-        Origin::new("node", Source::Admin)
-    }
-
-    /// A service of this node.
-    pub fn service(name: &str) -> Self {
-        Origin::new("node", Source::Service(name.to_string()))
-    }
-
-    /// True for the operator and the node's own services.
+    /// True for the operator, the node's own services and local tools.
     pub fn is_local(&self) -> bool {
-        matches!(self.source, Source::Admin | Source::Service(_))
+        matches!(
+            self.source,
+            Source::Admin | Source::Service(_) | Source::Tool(_)
+        )
+    }
+}
+
+/// An origin inside the node: the operator, a service, or a local tool.
+///
+/// [`crate::Node::submit`] takes only this type, and it cannot be built from
+/// a network, peer or onion source. Events from outside enter through a
+/// [`crate::Session`], which applies the per-session checks first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalOrigin(Origin);
+
+impl LocalOrigin {
+    /// The local operator, through the admin API.
+    pub fn admin() -> Self {
+        LocalOrigin(Origin::new("node", Source::Admin))
+    }
+    /// A service of this node, by instance name.
+    pub fn service(name: &str) -> Self {
+        LocalOrigin(Origin::new("node", Source::Service(name.to_string())))
+    }
+    /// A local tool of the operator's, by name.
+    pub fn tool(name: &str) -> Self {
+        LocalOrigin(Origin::new("node", Source::Tool(name.to_string())))
+    }
+    /// The origin services see.
+    pub fn origin(&self) -> &Origin {
+        &self.0
     }
 }
 
@@ -72,6 +94,7 @@ impl fmt::Display for Origin {
             Source::OnionSender { .. } => write!(f, "{}/onion", self.transport)?,
             Source::Admin => f.write_str("admin")?,
             Source::Service(name) => write!(f, "service:{name}")?,
+            Source::Tool(name) => write!(f, "tool:{name}")?,
             Source::Memory { client } => write!(f, "{}/mem:{client}", self.transport)?,
         }
         if let Some(pk) = &self.authenticated {

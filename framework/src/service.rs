@@ -6,8 +6,8 @@
 //! handed to the node. Every hook has a no-op default, so a service overrides
 //! only what it needs:
 //!
-//! - [`Service::admit_event`] runs in admission order (civkitd: by instance
-//!   name, as config tables are maps) for every event that passed
+//! - [`Service::admit_event`] runs in admission order (civkitd: by each
+//!   service table's `order` key) for every event that passed
 //!   the id/signature/duplicate/expiration checks, before it is stored. The
 //!   first rejection wins and becomes the client's `OK false`.
 //! - [`Service::admit_query`] runs for every `REQ` and `COUNT`; a rejection
@@ -35,15 +35,17 @@
 //!
 //! A service must never panic on input: events and filters come from strangers.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use nostr::{Event, EventBuilder, Filter, Keys, Timestamp};
 
-use crate::node::{Inner, Node, OkReply};
-use crate::origin::Origin;
-use crate::transport::Shutdown;
+use crate::clock::Clock;
+use crate::origin::{LocalOrigin, Origin};
+use crate::shutdown::Shutdown;
 use crate::{Error, Persister, Result};
 
 /// NIP-01 machine-readable prefixes for `OK false` and `CLOSED`.
@@ -183,13 +185,35 @@ pub trait Service: Send + Sync + 'static {
     }
 }
 
+/// The answer to an `EVENT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OkReply {
+    pub event_id: nostr::EventId,
+    pub accepted: bool,
+    pub message: String,
+}
+
+/// What the node offers its services. The pipeline implements it; a
+/// [`ServiceContext`] reaches it through a weak pointer, so this module does
+/// not depend on the node.
+#[async_trait]
+pub(crate) trait ServiceHost: Send + Sync + 'static {
+    fn keys(&self) -> &Keys;
+    fn endpoints(&self) -> BTreeMap<String, String>;
+    fn relay_url(&self) -> Option<String>;
+    fn service_nip11(&self) -> serde_json::Map<String, serde_json::Value>;
+    fn persister(&self) -> &Arc<dyn Persister>;
+    async fn submit(&self, origin: LocalOrigin, event: Event) -> OkReply;
+}
+
 /// What a service can reach of the node.
 #[derive(Clone)]
 pub struct ServiceContext {
     pub(crate) name: Arc<str>,
-    pub(crate) node: Weak<Inner>,
+    pub(crate) host: Weak<dyn ServiceHost>,
+    pub(crate) clock: Arc<dyn Clock>,
     /// `created_at` of the last event published with [`Self::publish_replacing`].
-    pub(crate) last_replacing: Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) last_replacing: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for ServiceContext {
@@ -201,57 +225,56 @@ impl fmt::Debug for ServiceContext {
 }
 
 impl ServiceContext {
-    fn node(&self) -> Result<Node> {
-        self.node
-            .upgrade()
-            .map(Node::from_inner)
-            .ok_or(Error::Shutdown)
+    fn host(&self) -> Result<Arc<dyn ServiceHost>> {
+        self.host.upgrade().ok_or(Error::Shutdown)
     }
     /// This service's instance name (also its key-value namespace).
     pub fn name(&self) -> &str {
         &self.name
     }
-    /// Current time from the node's clock.
+    /// Current time from the node's clock. Services read time only here, so
+    /// tests drive them with a manual clock.
     pub fn now(&self) -> Timestamp {
-        self.node()
-            .map(|n| n.now())
-            .unwrap_or_else(|_| Timestamp::now())
+        self.clock.now()
+    }
+    /// The node's clock, for components a service builds (it outlives the node).
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
     }
     /// The node's signing keys.
     pub fn keys(&self) -> Result<Keys> {
-        Ok(self.node()?.keys().clone())
+        Ok(self.host()?.keys().clone())
     }
     /// Where each transport listens (`relay` → `ws://127.0.0.1:7777`).
-    pub fn endpoints(&self) -> Result<std::collections::BTreeMap<String, String>> {
-        Ok(self.node()?.endpoints())
+    pub fn endpoints(&self) -> Result<BTreeMap<String, String>> {
+        Ok(self.host()?.endpoints())
     }
     /// The configured public relay URL, if any.
     pub fn relay_url(&self) -> Result<Option<String>> {
-        Ok(self.node()?.info().relay_url.clone())
+        Ok(self.host()?.relay_url())
     }
     /// Top-level NIP-11 fields of every service (a board folds other
     /// services' announcements into its policy).
     pub fn service_nip11(&self) -> Result<serde_json::Map<String, serde_json::Value>> {
-        Ok(self.node()?.service_nip11())
+        Ok(self.host()?.service_nip11())
     }
     /// The node's persister (for queries).
     pub fn persister(&self) -> Result<Arc<dyn Persister>> {
-        Ok(self.node()?.persister().clone())
+        Ok(self.host()?.persister().clone())
     }
     /// Sign with the node's keys and publish through the whole pipeline.
     pub async fn publish(&self, builder: EventBuilder) -> Result<OkReply> {
-        let node = self.node()?;
+        let host = self.host()?;
         let event = builder
-            .sign_with_keys(node.keys())
+            .sign_with_keys(host.keys())
             .map_err(|e| Error::Invalid(e.to_string()))?;
-        Ok(node.submit(&Origin::service(&self.name), event).await)
+        Ok(host.submit(LocalOrigin::service(&self.name), event).await)
     }
     /// Like [`Self::publish`], for a new version of a replaceable or
     /// addressable event: its `created_at` is strictly after the previous one
     /// published this way, so it replaces the last version even when both
     /// fall in the same second.
     pub async fn publish_replacing(&self, builder: EventBuilder) -> Result<OkReply> {
-        use std::sync::atomic::Ordering;
         let now = self.now().as_secs();
         let mut at = now;
         let _ = self

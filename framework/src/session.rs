@@ -1,7 +1,16 @@
-//! A [`Session`] is one client's conversation with the node: its
-//! subscriptions, its NIP-42 state and its limits. Transports feed it text
-//! and drain its [`SessionOutbox`].
+//! A [`Session`] is one remote party's conversation with the node: its
+//! subscriptions, its NIP-42 state and its limits. It is the one door for
+//! events from outside: transports feed it text and drain its
+//! [`SessionOutbox`].
+//!
+//! A session works in both directions. A client sends client messages
+//! ([`Session::handle_text`]). A federated peer is also a relay, on which
+//! this node subscribes ([`Session::import_request`]); the events it sends
+//! back ([`Session::handle_relay_text`]) pass the same per-session checks as
+//! a client's `EVENT`s (rate, `created_at` window, size, auth), must match
+//! the filters this node asked for, and then take the same pipeline.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use nostr::{Event, EventId, Filter, JsonUtil, RelayMessage, SubscriptionId, Timestamp};
@@ -9,10 +18,12 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
+use crate::hub::{event_message, in_scope, matches_any};
 use crate::kinds;
-use crate::node::{event_message, in_scope, Node};
 use crate::origin::Origin;
+use crate::pipeline::Core;
 use crate::service::Rejection;
+use crate::wire::{self, ClientMessage};
 
 /// Per-session limits. Transports take them from their config.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -38,6 +49,8 @@ pub struct SessionLimits {
     pub event_burst: u32,
     /// Require NIP-42 authentication before `EVENT`, `REQ` and `COUNT`.
     pub auth_required: bool,
+    /// Largest event, in bytes of its JSON (0: no bound beyond the transport's).
+    pub max_event_bytes: usize,
 }
 
 impl Default for SessionLimits {
@@ -53,6 +66,7 @@ impl Default for SessionLimits {
             events_per_second: 0.0,
             event_burst: 50,
             auth_required: false,
+            max_event_bytes: 65_536,
         }
     }
 }
@@ -99,10 +113,23 @@ impl SessionOutbox {
     }
 }
 
-/// One client's conversation with the node.
-#[derive(Debug)]
+/// What became of one relay message that a federated peer sent this node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Imported {
+    /// A new event, stored and distributed.
+    Stored(EventId),
+    /// An event this node already had.
+    Duplicate(EventId),
+    /// An event refused by the session's checks, the import filters or the
+    /// pipeline; nothing was stored. The reason carries a NIP-01 prefix.
+    Dropped(String),
+    /// Not an event of an import subscription (`EOSE`, `CLOSED`, `NOTICE`, ...).
+    Other(Box<RelayMessage<'static>>),
+}
+
+/// One remote party's conversation with the node.
 pub struct Session {
-    node: Node,
+    core: Arc<Core>,
     id: u64,
     origin: Origin,
     limits: SessionLimits,
@@ -111,11 +138,23 @@ pub struct Session {
     scope: Arc<[Filter]>,
     tx: mpsc::Sender<String>,
     bucket: Bucket,
+    /// Subscriptions this node holds on the remote relay, with their filters.
+    imports: HashMap<SubscriptionId, Vec<Filter>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("origin", &self.origin)
+            .finish()
+    }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.node.close_session(self.id);
+        self.core.hub.close(self.id);
+        tracing::debug!(session = self.id, "session closed");
     }
 }
 
@@ -136,15 +175,15 @@ fn random_hex(n: usize) -> String {
 
 impl Session {
     pub(crate) fn new(
-        node: Node,
+        core: Arc<Core>,
         id: u64,
         origin: Origin,
         limits: SessionLimits,
         scope: Arc<[Filter]>,
         tx: mpsc::Sender<String>,
     ) -> Self {
-        let relay_urls = node
-            .info()
+        let relay_urls = core
+            .info
             .relay_url
             .iter()
             .filter_map(|u| url::Url::parse(u).ok())
@@ -154,7 +193,7 @@ impl Session {
                 tokens: f64::from(limits.event_burst.max(1)),
                 last: Instant::now(),
             },
-            node,
+            core,
             id,
             origin,
             limits,
@@ -162,6 +201,7 @@ impl Session {
             relay_urls,
             scope,
             tx,
+            imports: HashMap::new(),
         }
     }
 
@@ -296,7 +336,7 @@ impl Session {
     }
 
     fn check_created_at(&self, created_at: Timestamp) -> Result<(), Rejection> {
-        let now = self.node.now().as_secs();
+        let now = self.core.now().as_secs();
         let t = created_at.as_secs();
         let lower = self.limits.created_at_lower_limit;
         let upper = self.limits.created_at_upper_limit;
@@ -313,36 +353,103 @@ impl Session {
         Ok(())
     }
 
+    /// The checks a session applies to every event from its remote end,
+    /// before the pipeline: rate, auth, size and the `created_at` window.
+    fn admit_remote(&mut self, event: &Event, size: usize) -> Result<(), Rejection> {
+        if !self.take_token() {
+            return Err(Rejection::rate_limited("too many events; slow down"));
+        }
+        if self.limits.auth_required && self.origin.authenticated.is_none() {
+            return Err(Rejection::auth_required("authenticate with AUTH first"));
+        }
+        let max = self.limits.max_event_bytes;
+        if max > 0 && size > max {
+            return Err(Rejection::invalid(format!(
+                "event of {size} bytes (at most {max})"
+            )));
+        }
+        self.check_created_at(event.created_at)
+    }
+
     async fn on_event(&mut self, parts: &[&RawValue]) {
         let Some(event) = self.parse_event(parts, "EVENT").await else {
             return;
         };
-        if !self.take_token() {
-            return self
-                .ok(
-                    event.id,
-                    false,
-                    Rejection::rate_limited("too many events; slow down").to_string(),
-                )
-                .await;
-        }
-        if self.limits.auth_required && self.origin.authenticated.is_none() {
-            return self
-                .ok(
-                    event.id,
-                    false,
-                    Rejection::auth_required("authenticate with AUTH first").to_string(),
-                )
-                .await;
-        }
-        if let Err(r) = self.check_created_at(event.created_at) {
+        if let Err(r) = self.admit_remote(&event, parts[1].get().len()) {
+            self.core.count_rejected();
             return self.ok(event.id, false, r.to_string()).await;
         }
-        let (reply, fresh) = self.node.ingest(&self.origin, &event).await;
+        let (reply, fresh) = self.core.ingest(&self.origin, &event).await;
         self.ok(reply.event_id, reply.accepted, reply.message).await;
         if fresh {
-            self.node.distribute(&self.origin, &event).await;
+            self.core.distribute(&self.origin, &event).await;
         }
+    }
+
+    /// Subscribe on the remote relay (a federated peer) to `filters`: returns
+    /// the `REQ` to send it. The events it sends back for `sub` are accepted
+    /// by [`Self::handle_relay_text`] only if they match one of `filters`.
+    pub fn import_request(&mut self, sub: &str, filters: Vec<Filter>) -> String {
+        let sub = SubscriptionId::new(sub);
+        let req = ClientMessage::req(sub.clone(), filters.clone()).as_json();
+        self.imports.insert(sub, filters);
+        req
+    }
+
+    /// Handle one relay message from the remote end (a federated peer
+    /// answering an [`Self::import_request`]). An `EVENT` of an import
+    /// subscription passes the session's checks and the import filters, then
+    /// the pipeline; anything refused is dropped, counted as rejected, and
+    /// reported in the result. Nothing is sent back: a relay gets no `OK`.
+    pub async fn handle_relay_text(&mut self, text: &str) -> Imported {
+        let msg = match wire::parse_relay(text) {
+            Ok(m) => m,
+            Err(e) => {
+                self.core.count_rejected();
+                return Imported::Dropped(format!("invalid: {e}"));
+            }
+        };
+        let RelayMessage::Event {
+            subscription_id,
+            event,
+        } = msg
+        else {
+            return Imported::Other(Box::new(msg));
+        };
+        let event = event.into_owned();
+        if let Err(r) = self.admit_import(&subscription_id, &event, text.len()) {
+            self.core.count_rejected();
+            return Imported::Dropped(r.to_string());
+        }
+        let (reply, fresh) = self.core.ingest(&self.origin, &event).await;
+        if fresh {
+            self.core.distribute(&self.origin, &event).await;
+            Imported::Stored(event.id)
+        } else if reply.accepted {
+            Imported::Duplicate(event.id)
+        } else {
+            Imported::Dropped(reply.message)
+        }
+    }
+
+    fn admit_import(
+        &mut self,
+        sub: &SubscriptionId,
+        event: &Event,
+        size: usize,
+    ) -> Result<(), Rejection> {
+        let Some(filters) = self.imports.get(sub) else {
+            return Err(Rejection::invalid(format!(
+                "`{}` is not an import subscription",
+                truncate(sub.as_str(), 64)
+            )));
+        };
+        if !matches_any(filters, event) {
+            return Err(Rejection::blocked(
+                "event outside this peer's import filters",
+            ));
+        }
+        self.admit_remote(event, size)
     }
 
     async fn on_req(&mut self, parts: &[&RawValue], count: bool) {
@@ -402,12 +509,12 @@ impl Session {
                 )
                 .await;
         }
-        if let Err(r) = self.node.admit_query(&self.origin, &filters).await {
+        if let Err(r) = self.core.admit_query(&self.origin, &filters).await {
             return self.closed(&sub_id, &r).await;
         }
-        let now = self.node.now();
+        let now = self.core.now();
         if count {
-            return match self.node.persister().count(&filters, now).await {
+            return match self.core.persister.count(&filters, now).await {
                 Ok(n) => {
                     let msg = RelayMessage::count(sub_id, n as usize).as_json();
                     self.send(msg).await
@@ -419,20 +526,19 @@ impl Session {
                 }
             };
         }
-        let (exists, open) = self.node.has_subscription(self.id, &sub_id);
-        if !exists && open >= self.limits.max_subscriptions {
-            let r = Rejection::blocked(format!(
-                "at most {} open subscriptions per connection",
-                self.limits.max_subscriptions
-            ));
+        // Subscribe before reading history so nothing published meanwhile is missed.
+        let max = self.limits.max_subscriptions;
+        if !self
+            .core
+            .hub
+            .subscribe(self.id, sub_id.clone(), filters.clone().into(), max)
+        {
+            let r = Rejection::blocked(format!("at most {max} open subscriptions per connection"));
             return self.closed(&sub_id, &r).await;
         }
-        // Subscribe before reading history so nothing published meanwhile is missed.
-        self.node
-            .subscribe(self.id, sub_id.clone(), filters.clone().into());
-        match self.node.persister().query(&filters, now).await {
+        match self.core.persister.query(&filters, now).await {
             Ok(events) => {
-                let visible = |e: &&Event| self.node.serves(e, now) && in_scope(&self.scope, e);
+                let visible = |e: &&Event| self.core.serves(e, now) && in_scope(&self.scope, e);
                 for e in events.iter().filter(visible) {
                     self.send(event_message(&sub_id, &e.as_json())).await;
                 }
@@ -440,7 +546,7 @@ impl Session {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "query failed");
-                self.node.unsubscribe(self.id, &sub_id);
+                self.core.hub.unsubscribe(self.id, &sub_id);
                 self.closed(&sub_id, &Rejection::error("could not read the store"))
                     .await;
             }
@@ -454,7 +560,10 @@ impl Session {
                 .get(1)
                 .map(|v| serde_json::from_str::<String>(v.get())),
         ) {
-            (2, Some(Ok(sub))) => self.node.unsubscribe(self.id, &SubscriptionId::new(sub)),
+            (2, Some(Ok(sub))) => self
+                .core
+                .hub
+                .unsubscribe(self.id, &SubscriptionId::new(sub)),
             _ => {
                 self.notice("invalid: CLOSE takes exactly one subscription id")
                     .await
@@ -470,7 +579,7 @@ impl Session {
         match verdict {
             Ok(()) => {
                 self.origin.authenticated = Some(event.pubkey);
-                self.node.update_session_origin(self.id, &self.origin);
+                self.core.hub.set_origin(self.id, &self.origin);
                 tracing::debug!(session = self.id, pubkey = %event.pubkey, "NIP-42 authenticated");
                 self.ok(event.id, true, "").await;
             }
@@ -485,7 +594,7 @@ impl Session {
         if event.verify().is_err() {
             return Err(Rejection::invalid("bad id or signature"));
         }
-        let now = self.node.now().as_secs();
+        let now = self.core.now().as_secs();
         if now.abs_diff(event.created_at.as_secs()) > 600 {
             return Err(Rejection::invalid(
                 "created_at is more than 10 minutes from now",

@@ -29,45 +29,12 @@
 //! `run` returns when `shutdown` fires, after closing its listeners. It should
 //! report where it listens with [`crate::Node::set_endpoint`].
 
+use crate::{Node, Result, Shutdown};
 use async_trait::async_trait;
-use tokio::sync::watch;
-
-use crate::{Node, Result};
 
 /// A wire adapter, built from its config section by the registry.
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
     /// Serve until `shutdown` fires.
     async fn run(self: Box<Self>, node: Node, shutdown: Shutdown) -> Result<()>;
-}
-
-/// A cloneable shutdown signal.
-#[derive(Debug, Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
-
-/// The sending side of [`Shutdown`].
-#[derive(Debug)]
-pub struct ShutdownTrigger(watch::Sender<bool>);
-
-impl Shutdown {
-    /// A new signal and its trigger.
-    pub fn new() -> (ShutdownTrigger, Shutdown) {
-        let (tx, rx) = watch::channel(false);
-        (ShutdownTrigger(tx), Shutdown(rx))
-    }
-    /// True once triggered.
-    pub fn is_triggered(&self) -> bool {
-        *self.0.borrow()
-    }
-    /// Resolves when triggered (at once if it already was, or if the trigger is dropped).
-    pub async fn wait(&mut self) {
-        let _ = self.0.wait_for(|v| *v).await;
-    }
-}
-
-impl ShutdownTrigger {
-    /// Fire the signal.
-    pub fn trigger(&self) {
-        let _ = self.0.send(true);
-    }
 }

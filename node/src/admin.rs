@@ -19,7 +19,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use civkit_framework::{Node, Origin, Shutdown};
+use civkit_framework::{LocalOrigin, Node, Shutdown};
 use nostr::{EventBuilder, EventId, Filter};
 use serde_json::{json, Value};
 
@@ -189,7 +189,7 @@ async fn publish_note(
     let event = EventBuilder::text_note(body.text)
         .sign_with_keys(s.node.keys())
         .map_err(internal)?;
-    let reply = s.node.submit(&Origin::admin(), event).await;
+    let reply = s.node.submit(LocalOrigin::admin(), event).await;
     Ok(Json(json!({
         "id": reply.event_id.to_hex(),
         "accepted": reply.accepted,

@@ -79,7 +79,7 @@ pub struct Config {
     /// `[transports.<name>]` tables.
     #[serde(default)]
     pub transports: BTreeMap<String, Dict>,
-    /// `[services.<name>]` tables, in admission order (by name).
+    /// `[services.<name>]` tables; admission runs by their `order` key.
     #[serde(default)]
     pub services: BTreeMap<String, Dict>,
 }
@@ -150,27 +150,68 @@ impl Config {
         }
     }
 
-    /// Every component table with its path, in build order.
-    pub fn components(&self) -> Vec<(ComponentKind, String, ComponentConfig)> {
+    /// Every component table with its path, in build order: the persister,
+    /// the transports, then the services in admission order (see
+    /// [`Config::services_in_order`]).
+    pub fn components(&self) -> Result<Vec<(ComponentKind, String, ComponentConfig)>> {
         let mut out = vec![(
             ComponentKind::Persister,
             "persister".to_string(),
             ComponentConfig::new("persister", self.persister.clone()),
         )];
-        for (kind, tables) in [
-            (ComponentKind::Transport, &self.transports),
-            (ComponentKind::Service, &self.services),
-        ] {
-            for (name, table) in tables {
-                let path = format!("{}.{name}", kind.section());
-                out.push((
-                    kind,
-                    name.clone(),
-                    ComponentConfig::new(path, table.clone()),
+        for (name, table) in &self.transports {
+            out.push((
+                ComponentKind::Transport,
+                name.clone(),
+                ComponentConfig::new(format!("transports.{name}"), table.clone()),
+            ));
+        }
+        for (name, _, table) in self.services_in_order()? {
+            out.push((
+                ComponentKind::Service,
+                name.clone(),
+                ComponentConfig::new(format!("services.{name}"), table),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The services in admission order, with their `order` key (removed from
+    /// the table). Services run by ascending `order`. The key is required as
+    /// soon as two services are configured, and two services cannot share a
+    /// value: TOML tables are maps, and the file is merged with `CIVKIT_*`
+    /// variables, so the position of a table in the file is not something
+    /// the merged config keeps. An explicit number is.
+    pub fn services_in_order(&self) -> Result<Vec<(String, Option<i64>, Dict)>> {
+        let mut out = Vec::new();
+        for (name, table) in &self.services {
+            let mut table = table.clone();
+            let order = match table.remove("order") {
+                None => None,
+                Some(v) => Some(v.to_i128().and_then(|n| i64::try_from(n).ok()).ok_or_else(
+                    || anyhow!("config error at `services.{name}.order`: must be an integer"),
+                )?),
+            };
+            out.push((name.clone(), order, table));
+        }
+        if out.len() > 1 {
+            if let Some((name, _, _)) = out.iter().find(|(_, o, _)| o.is_none()) {
+                return Err(anyhow!(
+                    "config error at `services.{name}.order`: missing; with more than one \
+                     service, each needs `order = <integer>` (admission runs by ascending order)"
                 ));
             }
         }
-        out
+        out.sort_by_key(|(_, o, _)| *o);
+        if let Some(w) = out.windows(2).find(|w| w[0].1 == w[1].1) {
+            return Err(anyhow!(
+                "config error at `services.{}.order`: same order as `services.{}`; \
+                 admission order must be unambiguous",
+                w[1].0,
+                w[0].0
+            ));
+        }
+        Ok(out)
     }
 }
 
@@ -193,9 +234,28 @@ pub fn example_config(registry: &Registry) -> String {
             "\n# {}\n[{table}]\ntype = \"{}\"\n",
             info.description, info.type_name
         ));
+        if kind == ComponentKind::Service {
+            out.push_str(&format!(
+                "# Place in the admission chain (ascending; required with two or more services).\norder = {}\n",
+                example_order(info.type_name)
+            ));
+        }
         out.push_str(&info.example.replace("{table}", &table));
     }
     out
+}
+
+/// The admission order the example gives a service type: cheap checks of
+/// the order itself first, then proof of work, then the credential spend,
+/// then notarization, which only records what all the others accepted.
+fn example_order(type_name: &str) -> u32 {
+    match type_name {
+        "market-board" => 10,
+        "pow" => 20,
+        "credentials" => 30,
+        "mainstay" => 40,
+        _ => 50,
+    }
 }
 
 /// The instance name the example uses for a component type.

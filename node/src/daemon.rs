@@ -53,7 +53,7 @@ impl Daemon {
         let mut persister = None;
         let mut services = Vec::new();
         let mut transports: Vec<(String, Box<dyn Transport>)> = Vec::new();
-        for (kind, name, table) in config.components() {
+        for (kind, name, table) in config.components()? {
             match kind {
                 ComponentKind::Persister => {
                     persister = Some(registry.build_persister(&table, &ctx(&name))?)

@@ -49,8 +49,8 @@ async fn buy_restart_then_spend_per_order() {
     write_config(
         dir.path(),
         &format!(
-            "[services.board]\ntype = \"market-board\"\n\
-             [services.credentials]\ntype = \"credentials\"\nkinds = [38383]\nper_event = 1\nprice_msat = 2000\n\
+            "[services.board]\ntype = \"market-board\"\norder = 1\n\
+             [services.credentials]\ntype = \"credentials\"\norder = 2\nkinds = [38383]\nper_event = 1\nprice_msat = 2000\n\
              [services.credentials.payment]\nbackend = \"lnd\"\nurl = \"{url}\"\nmacaroon_file = \"invoice.macaroon\"\n"
         ),
     );

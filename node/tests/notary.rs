@@ -70,8 +70,8 @@ async fn verify_history_catches_a_board_that_drops_an_order() {
     let cfg = format!(
         "[node]\ndata_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
          [transports.relay]\ntype = \"nostr-ws\"\nlisten = \"127.0.0.1:0\"\n\
-         [services.board]\ntype = \"market-board\"\n\
-         [services.notary]\ntype = \"mainstay\"\nurl = \"{url}\"\nposition = 3\nkinds = [38383]\n\
+         [services.board]\ntype = \"market-board\"\norder = 1\n\
+         [services.notary]\ntype = \"mainstay\"\norder = 2\nurl = \"{url}\"\nposition = 3\nkinds = [38383]\n\
          round_secs = 2\npoll_secs = 1\nmax_backoff_secs = 2\n",
         data.display()
     );

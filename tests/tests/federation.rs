@@ -61,7 +61,7 @@ async fn wait_peers(b: &Board, n: usize) {
         let list = b
             .daemon
             .node
-            .control("peers", "list", Value::Null)
+            .control("ln", "list", Value::Null)
             .await
             .unwrap();
         let connected = list["peers"]
@@ -108,7 +108,7 @@ async fn an_order_posted_at_a_reaches_a_websocket_subscriber_at_c() {
     let stats = b
         .daemon
         .node
-        .control("peers", "list", Value::Null)
+        .control("ln", "list", Value::Null)
         .await
         .unwrap();
     let peers = stats["peers"].as_array().unwrap();
@@ -151,7 +151,7 @@ async fn a_ring_of_boards_does_not_loop_and_identity_survives_restart() {
     let r = b
         .daemon
         .node
-        .control("peers", "connect", serde_json::json!({ "address": a.ln }))
+        .control("ln", "connect", serde_json::json!({ "address": a.ln }))
         .await
         .unwrap();
     assert_eq!(r["connected"], true, "{r}");
@@ -177,7 +177,7 @@ async fn a_ring_of_boards_does_not_loop_and_identity_survives_restart() {
             let list = board
                 .daemon
                 .node
-                .control("peers", "list", Value::Null)
+                .control("ln", "list", Value::Null)
                 .await
                 .unwrap();
             t += list["peers"]
@@ -198,7 +198,7 @@ async fn a_ring_of_boards_does_not_loop_and_identity_survives_restart() {
         .daemon
         .node
         .control(
-            "peers",
+            "ln",
             "disconnect",
             serde_json::json!({ "node_id": c.ln.split('@').next().unwrap() }),
         )
@@ -215,7 +215,7 @@ async fn connected_to(b: &Board, id: &str) -> bool {
     let list = b
         .daemon
         .node
-        .control("peers", "list", Value::Null)
+        .control("ln", "list", Value::Null)
         .await
         .unwrap();
     list["peers"]

@@ -49,8 +49,11 @@ enum Command {
         #[command(subcommand)]
         command: NotaryCommand,
     },
-    /// Lightning peers of the bolt8 transport.
+    /// Lightning peers of a bolt8 transport.
     Peers {
+        /// Instance name of the bolt8 transport (default: the only one).
+        #[arg(long)]
+        transport: Option<String>,
         #[command(subcommand)]
         command: PeersCommand,
     },
@@ -150,6 +153,26 @@ impl Admin {
     }
 }
 
+/// The instance name of the daemon's one bolt8 transport.
+fn only_bolt8(admin: &Admin) -> Result<String> {
+    let status = admin.call("GET", "/v1/status", None)?;
+    let names: Vec<String> = status["components"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, s)| s["kind"] == "bolt8")
+        .map(|(name, _)| name.clone())
+        .collect();
+    match names.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("the daemon runs no bolt8 transport"),
+        many => bail!(
+            "the daemon runs several bolt8 transports ({}); pick one with --transport",
+            many.join(", ")
+        ),
+    }
+}
+
 fn main() {
     if let Err(e) = run(Args::parse()) {
         eprintln!("civkit-cli: {e:#}");
@@ -184,19 +207,25 @@ fn run(args: Args) -> Result<()> {
                 Some(json!({ "event": event_id })),
             )?,
         },
-        Command::Peers { command } => match command {
-            PeersCommand::List => admin.call("POST", "/v1/control/peers/list", None)?,
-            PeersCommand::Connect { address } => admin.call(
-                "POST",
-                "/v1/control/peers/connect",
-                Some(json!({ "address": address })),
-            )?,
-            PeersCommand::Disconnect { node_id } => admin.call(
-                "POST",
-                "/v1/control/peers/disconnect",
-                Some(json!({ "node_id": node_id })),
-            )?,
-        },
+        Command::Peers { transport, command } => {
+            let t = match transport {
+                Some(t) => t.clone(),
+                None => only_bolt8(&admin)?,
+            };
+            match command {
+                PeersCommand::List => admin.call("POST", &format!("/v1/control/{t}/list"), None)?,
+                PeersCommand::Connect { address } => admin.call(
+                    "POST",
+                    &format!("/v1/control/{t}/connect"),
+                    Some(json!({ "address": address })),
+                )?,
+                PeersCommand::Disconnect { node_id } => admin.call(
+                    "POST",
+                    &format!("/v1/control/{t}/disconnect"),
+                    Some(json!({ "node_id": node_id })),
+                )?,
+            }
+        }
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -239,11 +268,11 @@ fn print_text(command: &Command, v: &Value) {
                 .filter_map(Value::as_str)
                 .collect();
             println!(
-                "services        {}",
+                "admission chain {}",
                 if services.is_empty() {
                     "none".to_string()
                 } else {
-                    services.join(", ")
+                    services.join(" -> ")
                 }
             );
             for (name, s) in v["components"].as_object().into_iter().flatten() {
@@ -283,6 +312,7 @@ fn print_text(command: &Command, v: &Value) {
         } => println!("deleted {} event(s)", v["deleted"]),
         Command::Peers {
             command: PeersCommand::List,
+            ..
         } => {
             let peers = v["peers"].as_array().cloned().unwrap_or_default();
             if peers.is_empty() {
@@ -295,13 +325,14 @@ fn print_text(command: &Command, v: &Value) {
                     "redialing"
                 };
                 println!(
-                    "{} {} {state} since {} in {} out {} imported {} exported {}",
+                    "{} {} {state} since {} in {} out {} imported {} dropped {} exported {}",
                     p["node_id"].as_str().unwrap_or("?"),
                     p["address"].as_str().unwrap_or("-"),
                     p["connected_since"],
                     p["messages_in"],
                     p["messages_out"],
                     p["events_imported"],
+                    p["events_dropped"],
                     p["events_exported"],
                 );
             }

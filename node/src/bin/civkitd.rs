@@ -27,7 +27,8 @@ enum Command {
     Run,
     /// Print an annotated config covering every key of every registered component.
     ExampleConfig,
-    /// List registered components.
+    /// List registered components, then (with --config, or on the embedded
+    /// defaults) the configured transports and the services in admission order.
     List,
 }
 
@@ -47,13 +48,24 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         Command::List => {
+            println!("registered components:");
             for (kind, info) in registry.list() {
                 println!(
-                    "{:<10} {:<10} {}",
+                    "  {:<10} {:<16} {}",
                     kind.section(),
                     info.type_name,
                     info.description
                 );
+            }
+            let cfg = Config::load(args.config.as_deref())?;
+            println!("configured transports:");
+            for name in cfg.transports.keys() {
+                println!("  {name}");
+            }
+            println!("admission chain (services by ascending `order`):");
+            for (i, (name, order, _)) in cfg.services_in_order()?.iter().enumerate() {
+                let order = order.map_or("-".to_string(), |o| o.to_string());
+                println!("  {}. {name} (order {order})", i + 1);
             }
             Ok(())
         }

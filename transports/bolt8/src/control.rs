@@ -52,6 +52,14 @@ impl Control for PeersControl {
             ))),
         }
     }
+    fn status(&self) -> Option<Value> {
+        let rt = &self.0;
+        Some(json!({
+            "kind": "bolt8",
+            "peers_connected": rt.pm.list_peers().len(),
+            "peers_configured": rt.config.peers.len(),
+        }))
+    }
 }
 
 fn list(rt: &Runtime) -> Value {
@@ -70,6 +78,7 @@ fn list(rt: &Runtime) -> Value {
             "messages_in": s.as_ref().map(|s| s.messages_in.load(Ordering::Relaxed)),
             "messages_out": s.as_ref().map(|s| s.messages_out.load(Ordering::Relaxed)),
             "events_imported": s.as_ref().map(|s| s.events_imported.load(Ordering::Relaxed)),
+            "events_dropped": s.as_ref().map(|s| s.events_dropped.load(Ordering::Relaxed)),
             "events_exported": s.as_ref().map(|s| s.events_exported.load(Ordering::Relaxed)),
         }));
     }

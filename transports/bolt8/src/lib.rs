@@ -175,6 +175,7 @@ created_at_upper_limit = 900
 events_per_second = 0.0
 event_burst = 50
 auth_required = false
+max_event_bytes = 65536
 "#;
 
 /// Register the `bolt8` transport.
@@ -424,7 +425,7 @@ impl Transport for Bolt8 {
             peers: Mutex::default(),
             dialing: Mutex::default(),
         });
-        node.register_control("peers", Arc::new(control::PeersControl(rt.clone())));
+        node.register_control(&self.instance, Arc::new(control::PeersControl(rt.clone())));
         node.set_endpoint(&self.instance, format!("ln://{node_id}@{local}"));
 
         for p in &self.config.peers {
@@ -474,7 +475,7 @@ impl Transport for Bolt8 {
         }
         pm.disconnect_all_peers();
         // Break the node -> control -> runtime -> node cycle and end peer sessions.
-        rt.node.unregister_control("peers");
+        rt.node.unregister_control(&self.instance);
         lock(&rt.peers).clear();
         timer.abort();
         events.abort();

@@ -6,10 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use civkit_framework::{Origin, Outgoing, Source};
+use civkit_framework::wire::RelayMessage;
+use civkit_framework::{Imported, Origin, Outgoing, Session, Source};
 use lightning::bitcoin::secp256k1::PublicKey;
-use nostr::{Event, JsonUtil};
-use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn, Instrument};
 
@@ -26,6 +25,9 @@ pub(crate) struct PeerStats {
     pub messages_in: AtomicU64,
     pub messages_out: AtomicU64,
     pub events_imported: AtomicU64,
+    /// Events the peer sent that were refused: outside the import filters,
+    /// over the session's rate, malformed, or rejected by the pipeline.
+    pub events_dropped: AtomicU64,
     pub events_exported: AtomicU64,
 }
 
@@ -51,6 +53,7 @@ pub(crate) fn on_wire_event(rt: &Arc<Runtime>, ev: WireEvent) {
                 messages_in: AtomicU64::new(0),
                 messages_out: AtomicU64::new(0),
                 events_imported: AtomicU64::new(0),
+                events_dropped: AtomicU64::new(0),
                 events_exported: AtomicU64::new(0),
             });
             let (tx, rx) = mpsc::unbounded_channel();
@@ -136,52 +139,41 @@ async fn peer_main(
         })
     };
 
-    // Subscribe on the peer to what we import from it.
+    // Subscribe on the peer to what we import from it. Its answers come back
+    // through the same session, which checks them like a client's EVENTs.
     if !imports.is_empty() {
-        let mut req = vec![json!("REQ"), json!(IMPORT_SUB)];
-        req.extend(
-            imports
-                .iter()
-                .map(|f| serde_json::to_value(f).unwrap_or_default()),
-        );
+        let req = session.import_request(IMPORT_SUB, imports);
         stats.messages_out.fetch_add(1, Ordering::Relaxed);
-        send(&rt, peer, CLIENT_MSG, Value::Array(req).to_string());
+        send(&rt, peer, CLIENT_MSG, req);
     }
 
     while let Some(msg) = inbox.recv().await {
         match msg.msg_type {
             CLIENT_MSG => session.handle_text(&msg.json).await,
-            _ => import(&rt, &origin, &msg.json, &stats).await,
+            _ => import(&mut session, &msg.json, &stats).await,
         }
     }
     writer.abort();
 }
 
-/// A relay message from the peer: events of our import subscription go
-/// through the node's pipeline like any other event.
-async fn import(rt: &Runtime, origin: &Origin, json: &str, stats: &PeerStats) {
-    let v: Value = match serde_json::from_str(json) {
-        Ok(v) => v,
-        Err(e) => {
-            debug!(error = %e, "peer sent a relay message that is not JSON");
-            return;
+/// A relay message from the peer, handed to the session; count what became of it.
+async fn import(session: &mut Session, json: &str, stats: &PeerStats) {
+    match session.handle_relay_text(json).await {
+        Imported::Stored(_) => {
+            stats.events_imported.fetch_add(1, Ordering::Relaxed);
         }
-    };
-    match v[0].as_str() {
-        Some("EVENT") if v[1] == IMPORT_SUB => match Event::from_json(v[2].to_string()) {
-            Ok(event) => {
-                let reply = rt.node.submit(origin, event).await;
-                if reply.accepted && reply.message.is_empty() {
-                    stats.events_imported.fetch_add(1, Ordering::Relaxed);
-                } else if !reply.accepted {
-                    debug!(id = %reply.event_id, reason = %reply.message, "imported event refused");
-                }
+        Imported::Duplicate(_) => {}
+        Imported::Dropped(reason) => {
+            stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+            debug!(%reason, "event from peer dropped");
+        }
+        Imported::Other(m) => match *m {
+            RelayMessage::EndOfStoredEvents(_) => debug!("import caught up (EOSE)"),
+            m @ (RelayMessage::Closed { .. } | RelayMessage::Notice(_)) => {
+                info!(message = ?m, "peer refused or noticed")
             }
-            Err(e) => debug!(error = %e, "peer sent a malformed event"),
+            _ => {}
         },
-        Some("EOSE") => debug!("import caught up (EOSE)"),
-        Some("CLOSED") | Some("NOTICE") => info!(message = %v, "peer refused or noticed"),
-        _ => {}
     }
 }
 

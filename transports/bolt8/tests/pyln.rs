@@ -32,7 +32,21 @@ fn ensure_pyln() {
 }
 
 async fn pyln(node_id: &str, addr: &str, mode: &str, arg: Option<&str>) -> Value {
+    pyln_as(None, node_id, addr, mode, arg).await
+}
+
+/// The pyln peer with the node key `secret` (hex), when given.
+async fn pyln_as(
+    secret: Option<&str>,
+    node_id: &str,
+    addr: &str,
+    mode: &str,
+    arg: Option<&str>,
+) -> Value {
     let mut cmd = tokio::process::Command::new("python3");
+    if let Some(s) = secret {
+        cmd.env("PYLN_SECRET", s);
+    }
     cmd.args([SCRIPT, node_id, addr, mode]);
     if let Some(a) = arg {
         cmd.arg(a);
@@ -144,7 +158,7 @@ async fn hostile_peers_are_disconnected_and_others_carry_on() {
         local.publish(&e).await.0,
         "websocket-side clients are unaffected"
     );
-    let list = tn.node.control("peers", "list", Value::Null).await.unwrap();
+    let list = tn.node.control("ln", "list", Value::Null).await.unwrap();
     assert_eq!(list["dropped"]["oversized"], 1, "{list}");
     assert_eq!(list["dropped"]["undecodable"], 1, "{list}");
 }
@@ -194,5 +208,116 @@ async fn export_filters_limit_what_a_peer_receives() {
         ids,
         vec![listed.id.to_hex().as_str()],
         "only exported kinds reach the peer: {got}"
+    );
+}
+
+/// A peer this board imports from turns hostile: it answers the import
+/// subscription with events outside the import filter, on a subscription the
+/// board never opened, and far above the session's rate. Only what the filter
+/// allows, within the rate, is stored; the rest is dropped and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_peer_cannot_push_past_its_import_filter_or_rate() {
+    use lightning::bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
+    ensure_pyln();
+    let secret = SecretKey::from_slice(&[7u8; 32]).unwrap();
+    let peer_id = PublicKey::from_secret_key(&Secp256k1::new(), &secret);
+    let (tn, id, addr, _dir) = board_with(Bolt8Config {
+        peers: vec![civkit_bolt8::PeerConfig {
+            // Nothing listens there: the peer reaches us instead.
+            address: format!("{peer_id}@127.0.0.1:9"),
+            import: vec![serde_json::json!({ "kinds": [38383] })],
+            export: Vec::new(),
+        }],
+        limits: civkit_framework::SessionLimits {
+            events_per_second: 0.5,
+            event_burst: 3,
+            ..civkit_framework::SessionLimits::default()
+        },
+        ..Bolt8Config::default()
+    })
+    .await;
+    let k = Keys::generate();
+    let now = nostr::Timestamp::now().as_secs();
+    let mut pushed: Vec<Value> = Vec::new();
+    // Outside the import filter.
+    for i in 0..3 {
+        let note = event(&k, 1, now, &format!("not imported {i}"), &[]);
+        pushed.push(serde_json::from_str(&note.as_json()).unwrap());
+    }
+    // On a subscription the board never asked for.
+    let stray = event(&k, 38383, now, "", &[&["d", "stray"]]);
+    pushed.push(serde_json::json!({ "sub": "not-ours", "event": serde_json::from_str::<Value>(&stray.as_json()).unwrap() }));
+    // Inside the filter, but ten at once against a burst of three.
+    for i in 0..10 {
+        let order = event(&k, 38383, now, "", &[&["d", &format!("o{i}")]]);
+        pushed.push(serde_json::from_str(&order.as_json()).unwrap());
+    }
+    let secret_hex = secret.display_secret().to_string();
+    let pushed = Value::Array(pushed).to_string();
+    let peer = tokio::spawn(async move {
+        pyln_as(
+            Some(&secret_hex),
+            &id,
+            &addr,
+            "hostile-relay",
+            Some(&pushed),
+        )
+        .await
+    });
+    // Read the counters while the peer is still connected (it holds on for 5 s).
+    let mut counters = Value::Null;
+    for _ in 0..200 {
+        let list = tn.node.control("ln", "list", Value::Null).await.unwrap();
+        let p = list["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["node_id"] == peer_id.to_string() && p["connected"] == true)
+            .cloned();
+        if let Some(p) = p {
+            let seen = p["events_imported"].as_u64().unwrap_or(0)
+                + p["events_dropped"].as_u64().unwrap_or(0);
+            if seen >= 14 {
+                counters = p;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let got = peer.await.unwrap();
+    assert_eq!(
+        got["req"][1], "civkit-import",
+        "the board subscribed: {got}"
+    );
+    assert_eq!(
+        got["req"][2]["kinds"][0], 38383,
+        "with its import filter: {got}"
+    );
+
+    let mut local = tn.client().await;
+    let notes = local
+        .req("n", vec![nostr::Filter::new().kind(nostr::Kind::TextNote)])
+        .await;
+    assert!(notes.is_empty(), "nothing outside the filter is stored");
+    let orders = local
+        .req(
+            "o",
+            vec![nostr::Filter::new().kind(nostr::Kind::Custom(38383))],
+        )
+        .await;
+    assert!(
+        !orders.iter().any(|e| e.id == stray.id),
+        "nothing on a stray subscription is stored"
+    );
+    assert!(
+        (3..=4).contains(&orders.len()),
+        "the burst of three (and at most one refill) got in, not ten: {}",
+        orders.len()
+    );
+    assert_eq!(counters["events_imported"], orders.len(), "{counters}");
+    assert_eq!(
+        counters["events_dropped"].as_u64().unwrap() + orders.len() as u64,
+        14,
+        "every other event was dropped and counted: {counters}"
     );
 }

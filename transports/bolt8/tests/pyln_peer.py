@@ -1,7 +1,8 @@
 """A BOLT8 peer built on Core Lightning's pyln-proto, used by tests/pyln.rs.
 
 usage: pyln_peer.py <node_id hex> <host:port> <mode> [arg]
-Prints one JSON object with what happened.
+Prints one JSON object with what happened. PYLN_SECRET (hex) sets this
+peer's node key, so a board can be configured to import from it.
 """
 import json
 import os
@@ -18,7 +19,8 @@ host, port = sys.argv[2].rsplit(":", 1)
 mode = sys.argv[3]
 arg = sys.argv[4] if len(sys.argv) > 4 else None
 
-lc = connect(PrivateKey(os.urandom(32)), node_id, host, int(port))
+secret = bytes.fromhex(os.environ["PYLN_SECRET"]) if "PYLN_SECRET" in os.environ else os.urandom(32)
+lc = connect(PrivateKey(secret), node_id, host, int(port))
 lc.connection.settimeout(10)
 
 
@@ -127,6 +129,33 @@ elif mode == "open-channel":
         if t == RELAY_MSG and json.loads(payload)[0] == "EOSE":
             out["still_served"] = True
             break
+elif mode == "hostile-relay":
+    # Act as the relay the board imports from: wait for its REQ, then answer
+    # with every event of `arg` at once, on the board's subscription id (or
+    # the one an entry names with {"sub": ..., "event": ...}), then EOSE.
+    req = None
+    while req is None:
+        r = recv()
+        if r is None:
+            break
+        t, payload = r
+        if t == CLIENT_MSG:
+            msg = json.loads(payload)
+            if msg[0] == "REQ":
+                req = msg
+    out["req"] = req
+    if req is not None:
+        for item in json.loads(arg):
+            sub, ev = (item["sub"], item["event"]) if "sub" in item else (req[1], item)
+            send(RELAY_MSG, json.dumps(["EVENT", sub, ev]).encode())
+        send(RELAY_MSG, json.dumps(["EOSE", req[1]]).encode())
+        # Stay connected while the board works through them.
+        lc.connection.settimeout(5)
+        try:
+            while recv() is not None:
+                pass
+        except TimedOut:
+            pass
 elif mode == "oversized":
     out["closed"] = closed_after(lambda: send(CLIENT_MSG, b"[" + b" " * 65400 + b"]"))
 elif mode == "badutf8":

@@ -67,4 +67,6 @@ events_per_second = 50.0
 event_burst = 200
 # Require NIP-42 authentication before EVENT, REQ and COUNT.
 auth_required = false
+# Largest event, in bytes of its JSON (0: no bound beyond max_message_bytes).
+max_event_bytes = 65536
 "#;

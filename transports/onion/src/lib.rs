@@ -126,6 +126,7 @@ created_at_upper_limit = 900
 events_per_second = 0.0
 event_burst = 50
 auth_required = false
+max_event_bytes = 65536
 "#;
 
 /// What the transport learns once bolt8 has built the gateway.
@@ -286,7 +287,7 @@ impl Transport for OnionTransport {
             tokio::time::sleep(Duration::from_millis(20)).await;
             waited += Duration::from_millis(20);
         }
-        node.register_control("onion", Arc::new(OnionControl(self.state.clone())));
+        node.register_control(&self.instance, Arc::new(OnionControl(self.state.clone())));
         tracing::info!(instance = %self.instance, via = %self.config.via, "onion-message gateway ready");
         // Publish how to reach us: a blinded path through our first peer. A
         // path is randomized each time it is built, so build one only when
@@ -308,7 +309,7 @@ impl Transport for OnionTransport {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }
-        node.unregister_control("onion");
+        node.unregister_control(&self.instance);
         Ok(())
     }
 }

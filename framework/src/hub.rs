@@ -1,0 +1,385 @@
+//! The session and subscription registry, and the fan-out that reads it.
+//!
+//! Every open [`crate::Session`] has an entry here: its origin, its outbox
+//! sender, its scope and its subscriptions. Subscriptions are indexed by the
+//! most selective field of each filter (`ids`, then `authors`, then one tag,
+//! then `kinds`), so a new event is tested only against the subscriptions that
+//! could match it, not against all of them. [`FanOut::Linear`] keeps the
+//! plain scan of every subscription, as the reference the index is tested and
+//! benchmarked against.
+//!
+//! The registry lock is held only to find the targets; messages are queued
+//! after it is released, so a slow subscriber never holds it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use nostr::filter::MatchEventOptions;
+use nostr::{Event, EventId, Filter, Kind, PublicKey, SingleLetterTag, SubscriptionId, Timestamp};
+use tokio::sync::{mpsc, Notify};
+use tracing::warn;
+
+use crate::origin::Origin;
+
+/// How the hub finds the subscriptions an event matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FanOut {
+    /// Subscriptions indexed by ids, authors, tag values and kinds (the default).
+    #[default]
+    Indexed,
+    /// Every filter of every subscription is tested (the reference, for benchmarks).
+    Linear,
+}
+
+/// One open session, as the admin API lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConnectionInfo {
+    pub id: u64,
+    pub transport: String,
+    pub origin: String,
+    /// The peer address, unredacted, for the operator.
+    pub address: Option<String>,
+    pub authenticated: Option<String>,
+    pub subscriptions: usize,
+    pub connected_at: u64,
+}
+
+/// The relay-to-client queue of one session.
+#[derive(Clone)]
+pub(crate) struct SessionTx {
+    pub tx: mpsc::Sender<String>,
+    pub kick: Arc<Notify>,
+}
+
+struct SessionEntry {
+    origin: Origin,
+    connected_at: Timestamp,
+    /// Subscription id to its key in `Registry::subs`.
+    subs: HashMap<SubscriptionId, u64>,
+    scope: Arc<[Filter]>,
+    out: SessionTx,
+}
+
+struct SubRecord {
+    session: u64,
+    id: SubscriptionId,
+    filters: Arc<[Filter]>,
+}
+
+/// Where one filter is indexed.
+#[derive(Debug, PartialEq, Eq, Hash, Clone)]
+enum IndexKey {
+    Id(EventId),
+    Author(PublicKey),
+    Tag(SingleLetterTag, String),
+    Kind(Kind),
+    Any,
+}
+
+/// The keys under which a filter is indexed. An event can match the filter
+/// only if it has one of them, because each key comes from a field the
+/// filter requires. Empty sets are "no constraint" in NIP-01 (nostr's
+/// `match_event`), except for tags, where an empty value set matches nothing.
+fn index_keys(filter: &Filter) -> Vec<IndexKey> {
+    fn set<T>(s: &Option<BTreeSet<T>>) -> Option<&BTreeSet<T>> {
+        s.as_ref().filter(|s| !s.is_empty())
+    }
+    if let Some(ids) = set(&filter.ids) {
+        return ids.iter().map(|i| IndexKey::Id(*i)).collect();
+    }
+    if let Some(authors) = set(&filter.authors) {
+        return authors.iter().map(|a| IndexKey::Author(*a)).collect();
+    }
+    if let Some((letter, values)) = filter.generic_tags.iter().min_by_key(|(_, v)| v.len()) {
+        return values
+            .iter()
+            .map(|v| IndexKey::Tag(*letter, v.clone()))
+            .collect();
+    }
+    if let Some(kinds) = set(&filter.kinds) {
+        return kinds.iter().map(|k| IndexKey::Kind(*k)).collect();
+    }
+    vec![IndexKey::Any]
+}
+
+#[derive(Default)]
+struct Index(HashMap<IndexKey, HashSet<u64>>);
+
+impl Index {
+    fn insert(&mut self, key: u64, filters: &[Filter]) {
+        for k in filters.iter().flat_map(index_keys) {
+            self.0.entry(k).or_default().insert(key);
+        }
+    }
+    fn remove(&mut self, key: u64, filters: &[Filter]) {
+        for k in filters.iter().flat_map(index_keys) {
+            if let Some(set) = self.0.get_mut(&k) {
+                set.remove(&key);
+                if set.is_empty() {
+                    self.0.remove(&k);
+                }
+            }
+        }
+    }
+    /// Keys of the subscriptions that could match `event`, each once.
+    fn candidates(&self, event: &Event) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut take = |k: &IndexKey| {
+            if let Some(set) = self.0.get(k) {
+                out.extend(set.iter().copied());
+            }
+        };
+        take(&IndexKey::Id(event.id));
+        take(&IndexKey::Author(event.pubkey));
+        take(&IndexKey::Kind(event.kind));
+        take(&IndexKey::Any);
+        if !event.tags.is_empty() {
+            for (letter, values) in event.tags.indexes() {
+                for v in values {
+                    take(&IndexKey::Tag(*letter, v.clone()));
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    sessions: HashMap<u64, SessionEntry>,
+    subs: HashMap<u64, SubRecord>,
+    index: Index,
+    next_sub: u64,
+}
+
+impl Registry {
+    fn remove_sub(&mut self, key: u64) {
+        if let Some(rec) = self.subs.remove(&key) {
+            self.index.remove(key, &rec.filters);
+        }
+    }
+}
+
+/// The registry of sessions and subscriptions of one node.
+pub(crate) struct Hub {
+    reg: RwLock<Registry>,
+    next_session: AtomicU64,
+    mode: FanOut,
+}
+
+/// True when a session with this scope may receive the event.
+pub(crate) fn in_scope(scope: &[Filter], event: &Event) -> bool {
+    scope.is_empty() || matches_any(scope, event)
+}
+
+/// True when one of `filters` matches the event (none: false).
+pub(crate) fn matches_any(filters: &[Filter], event: &Event) -> bool {
+    let opts = MatchEventOptions::default();
+    filters.iter().any(|f| f.match_event(event, opts))
+}
+
+impl Hub {
+    pub fn new(mode: FanOut) -> Self {
+        Hub {
+            reg: RwLock::default(),
+            next_session: AtomicU64::new(1),
+            mode,
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Registry> {
+        self.reg.read().unwrap_or_else(|p| p.into_inner())
+    }
+    fn write(&self) -> RwLockWriteGuard<'_, Registry> {
+        self.reg.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Register a session; returns its id.
+    pub fn open(
+        &self,
+        origin: Origin,
+        now: Timestamp,
+        scope: Arc<[Filter]>,
+        out: SessionTx,
+    ) -> u64 {
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let entry = SessionEntry {
+            origin,
+            connected_at: now,
+            subs: HashMap::new(),
+            scope,
+            out,
+        };
+        self.write().sessions.insert(id, entry);
+        id
+    }
+
+    pub fn close(&self, id: u64) {
+        let mut reg = self.write();
+        if let Some(entry) = reg.sessions.remove(&id) {
+            for key in entry.subs.into_values() {
+                reg.remove_sub(key);
+            }
+        }
+    }
+
+    pub fn set_origin(&self, id: u64, origin: &Origin) {
+        if let Some(e) = self.write().sessions.get_mut(&id) {
+            e.origin = origin.clone();
+        }
+    }
+
+    /// Add or replace a subscription, unless the session already holds `max`
+    /// others. Returns `false` when refused.
+    pub fn subscribe(
+        &self,
+        session: u64,
+        sub: SubscriptionId,
+        filters: Arc<[Filter]>,
+        max: usize,
+    ) -> bool {
+        let mut reg = self.write();
+        let reg = &mut *reg;
+        let Some(entry) = reg.sessions.get_mut(&session) else {
+            return false;
+        };
+        let old = entry.subs.get(&sub).copied();
+        if old.is_none() && entry.subs.len() >= max {
+            return false;
+        }
+        reg.next_sub += 1;
+        let key = reg.next_sub;
+        entry.subs.insert(sub.clone(), key);
+        if let Some(old) = old {
+            reg.remove_sub(old);
+        }
+        reg.index.insert(key, &filters);
+        reg.subs.insert(
+            key,
+            SubRecord {
+                session,
+                id: sub,
+                filters,
+            },
+        );
+        true
+    }
+
+    pub fn unsubscribe(&self, session: u64, sub: &SubscriptionId) {
+        let mut reg = self.write();
+        if let Some(key) = reg
+            .sessions
+            .get_mut(&session)
+            .and_then(|e| e.subs.remove(sub))
+        {
+            reg.remove_sub(key);
+        }
+    }
+
+    /// Total subscriptions open on the node.
+    pub fn subscription_count(&self) -> usize {
+        self.read().subs.len()
+    }
+
+    /// Open sessions per transport.
+    pub fn connection_counts(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for e in self.read().sessions.values() {
+            *out.entry(e.origin.transport.to_string()).or_default() += 1;
+        }
+        out
+    }
+
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        let mut list: Vec<ConnectionInfo> = self
+            .read()
+            .sessions
+            .iter()
+            .map(|(id, e)| ConnectionInfo {
+                id: *id,
+                transport: e.origin.transport.to_string(),
+                origin: e.origin.to_string(),
+                address: crate::origin::unredacted_address(&e.origin),
+                authenticated: e.origin.authenticated.map(|p| p.to_hex()),
+                subscriptions: e.subs.len(),
+                connected_at: e.connected_at.as_secs(),
+            })
+            .collect();
+        list.sort_by_key(|c| c.id);
+        list
+    }
+
+    /// The subscriptions `event` matches, as (session, subscription id, queue).
+    fn targets(&self, event: &Event) -> Vec<(u64, SubscriptionId, SessionTx)> {
+        let reg = self.read();
+        let mut out = Vec::new();
+        let mut push = |rec: &SubRecord, entry: &SessionEntry| {
+            if in_scope(&entry.scope, event) && matches_any(&rec.filters, event) {
+                out.push((rec.session, rec.id.clone(), entry.out.clone()));
+            }
+        };
+        match self.mode {
+            FanOut::Indexed => {
+                for key in reg.index.candidates(event) {
+                    if let Some(rec) = reg.subs.get(&key) {
+                        if let Some(entry) = reg.sessions.get(&rec.session) {
+                            push(rec, entry);
+                        }
+                    }
+                }
+            }
+            FanOut::Linear => {
+                for (session, entry) in &reg.sessions {
+                    for (sub, key) in &entry.subs {
+                        if let Some(rec) = reg.subs.get(key) {
+                            debug_assert_eq!((rec.session, &rec.id), (*session, sub));
+                            push(rec, entry);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Queue `["EVENT", sub, event]` for every matching subscription. The
+    /// event is serialized once. A session whose queue is full is kicked.
+    pub fn fan_out(&self, event: &Event, json: &str) {
+        let targets = self.targets(event);
+        let mut kicked: Vec<u64> = Vec::new();
+        for (session, sub, out) in targets {
+            if kicked.contains(&session) {
+                continue;
+            }
+            if let Err(mpsc::error::TrySendError::Full(_)) =
+                out.tx.try_send(event_message(&sub, json))
+            {
+                warn!(session, "subscriber too slow; disconnecting");
+                out.kick.notify_one();
+                kicked.push(session);
+            }
+        }
+    }
+
+    /// The (session, subscription) pairs `event` matches; for tests that
+    /// compare the index with the linear scan.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn matching(&self, event: &Event) -> Vec<(u64, String)> {
+        let mut v: Vec<(u64, String)> = self
+            .targets(event)
+            .into_iter()
+            .map(|(s, id, _)| (s, id.to_string()))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// `["EVENT", <sub>, <event json>]` from a pre-serialized event.
+pub(crate) fn event_message(sub: &SubscriptionId, event_json: &str) -> String {
+    crate::wire::event_message(sub.as_str(), event_json)
+}
