@@ -383,3 +383,143 @@ impl Hub {
 pub(crate) fn event_message(sub: &SubscriptionId, event_json: &str) -> String {
     crate::wire::event_message(sub.as_str(), event_json)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use nostr::{EventBuilder, Keys, Tag};
+
+    /// A small deterministic generator (xorshift), so failures reproduce.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    fn hub_pair() -> (Hub, Hub) {
+        (Hub::new(FanOut::Indexed), Hub::new(FanOut::Linear))
+    }
+
+    fn open(hub: &Hub, scope: Vec<Filter>) -> u64 {
+        let (tx, _rx) = mpsc::channel(1);
+        // The receiver is dropped: sends fail with Closed, which fan_out ignores.
+        hub.open(
+            Origin::new("t", crate::Source::Memory { client: 0 }),
+            Timestamp::from_secs(0),
+            scope.into(),
+            SessionTx {
+                tx,
+                kick: Arc::default(),
+            },
+        )
+    }
+
+    /// Random filters and events over a small universe, so that matches
+    /// happen: the index must find exactly what the linear scan finds.
+    #[test]
+    fn the_index_finds_exactly_what_the_linear_scan_finds() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let keys: Vec<Keys> = (0..4).map(|_| Keys::generate()).collect();
+        let kinds = [1u16, 7, 38383, 20001];
+        let tags = ["a", "b", "c"];
+        let events: Vec<Event> = (0..60)
+            .map(|i| {
+                let mut b =
+                    EventBuilder::new(Kind::from(kinds[rng.below(4) as usize]), format!("e{i}"))
+                        .custom_created_at(Timestamp::from_secs(1000 + rng.below(100)));
+                for _ in 0..rng.below(3) {
+                    let letter = ["t", "d", "p"][rng.below(3) as usize];
+                    b = b.tag(Tag::parse([letter, tags[rng.below(3) as usize]]).unwrap());
+                }
+                b.sign_with_keys(&keys[rng.below(4) as usize]).unwrap()
+            })
+            .collect();
+        let mut filter = |rng: &mut Rng| {
+            let mut f = Filter::new();
+            if rng.below(5) == 0 {
+                f = f.id(events[rng.below(60) as usize].id);
+            }
+            if rng.below(3) == 0 {
+                f = f.author(keys[rng.below(4) as usize].public_key());
+            }
+            if rng.below(3) == 0 {
+                f = f.kind(Kind::from(kinds[rng.below(4) as usize]));
+            }
+            if rng.below(3) == 0 {
+                let letter = [nostr::Alphabet::T, nostr::Alphabet::D][rng.below(2) as usize];
+                f = f.custom_tag(
+                    SingleLetterTag::lowercase(letter),
+                    tags[rng.below(3) as usize],
+                );
+            }
+            if rng.below(4) == 0 {
+                f = f.since(Timestamp::from_secs(1050));
+            }
+            f
+        };
+        let (indexed, linear) = hub_pair();
+        for _ in 0..40 {
+            let scope: Vec<Filter> = if rng.below(4) == 0 {
+                vec![filter(&mut rng)]
+            } else {
+                Vec::new()
+            };
+            let a = open(&indexed, scope.clone());
+            let b = open(&linear, scope);
+            assert_eq!(a, b);
+            for s in 0..rng.below(4) {
+                let filters: Vec<Filter> =
+                    (0..1 + rng.below(3)).map(|_| filter(&mut rng)).collect();
+                let id = SubscriptionId::new(format!("s{s}"));
+                assert!(indexed.subscribe(a, id.clone(), filters.clone().into(), 10));
+                assert!(linear.subscribe(b, id, filters.into(), 10));
+            }
+            // Replace and close some, so removal from the index is exercised.
+            if rng.below(3) == 0 {
+                let f: Arc<[Filter]> = vec![filter(&mut rng)].into();
+                indexed.subscribe(a, SubscriptionId::new("s0"), f.clone(), 10);
+                linear.subscribe(b, SubscriptionId::new("s0"), f, 10);
+            }
+            if rng.below(5) == 0 {
+                indexed.unsubscribe(a, &SubscriptionId::new("s1"));
+                linear.unsubscribe(b, &SubscriptionId::new("s1"));
+            }
+        }
+        let mut matched = 0;
+        for e in &events {
+            let want = linear.matching(e);
+            matched += want.len();
+            assert_eq!(indexed.matching(e), want, "event {}", e.content);
+        }
+        assert!(
+            matched > 20,
+            "the universe is small enough to match: {matched}"
+        );
+        // Closing every session leaves the index empty.
+        for id in 1..=40 {
+            indexed.close(id);
+        }
+        assert_eq!(indexed.subscription_count(), 0);
+        assert!(indexed.read().index.0.is_empty());
+    }
+
+    #[test]
+    fn the_subscription_cap_holds_and_replacing_does_not_count() {
+        let hub = Hub::new(FanOut::Indexed);
+        let s = open(&hub, Vec::new());
+        let f: Arc<[Filter]> = vec![Filter::new().kind(Kind::TextNote)].into();
+        assert!(hub.subscribe(s, SubscriptionId::new("a"), f.clone(), 2));
+        assert!(hub.subscribe(s, SubscriptionId::new("b"), f.clone(), 2));
+        assert!(!hub.subscribe(s, SubscriptionId::new("c"), f.clone(), 2));
+        assert!(hub.subscribe(s, SubscriptionId::new("a"), f, 2));
+        assert_eq!(hub.subscription_count(), 2);
+    }
+}

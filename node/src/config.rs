@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
-use civkit_framework::{ComponentConfig, ComponentKind, NodeInfo, Registry};
+use civkit_framework::{ComponentConfig, ComponentKind, FanOut, NodeInfo, Registry};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::Dict;
 use figment::Figment;
@@ -32,6 +32,9 @@ pub struct NodeSection {
     pub sweep_interval_secs: u64,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
     pub log: String,
+    /// How fan-out finds the subscriptions a new event matches: `indexed`, or
+    /// `linear` (tests every subscription; kept as the benchmark reference).
+    pub fan_out: FanOut,
 }
 
 impl Default for NodeSection {
@@ -45,6 +48,7 @@ impl Default for NodeSection {
             relay_url: String::new(),
             sweep_interval_secs: 60,
             log: "info".into(),
+            fan_out: FanOut::Indexed,
         }
     }
 }
@@ -285,6 +289,9 @@ relay_url = ""
 sweep_interval_secs = 60
 # Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
 log = "info"
+# How fan-out finds the subscriptions a new event matches: "indexed", or
+# "linear" (tests every subscription; kept as the benchmark reference).
+fan_out = "indexed"
 
 [admin]
 # Loopback address and port of the admin API (cookie auth, see admin.cookie in data_dir).

@@ -69,7 +69,8 @@ impl Daemon {
         let persister = persister.ok_or_else(|| anyhow!("config error at `persister`: missing"))?;
         let mut builder = NodeBuilder::new(persister, keys)
             .info(config.node_info())
-            .sweep_interval(Duration::from_secs(config.node.sweep_interval_secs.max(1)));
+            .sweep_interval(Duration::from_secs(config.node.sweep_interval_secs.max(1)))
+            .fan_out(config.node.fan_out);
         for (name, s) in services {
             builder = builder.service(name, s);
         }

@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use civkit_framework::wire::RelayMessage;
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use nostr::{Event, EventBuilder, Filter, Keys, Kind};
@@ -64,6 +65,14 @@ struct Args {
     /// Handshakes to time in the BOLT8 run.
     #[arg(long, default_value_t = 200)]
     handshakes: usize,
+    /// Instead of the full run: open `--fanout-conns` connections holding
+    /// this many subscriptions in all (almost none matching), then measure
+    /// ingest (events per second, relay CPU per event) while they are open.
+    #[arg(long)]
+    fanout_subs: Option<usize>,
+    /// Connections that hold the subscriptions of `--fanout-subs`.
+    #[arg(long, default_value_t = 1000)]
+    fanout_conns: usize,
 }
 
 fn clk_tck() -> u64 {
@@ -210,6 +219,97 @@ where
 fn ok_true(text: &str) -> Option<bool> {
     let v: Value = serde_json::from_str(text).ok()?;
     (v[0] == "OK").then(|| v[2] == true)
+}
+
+/// The filter of the `i`th held subscription. None can match the text
+/// notes the bench publishes: other authors, tag values nobody uses, or
+/// kinds nobody sends; each is the shape a real taker holds.
+fn held_filter(i: usize, authors: &[nostr::PublicKey]) -> Filter {
+    match i % 3 {
+        0 => Filter::new().author(authors[i % authors.len()]),
+        1 => Filter::new()
+            .kind(Kind::TextNote)
+            .hashtag(format!("bench-{i}")),
+        _ => Filter::new().kind(Kind::Custom(30_000 + (i % 5_000) as u16)),
+    }
+}
+
+/// Hold `subs` subscriptions over `args.fanout_conns` connections, then
+/// measure ingest. The holders read (and drop) what they are sent, as a
+/// live client would, so the relay never has to disconnect them.
+async fn fanout_bench(args: &Args, subs: usize) -> Result<()> {
+    let conns = args.fanout_conns.max(1).min(subs.max(1));
+    let authors: Vec<nostr::PublicKey> = (0..64).map(|_| Keys::generate().public_key()).collect();
+    let mut holders = Vec::new();
+    let delivered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    for c in 0..conns {
+        let mut ws = connect(&args.url).await?;
+        let mine: Vec<usize> = (0..subs).filter(|i| i % conns == c).collect();
+        for &i in &mine {
+            let req = civkit_framework::wire::ClientMessage::req(
+                nostr::SubscriptionId::new(format!("h{i}")),
+                vec![held_filter(i, &authors)],
+            );
+            ws.send(Message::Text(nostr::JsonUtil::as_json(&req).into()))
+                .await?;
+        }
+        let mut eose = 0;
+        while eose < mine.len() {
+            match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => match civkit_framework::wire::parse_relay(&t) {
+                    Ok(RelayMessage::EndOfStoredEvents(_)) => eose += 1,
+                    Ok(RelayMessage::Closed { message, .. }) => {
+                        bail!("the relay refused a held subscription: {message}")
+                    }
+                    _ => {}
+                },
+                Ok(Some(Ok(_))) => {}
+                _ => bail!("no EOSE for the held subscriptions of connection {c}"),
+            }
+        }
+        let delivered = delivered.clone();
+        holders.push(tokio::spawn(async move {
+            while let Some(Ok(m)) = ws.next().await {
+                if matches!(m, Message::Text(_)) {
+                    delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let events: Vec<Event> = sign_batch(args.events, "fanout");
+    let cpu0 = args.pid.and_then(cpu_micros);
+    let t0 = Instant::now();
+    let accepted = publish(&args.url, split(events, args.clients), args.window).await?;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu1 = args.pid.and_then(cpu_micros);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for h in &holders {
+        h.abort();
+    }
+    let cpu_per_event = match (cpu0, cpu1) {
+        (Some(a), Some(b)) if accepted > 0 => Some((b - a) as f64 / accepted as f64),
+        _ => None,
+    };
+    let result = json!({
+        "name": args.name,
+        "held_subscriptions": subs,
+        "held_connections": conns,
+        "accepted": accepted,
+        "events_per_sec": accepted as f64 / secs,
+        "cpu_us_per_event": cpu_per_event,
+        "deliveries": delivered.load(std::sync::atomic::Ordering::Relaxed),
+    });
+    println!("{result}");
+    eprintln!(
+        "{:<18} {:>6} subs on {:>5} conns | ingest {:>8.0} ev/s | cpu {:>7} us/ev | {} deliveries",
+        args.name,
+        subs,
+        conns,
+        accepted as f64 / secs,
+        cpu_per_event.map_or("n/a".into(), |c| format!("{c:.0}")),
+        delivered.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    Ok(())
 }
 
 async fn bolt8_bench(args: &Args, target: &str) -> Result<()> {
@@ -473,6 +573,9 @@ async fn main() -> Result<()> {
     }
     if let Some(n) = args.credentials {
         return credentials_bench(n).await;
+    }
+    if let Some(subs) = args.fanout_subs {
+        return fanout_bench(&args, subs).await;
     }
     let url = args.url.as_str();
 
