@@ -442,7 +442,7 @@ mod tests {
                 b.sign_with_keys(&keys[rng.below(4) as usize]).unwrap()
             })
             .collect();
-        let mut filter = |rng: &mut Rng| {
+        let filter = |rng: &mut Rng| {
             let mut f = Filter::new();
             if rng.below(5) == 0 {
                 f = f.id(events[rng.below(60) as usize].id);
