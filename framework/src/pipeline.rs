@@ -279,7 +279,7 @@ impl Core {
     pub fn service_nip11(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut map = serde_json::Map::new();
         for slot in &self.services {
-            map.extend(slot.service.nip11_extra());
+            map.extend(slot.service.nip11_extra(self.now()));
         }
         map
     }

@@ -139,8 +139,8 @@ pub trait Service: Send + Sync + 'static {
         serde_json::Map::new()
     }
     /// Top-level fields this service adds to the NIP-11 document (for example
-    /// a board's published policy).
-    fn nip11_extra(&self) -> serde_json::Map<String, serde_json::Value> {
+    /// a board's published policy), at `now` by the node's clock.
+    fn nip11_extra(&self, _now: Timestamp) -> serde_json::Map<String, serde_json::Value> {
         serde_json::Map::new()
     }
     /// Whether a stored event is still served to new subscribers at `now`

@@ -235,7 +235,7 @@ impl Service for Board {
         vec![69]
     }
 
-    fn nip11_extra(&self) -> serde_json::Map<String, Value> {
+    fn nip11_extra(&self, _now: nostr::Timestamp) -> serde_json::Map<String, Value> {
         let mut m = serde_json::Map::new();
         let mut doc = self.policy.document(&Reach::default());
         if let Some(o) = doc.as_object_mut() {

@@ -155,10 +155,6 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-fn now_secs() -> u64 {
-    nostr::Timestamp::now().as_secs()
-}
-
 impl Credentials {
     /// A service with this config, epoch-key master secret and payment backend.
     pub fn new(cfg: CredentialsConfig, master: [u8; 32], backend: Arc<dyn PaymentBackend>) -> Self {
@@ -250,7 +246,7 @@ impl Credentials {
             }
         };
         let quote = event.id.to_hex();
-        let expires_at = now_secs() + c.invoice_expiry_secs;
+        let expires_at = ctx.now().as_secs() + c.invoice_expiry_secs;
         let record = json!({ "requester": event.pubkey.to_hex(), "count": count, "payment_hash": invoice.payment_hash, "expires_at": expires_at });
         if let Err(e) = ctx
             .kv_put(
@@ -405,9 +401,12 @@ fn addressed_to_board(ctx: &ServiceContext, event: &Event) -> bool {
 
 #[async_trait]
 impl Service for Credentials {
-    fn nip11_extra(&self) -> serde_json::Map<String, Value> {
+    fn nip11_extra(&self, now: nostr::Timestamp) -> serde_json::Map<String, Value> {
         let mut m = serde_json::Map::new();
-        m.insert("civkit_credentials".into(), self.announcement(now_secs()));
+        m.insert(
+            "civkit_credentials".into(),
+            self.announcement(now.as_secs()),
+        );
         m
     }
 

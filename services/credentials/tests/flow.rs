@@ -340,3 +340,39 @@ fn free_backend_must_be_chosen_explicitly() {
         .unwrap();
     assert!(err.to_string().contains("k.url"), "{err}");
 }
+
+/// Epochs follow the node's clock, not the system's: the announced epoch key
+/// rotates when a manual clock moves, and a credential of the previous epoch
+/// stays spendable for `epochs_valid` epochs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn epochs_rotate_with_the_node_clock() {
+    let (ln, url) = stand_in().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tn = node_with(service("lnd", &url, dir.path()), None);
+    // The wallet signs its requests at the real time, which the clock starts at.
+    let e0 = tn.node.now().as_secs() / 3600;
+    let announced = |tn: &TestNode| tn.node.service_nip11()["civkit_credentials"].clone();
+    let first = announced(&tn);
+    assert_eq!(first["epoch"], e0, "{first}");
+    let maker = Keys::generate();
+    let creds = buy(&tn, &ln, &maker, 2).await;
+    assert_eq!(creds[0].epoch, e0);
+
+    tn.clock.advance(3600);
+    let second = announced(&tn);
+    assert_eq!(second["epoch"], e0 + 1, "{second}");
+    assert_ne!(first["pubkey"], second["pubkey"], "a new epoch key");
+    let mut c = tn.client().await;
+    let now = tn.node.now().as_secs();
+    let (ok, msg) = c
+        .publish(&note(&maker, &creds[..1], "next epoch", now))
+        .await;
+    assert!(ok, "still valid one epoch later: {msg}");
+
+    tn.clock.advance(3600);
+    let now = tn.node.now().as_secs();
+    let (ok, msg) = c
+        .publish(&note(&maker, &creds[1..], "two later", now))
+        .await;
+    assert!(!ok && msg.contains("expired"), "{msg}");
+}
