@@ -2,7 +2,7 @@
 //!
 //! The core of civkit: a Nostr relay engine that any wire can feed, and the
 //! plug-in traits that the rest of the workspace implements. In the picture of
-//! `ARCHITECTURE.md` this crate is the box in the middle:
+//! `docs/ARCHITECTURE.md` this crate is the box in the middle:
 //!
 //! - [`Transport`]: a wire adapter (websocket, BOLT8, onion messages) that
 //!   opens a [`Session`] per connection and speaks NIP-01 text into it;

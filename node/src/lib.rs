@@ -2,7 +2,7 @@
 //!
 //! The binaries of civkit and the glue they share: `civkitd` (the daemon),
 //! `civkit-cli` (the operator's admin client) and `civkit-bench` (the load
-//! generator). In `ARCHITECTURE.md` this is the `node/` box: it reads the
+//! generator). In `docs/ARCHITECTURE.md` this is the `node/` box: it reads the
 //! layered config, registers every component crate explicitly, builds the
 //! node and runs its transports, and serves the authenticated admin API.
 

@@ -1,7 +1,7 @@
 //! # civkit-sled
 //!
 //! The embedded default [`Persister`] of civkit, on the `sled` database, kept
-//! in the node's data directory. In `ARCHITECTURE.md` it sits under the node
+//! in the node's data directory. In `docs/ARCHITECTURE.md` it sits under the node
 //! core, behind the `Persister` trait.
 //!
 //! - **Durability**: all writes go through one writer thread that applies

@@ -2,7 +2,7 @@
 //!
 //! A worked example of a civkit service written only against the framework's
 //! public API: a NIP-13 proof-of-work gate. It sits in the admission chain
-//! (the `services` column of `ARCHITECTURE.md`) and refuses events whose id
+//! (the `services` column of `docs/ARCHITECTURE.md`) and refuses events whose id
 //! does not start with enough zero bits, with the NIP-01 `pow:` prefix.
 //!
 //! Read `README.md` beside this crate for a walk-through of how it is built.

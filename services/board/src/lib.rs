@@ -1,7 +1,7 @@
 //! # civkit-board
 //!
 //! The CivKit market board, a [`Service`] in the `services` column of
-//! `ARCHITECTURE.md`. Makers publish NIP-69 orders (kind 38383, addressable
+//! `docs/ARCHITECTURE.md`. Makers publish NIP-69 orders (kind 38383, addressable
 //! by `d`), optionally carrying a BOLT12 offer in a `bolt12` tag; the board
 //! checks them against NIP-69 and its own published policy before the node
 //! stores and fans them out.

@@ -2,7 +2,7 @@
 //!
 //! Staking credentials: a board sells anti-spam credentials for bitcoin and
 //! a maker spends them on orders, unlinkably. A [`Service`] in the
-//! `services` column of `ARCHITECTURE.md`.
+//! `services` column of `docs/ARCHITECTURE.md`.
 //!
 //! - [`scheme`]: blind Diffie-Hellman tokens (Cashu NUT-00, `cashu` crate)
 //!   with DLEQ proofs, per-epoch keys, and redemption bound to the event;

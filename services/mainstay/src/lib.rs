@@ -1,7 +1,7 @@
 //! # civkit-mainstay
 //!
 //! Mainstay notarization for civkit boards, in the `services` column of
-//! `ARCHITECTURE.md`: a board's history that anyone can verify and the board
+//! `docs/ARCHITECTURE.md`: a board's history that anyone can verify and the board
 //! cannot rewrite.
 //!
 //! - [`proof`]: Mainstay slot proofs and sequences (verified against the

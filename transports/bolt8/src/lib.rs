@@ -1,6 +1,6 @@
 //! # civkit-bolt8
 //!
-//! The BOLT8 peer transport: the `bolt8` box of `ARCHITECTURE.md`, through
+//! The BOLT8 peer transport: the `bolt8` box of `docs/ARCHITECTURE.md`, through
 //! which boards federate. It runs LDK's `PeerManager` (no channels: channel
 //! opens are refused by `ErroringMessageHandler`) over `lightning-net-tokio`,
 //! with one persisted Lightning node identity.

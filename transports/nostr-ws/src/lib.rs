@@ -1,7 +1,7 @@
 //! # civkit-nostr-ws
 //!
 //! The NIP-01 websocket transport: the `nostr-ws` box on the left of the
-//! picture in `ARCHITECTURE.md`. It accepts websocket connections, opens one
+//! picture in `docs/ARCHITECTURE.md`. It accepts websocket connections, opens one
 //! [`civkit_framework::Session`] per connection and moves text frames in and
 //! out. On the same port it serves the NIP-11 relay information document
 //! (with CORS) to HTTP requests that ask for `application/nostr+json`.

@@ -1,6 +1,6 @@
 //! # civkit-onion
 //!
-//! The onion-message gateway: the `onion` box of `ARCHITECTURE.md`. Makers
+//! The onion-message gateway: the `onion` box of `docs/ARCHITECTURE.md`. Makers
 //! reach a board anonymously by sending a BOLT4 onion message through any
 //! Lightning nodes that forward onion traffic; the board decrypts it and
 //! handles the NIP-01 message inside exactly like one from any transport.
