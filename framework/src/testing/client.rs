@@ -3,10 +3,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use nostr::{Event, Filter, JsonUtil};
-use serde_json::{json, Value};
+use nostr::{Event, Filter, JsonUtil, SubscriptionId};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::wire::{self, ClientMessage, RelayMessage};
 use crate::{Outgoing, SessionOutbox};
 
 /// How long helpers wait for a reply before failing the test.
@@ -37,16 +38,29 @@ pub trait WireClient: TestClient {
             .expect("no relay message within the timeout");
         serde_json::from_str(&text).expect("relay sent invalid JSON")
     }
+    /// The next relay message, parsed by [`wire::parse_relay`]; panics after
+    /// [`REPLY_TIMEOUT`] or on a message that does not parse.
+    async fn recv_relay(&mut self) -> RelayMessage<'static> {
+        let text = self
+            .recv_text(REPLY_TIMEOUT)
+            .await
+            .expect("no relay message within the timeout");
+        wire::parse_relay(&text).unwrap_or_else(|e| panic!("relay sent {text}: {e}"))
+    }
     /// Publish and wait for the matching `OK`: (accepted, message).
     async fn publish(&mut self, event: &Event) -> (bool, String) {
-        self.send_text(json!(["EVENT", event]).to_string()).await;
+        self.send_text(ClientMessage::event(event.clone()).as_json())
+            .await;
         loop {
-            let v = self.recv_json().await;
-            if v[0] == "OK" && v[1] == event.id.to_hex() {
-                return (
-                    v[2].as_bool().unwrap_or(false),
-                    v[3].as_str().unwrap_or("").to_string(),
-                );
+            if let RelayMessage::Ok {
+                event_id,
+                status,
+                message,
+            } = self.recv_relay().await
+            {
+                if event_id == event.id {
+                    return (status, message.into_owned());
+                }
             }
         }
     }
@@ -59,24 +73,21 @@ pub trait WireClient: TestClient {
     }
     /// Subscribe and collect until `EOSE` (Ok) or `CLOSED` (Err with its message).
     async fn req_result(&mut self, sub: &str, filters: Vec<Filter>) -> Result<Vec<Event>, String> {
-        let mut msg = vec![json!("REQ"), json!(sub)];
-        msg.extend(
-            filters
-                .iter()
-                .map(|f| serde_json::from_str::<Value>(&f.as_json()).unwrap_or_default()),
-        );
-        self.send_json(Value::Array(msg)).await;
+        let id = SubscriptionId::new(sub);
+        self.send_text(ClientMessage::req(id.clone(), filters).as_json())
+            .await;
         let mut events = Vec::new();
         loop {
-            let v = self.recv_json().await;
-            match (v[0].as_str(), v[1].as_str()) {
-                (Some("EVENT"), Some(s)) if s == sub => {
-                    events.push(Event::from_json(v[2].to_string()).expect("relay sent a bad event"))
-                }
-                (Some("EOSE"), Some(s)) if s == sub => return Ok(events),
-                (Some("CLOSED"), Some(s)) if s == sub => {
-                    return Err(v[2].as_str().unwrap_or("").to_string())
-                }
+            match self.recv_relay().await {
+                RelayMessage::Event {
+                    subscription_id,
+                    event,
+                } if *subscription_id == id => events.push(event.into_owned()),
+                RelayMessage::EndOfStoredEvents(s) if *s == id => return Ok(events),
+                RelayMessage::Closed {
+                    subscription_id,
+                    message,
+                } if *subscription_id == id => return Err(message.into_owned()),
                 _ => {}
             }
         }
@@ -87,9 +98,14 @@ pub trait WireClient: TestClient {
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let text = self.recv_text(left).await?;
-            let v: Value = serde_json::from_str(&text).ok()?;
-            if v[0] == "EVENT" && v[1] == sub {
-                return Event::from_json(v[2].to_string()).ok();
+            if let Ok(RelayMessage::Event {
+                subscription_id,
+                event,
+            }) = wire::parse_relay(&text)
+            {
+                if subscription_id.as_str() == sub {
+                    return Some(event.into_owned());
+                }
             }
         }
     }
