@@ -12,7 +12,7 @@ use civkit_framework::wire::RelayMessage;
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use nostr::{Event, EventBuilder, Filter, Keys, Kind};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws =
@@ -147,12 +147,9 @@ async fn publish(url: &str, batches: Vec<Vec<Event>>, window: usize) -> Result<u
                 while answered < chunk.len() {
                     match tokio::time::timeout(Duration::from_secs(60), ws.next()).await {
                         Ok(Some(Ok(Message::Text(t)))) => {
-                            let v: Value = serde_json::from_str(&t).unwrap_or_default();
-                            if v[0] == "OK" {
+                            if let Some(ok) = ok_true(&t) {
                                 answered += 1;
-                                if v[2] == true {
-                                    accepted += 1;
-                                }
+                                accepted += usize::from(ok);
                             }
                         }
                         Ok(Some(Ok(_))) => {}
@@ -216,9 +213,12 @@ where
     Ok(accepted as f64 / t.elapsed().as_secs_f64())
 }
 
+/// `Some(status)` when `text` is an `OK`.
 fn ok_true(text: &str) -> Option<bool> {
-    let v: Value = serde_json::from_str(text).ok()?;
-    (v[0] == "OK").then(|| v[2] == true)
+    match civkit_framework::wire::parse_relay(text) {
+        Ok(RelayMessage::Ok { status, .. }) => Some(status),
+        _ => None,
+    }
 }
 
 /// The filter of the `i`th held subscription. None can match the text
@@ -623,14 +623,19 @@ async fn main() -> Result<()> {
         .await?;
         loop {
             match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
-                Ok(Some(Ok(Message::Text(m)))) => {
-                    let v: Value = serde_json::from_str(&m).unwrap_or_default();
-                    if v[0] == "EVENT" && v[1] == sub.as_str() {
-                        got_events += 1;
-                    } else if (v[0] == "EOSE" || v[0] == "CLOSED") && v[1] == sub.as_str() {
-                        break;
-                    }
-                }
+                Ok(Some(Ok(Message::Text(m)))) => match civkit_framework::wire::parse_relay(&m) {
+                    Ok(RelayMessage::Event {
+                        subscription_id, ..
+                    }) if subscription_id.as_str() == sub => got_events += 1,
+                    Ok(
+                        RelayMessage::EndOfStoredEvents(id)
+                        | RelayMessage::Closed {
+                            subscription_id: id,
+                            ..
+                        },
+                    ) if id.as_str() == sub => break,
+                    _ => {}
+                },
                 Ok(Some(Ok(_))) => {}
                 _ => bail!("REQ timed out"),
             }
