@@ -31,17 +31,6 @@ pub fn parse_relay(text: &str) -> Result<RelayMessage<'static>> {
     RelayMessage::from_json(text).map_err(|e| Error::Invalid(format!("relay message: {e}")))
 }
 
-/// Parse a client-to-relay message (`EVENT`, `REQ`, `COUNT`, `CLOSE`, `AUTH`).
-pub fn parse_client(text: &str) -> Result<ClientMessage<'static>> {
-    if text.len() > MAX_MESSAGE_BYTES {
-        return Err(Error::Invalid(format!(
-            "client message of {} bytes (at most {MAX_MESSAGE_BYTES})",
-            text.len()
-        )));
-    }
-    ClientMessage::from_json(text).map_err(|e| Error::Invalid(format!("client message: {e}")))
-}
-
 /// `["EVENT", <sub>, <event json>]` from an event serialized once.
 pub fn event_message(sub: &str, event_json: &str) -> String {
     let sub = serde_json::to_string(sub).unwrap_or_else(|_| "\"\"".to_string());
