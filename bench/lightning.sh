@@ -11,25 +11,10 @@ ROUNDS=${ROUNDS:-3}
 EVENTS=${EVENTS:-20000}
 HANDSHAKES=${HANDSHAKES:-500}
 WINDOW=${WINDOW:-64}
-cargo build --release -q -p civkit-node --bins
-BIN=target/release
-WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
-wait_port() { for _ in $(seq 1 200); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+source bench/common.sh
 for r in $(seq 1 "$ROUNDS"); do
   dir="$WORK/r$r"; mkdir -p "$dir"
-  cat > "$dir/civkit.toml" <<TOML
-[node]
-data_dir = "$dir/data"
-log = "warn"
-[admin]
-listen = "127.0.0.1:0"
-[transports.relay]
-type = "nostr-ws"
-listen = "127.0.0.1:7792"
-auth_challenge = false
-[transports.relay.limits]
-events_per_second = 0.0
+  { relay_config "$dir" 7792; cat <<TOML; } > "$dir/civkit.toml"
 [transports.ln]
 type = "bolt8"
 listen = "127.0.0.1:9792"

@@ -1,42 +1,25 @@
 #!/usr/bin/env bash
-# Benchmark civkitd against nostr-rs-relay in the same run, interleaved.
+# Benchmark civkitd against strfry and nostr-rs-relay in the same run, interleaved.
 #
 #   bash bench/run.sh            # 2 rounds each, 100k-event store
 #   ROUNDS=1 STORE=50000 bash bench/run.sh
 #
-# Needs nostr-rs-relay on PATH (`cargo install nostr-rs-relay`); without it
-# only civkitd is measured. Prints one JSON line per run and a markdown table.
+# strfry is ../shared/peers/strfry (or $STRFRY), measured when its runtime
+# libraries are installed (apt-get install -y liblmdb0 libsecp256k1-1 libzstd1
+# libssl3 zlib1g). nostr-rs-relay is measured when it is on PATH (`cargo
+# install nostr-rs-relay`). Prints one JSON line per run and a markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-2}
 STORE=${STORE:-100000}
 EVENTS=${EVENTS:-20000}
 IDLE=${IDLE:-1000}
-ulimit -n 65536 2>/dev/null || ulimit -n 4096 || true
-
-cargo build --release -q -p civkit-node --bins
-BIN=target/release
-WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+source bench/common.sh
 RESULTS="$WORK/results.jsonl"
-
-wait_port() { for _ in $(seq 1 200); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 
 run_civkitd() {
   local dir="$WORK/civkitd-$1"; mkdir -p "$dir"
-  cat > "$dir/civkit.toml" <<TOML
-[node]
-data_dir = "$dir/data"
-log = "warn"
-[admin]
-listen = "127.0.0.1:0"
-[transports.relay]
-type = "nostr-ws"
-listen = "127.0.0.1:7790"
-auth_challenge = false
-[transports.relay.limits]
-events_per_second = 0.0
-TOML
+  relay_config "$dir" 7790 > "$dir/civkit.toml"
   "$BIN/civkitd" --config "$dir/civkit.toml" & local pid=$!
   wait_port 7790
   "$BIN/civkit-bench" --url ws://127.0.0.1:7790 --pid $pid --name civkitd --events "$EVENTS" --store "$STORE" --idle "$IDLE" >> "$RESULTS"
@@ -64,9 +47,18 @@ TOML
   kill -INT $pid; wait $pid || true
 }
 
+run_strfry() {
+  local dir="$WORK/strfry-$1"; mkdir -p "$dir"
+  start_strfry "$dir" 7793
+  "$BIN/civkit-bench" --url ws://127.0.0.1:7793 --pid $STRFRY_PID --name strfry --events "$EVENTS" --store "$STORE" --idle "$IDLE" >> "$RESULTS"
+  kill -INT $STRFRY_PID; wait $STRFRY_PID || true
+}
+
 HAVE_NRR=0; command -v nostr-rs-relay >/dev/null && HAVE_NRR=1
+HAVE_STRFRY=0; have_strfry && HAVE_STRFRY=1
 for r in $(seq 1 "$ROUNDS"); do
   run_civkitd "$r"
+  [ $HAVE_STRFRY = 1 ] && run_strfry "$r"
   [ $HAVE_NRR = 1 ] && run_nrr "$r"
 done
 cat "$RESULTS"
@@ -83,9 +75,12 @@ print("|---|---|---|---|---|---|")
 for n in by:
     f = lambda k, fmt: (fmt % med(n, k)) if med(n, k) is not None else "n/a"
     print(f"| {n} | {f('events_per_sec','%.0f')} | {f('cpu_us_per_event','%.0f')} | {f('req_p50_ms','%.2f')} | {f('req_p99_ms','%.2f')} | {f('idle_bytes_per_conn','%.0f')} |")
-if "civkitd" in by and "nostr-rs-relay" in by:
-    c, n = med("civkitd", "events_per_sec"), med("nostr-rs-relay", "events_per_sec")
-    print(f"\ningest ratio civkitd / nostr-rs-relay: {c/n:.2f}x")
-    cc, nc = med("civkitd", "cpu_us_per_event"), med("nostr-rs-relay", "cpu_us_per_event")
-    if cc and nc: print(f"CPU per event ratio nostr-rs-relay / civkitd: {nc/cc:.2f}x")
+for peer in ("strfry", "nostr-rs-relay"):
+    if "civkitd" in by and peer in by:
+        c, n = med("civkitd", "events_per_sec"), med(peer, "events_per_sec")
+        print(f"\ningest ratio civkitd / {peer}: {c/n:.2f}x")
+        cc, nc = med("civkitd", "cpu_us_per_event"), med(peer, "cpu_us_per_event")
+        if cc and nc: print(f"CPU per event ratio {peer} / civkitd: {nc/cc:.2f}x")
+        cr, nr = med("civkitd", "req_p50_ms"), med(peer, "req_p50_ms")
+        print(f"REQ p50 ratio {peer} / civkitd: {nr/cr:.2f}x")
 PY

@@ -16,11 +16,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use nostr::filter::MatchEventOptions;
-use nostr::{Event, EventId, Filter, Kind, PublicKey, SingleLetterTag, SubscriptionId, Timestamp};
+use nostr::{
+    Event, EventId, Filter, JsonUtil, Kind, PublicKey, SingleLetterTag, SubscriptionId, Timestamp,
+};
 use tokio::sync::{mpsc, Notify};
 use tracing::warn;
 
 use crate::origin::Origin;
+use crate::wire;
 
 /// How the hub finds the subscriptions an event matches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -347,16 +350,21 @@ impl Hub {
     }
 
     /// Queue `["EVENT", sub, event]` for every matching subscription. The
-    /// event is serialized once. A session whose queue is full is kicked.
-    pub fn fan_out(&self, event: &Event, json: &str) {
+    /// event is serialized once, and only when something matches. A session
+    /// whose queue is full is kicked.
+    pub fn fan_out(&self, event: &Event) {
         let targets = self.targets(event);
+        if targets.is_empty() {
+            return;
+        }
+        let json = event.as_json();
         let mut kicked: Vec<u64> = Vec::new();
         for (session, sub, out) in targets {
             if kicked.contains(&session) {
                 continue;
             }
             if let Err(mpsc::error::TrySendError::Full(_)) =
-                out.tx.try_send(event_message(&sub, json))
+                out.tx.try_send(wire::event_message(sub.as_str(), &json))
             {
                 warn!(session, "subscriber too slow; disconnecting");
                 out.kick.notify_one();
@@ -365,10 +373,10 @@ impl Hub {
         }
     }
 
-    /// The (session, subscription) pairs `event` matches; for tests that
-    /// compare the index with the linear scan.
-    #[cfg(any(test, feature = "testing"))]
-    pub fn matching(&self, event: &Event) -> Vec<(u64, String)> {
+    /// The (session, subscription) pairs `event` matches; for the test that
+    /// compares the index with the linear scan.
+    #[cfg(test)]
+    fn matching(&self, event: &Event) -> Vec<(u64, String)> {
         let mut v: Vec<(u64, String)> = self
             .targets(event)
             .into_iter()
@@ -377,11 +385,6 @@ impl Hub {
         v.sort();
         v
     }
-}
-
-/// `["EVENT", <sub>, <event json>]` from a pre-serialized event.
-pub(crate) fn event_message(sub: &SubscriptionId, event_json: &str) -> String {
-    crate::wire::event_message(sub.as_str(), event_json)
 }
 
 #[cfg(test)]

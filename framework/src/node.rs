@@ -9,7 +9,8 @@
 //!   [`Node::unregister_control`], and the NIP-11 parts ([`Node::info`],
 //!   [`Node::supported_nips`], [`Node::service_limitations`],
 //!   [`Node::service_nip11`]);
-//! - **the node's own origins** (admin API, local tools): [`Node::submit`],
+//! - **the node's own origins** (the admin API, through which local tools
+//!   such as `civkit-cli` publish): [`Node::submit`],
 //!   which takes a [`LocalOrigin`] only;
 //! - **binaries and the admin API**: [`Node::spawn_background`], status and
 //!   counters, controls and service commands, the persister for operator
@@ -188,11 +189,11 @@ impl Node {
 
 /// For the node's own origins.
 impl Node {
-    /// Run the whole pipeline for an event of the operator, a service or a
-    /// local tool: admission, storage, fan-out and hooks. Events from outside
+    /// Run the whole pipeline for an event of the operator or a service:
+    /// admission, storage, fan-out and hooks. Events from outside
     /// go through a [`Session`] instead; [`LocalOrigin`] cannot name them.
     pub async fn submit(&self, origin: LocalOrigin, event: Event) -> OkReply {
-        self.0.process(origin.origin(), &event).await
+        self.0.process(origin.origin(), &event).await.0
     }
 }
 
@@ -269,11 +270,6 @@ impl Node {
     /// An owner that wants the store closed waits for this to reach 1.
     pub fn handle_count(&self) -> usize {
         Arc::strong_count(&self.0)
-    }
-    /// The (session, subscription id) pairs an event would be delivered to.
-    #[cfg(feature = "testing")]
-    pub fn matching_subscriptions(&self, event: &Event) -> Vec<(u64, String)> {
-        self.0.hub.matching(event)
     }
 
     /// Spawn the expiry sweeper and every service's background work.

@@ -20,8 +20,6 @@ pub enum Source {
     Admin,
     /// A service of this node, by instance name.
     Service(String),
-    /// A local tool of the operator's (a benchmark, an import script), by name.
-    Tool(String),
     /// An in-process client (testing kit and embedded use).
     Memory { client: u64 },
 }
@@ -47,16 +45,14 @@ impl Origin {
         }
     }
 
-    /// True for the operator, the node's own services and local tools.
+    /// True for the operator and the node's own services.
     pub fn is_local(&self) -> bool {
-        matches!(
-            self.source,
-            Source::Admin | Source::Service(_) | Source::Tool(_)
-        )
+        matches!(self.source, Source::Admin | Source::Service(_))
     }
 }
 
-/// An origin inside the node: the operator, a service, or a local tool.
+/// An origin inside the node: the operator (the admin API, which local tools
+/// such as `civkit-cli` go through) or a service.
 ///
 /// [`crate::Node::submit`] takes only this type, and it cannot be built from
 /// a network, peer or onion source. Events from outside enter through a
@@ -72,10 +68,6 @@ impl LocalOrigin {
     /// A service of this node, by instance name.
     pub fn service(name: &str) -> Self {
         LocalOrigin(Origin::new("node", Source::Service(name.to_string())))
-    }
-    /// A local tool of the operator's, by name.
-    pub fn tool(name: &str) -> Self {
-        LocalOrigin(Origin::new("node", Source::Tool(name.to_string())))
     }
     /// The origin services see.
     pub fn origin(&self) -> &Origin {
@@ -94,7 +86,6 @@ impl fmt::Display for Origin {
             Source::OnionSender { .. } => write!(f, "{}/onion", self.transport)?,
             Source::Admin => f.write_str("admin")?,
             Source::Service(name) => write!(f, "service:{name}")?,
-            Source::Tool(name) => write!(f, "tool:{name}")?,
             Source::Memory { client } => write!(f, "{}/mem:{client}", self.transport)?,
         }
         if let Some(pk) = &self.authenticated {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use nostr::{Event, EventId, Filter, JsonUtil, Keys, Timestamp};
+use nostr::{Event, EventId, Filter, Keys, Timestamp};
 use tracing::{debug, warn};
 
 use crate::clock::Clock;
@@ -244,19 +244,21 @@ impl Core {
 
     /// Fan out a new event to every matching subscription, then run post-store hooks.
     pub async fn distribute(&self, origin: &Origin, event: &Event) {
-        self.hub.fan_out(event, &event.as_json());
+        self.hub.fan_out(event);
         for slot in &self.services {
             slot.service.on_stored(&slot.ctx, origin, event).await;
         }
     }
 
-    /// The whole pipeline: ingest, then distribute when new.
-    pub async fn process(&self, origin: &Origin, event: &Event) -> OkReply {
+    /// The whole pipeline: ingest, then distribute when new. Returns the
+    /// `OK` reply and whether the event was new. (A session that answers
+    /// `OK` before the fan-out calls `ingest` and `distribute` itself.)
+    pub async fn process(&self, origin: &Origin, event: &Event) -> (OkReply, bool) {
         let (reply, fresh) = self.ingest(origin, event).await;
         if fresh {
             self.distribute(origin, event).await;
         }
-        reply
+        (reply, fresh)
     }
 
     /// Services' verdict on a query.
@@ -303,6 +305,6 @@ impl ServiceHost for Core {
         &self.persister
     }
     async fn submit(&self, origin: LocalOrigin, event: Event) -> OkReply {
-        self.process(origin.origin(), &event).await
+        self.process(origin.origin(), &event).await.0
     }
 }

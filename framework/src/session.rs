@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
-use crate::hub::{event_message, in_scope, matches_any};
+use crate::hub::{in_scope, matches_any};
 use crate::kinds;
 use crate::origin::Origin;
 use crate::pipeline::Core;
@@ -421,9 +421,8 @@ impl Session {
             self.core.count_rejected();
             return Imported::Dropped(r.to_string());
         }
-        let (reply, fresh) = self.core.ingest(&self.origin, &event).await;
+        let (reply, fresh) = self.core.process(&self.origin, &event).await;
         if fresh {
-            self.core.distribute(&self.origin, &event).await;
             Imported::Stored(event.id)
         } else if reply.accepted {
             Imported::Duplicate(event.id)
@@ -540,7 +539,8 @@ impl Session {
             Ok(events) => {
                 let visible = |e: &&Event| self.core.serves(e, now) && in_scope(&self.scope, e);
                 for e in events.iter().filter(visible) {
-                    self.send(event_message(&sub_id, &e.as_json())).await;
+                    self.send(wire::event_message(sub_id.as_str(), &e.as_json()))
+                        .await;
                 }
                 self.send(RelayMessage::eose(sub_id).as_json()).await;
             }

@@ -212,19 +212,16 @@ fn run(args: Args) -> Result<()> {
                 Some(t) => t.clone(),
                 None => only_bolt8(&admin)?,
             };
-            match command {
-                PeersCommand::List => admin.call("POST", &format!("/v1/control/{t}/list"), None)?,
-                PeersCommand::Connect { address } => admin.call(
-                    "POST",
-                    &format!("/v1/control/{t}/connect"),
-                    Some(json!({ "address": address })),
-                )?,
-                PeersCommand::Disconnect { node_id } => admin.call(
-                    "POST",
-                    &format!("/v1/control/{t}/disconnect"),
-                    Some(json!({ "node_id": node_id })),
-                )?,
-            }
+            let (cmd, body) = match command {
+                PeersCommand::List => ("list", None),
+                PeersCommand::Connect { address } => {
+                    ("connect", Some(json!({ "address": address })))
+                }
+                PeersCommand::Disconnect { node_id } => {
+                    ("disconnect", Some(json!({ "node_id": node_id })))
+                }
+            };
+            admin.call("POST", &format!("/v1/control/{t}/{cmd}"), body)?
         }
     };
     if args.json {

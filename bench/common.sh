@@ -1,0 +1,46 @@
+# Sourced by the bench scripts (run from the repository root): raises the
+# file limit, builds the release binaries, makes a work dir that is removed
+# (with every relay still running) at exit, and defines the helpers below.
+ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
+cargo build --release -q -p civkit-node --bins
+BIN=target/release
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+# wait_port PORT: until something listens on 127.0.0.1:PORT (10 s at most).
+wait_port() { for _ in $(seq 1 200); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+
+# relay_config DIR PORT [NODE_LINES]: a civkitd config with its data in
+# DIR/data and a websocket relay on PORT, without an AUTH challenge or an
+# event rate limit; NODE_LINES are added to [node]. Other tables may follow.
+relay_config() {
+  cat <<TOML
+[node]
+data_dir = "$1/data"
+log = "warn"
+${3:-}
+[admin]
+listen = "127.0.0.1:0"
+[transports.relay]
+type = "nostr-ws"
+listen = "127.0.0.1:$2"
+auth_challenge = false
+[transports.relay.limits]
+events_per_second = 0.0
+TOML
+}
+
+# strfry, the peer relay of ../shared/peers (STRFRY overrides the path), if it
+# runs here. It needs Debian's liblmdb0 libsecp256k1-1 libzstd1 libssl3 zlib1g.
+STRFRY=${STRFRY:-../shared/peers/strfry}
+STRFRY_CONF=${STRFRY_CONF:-$(dirname "$STRFRY")/strfry.conf}
+have_strfry() { [ -x "$STRFRY" ] && [ -f "$STRFRY_CONF" ] && ! ldd "$STRFRY" | grep -q "not found"; }
+
+# start_strfry DIR PORT: strfry with its LMDB in DIR/strfry-db on PORT, in the
+# background; sets STRFRY_PID.
+start_strfry() {
+  mkdir -p "$1/strfry-db"
+  (cd "$1" && exec "$STRFRY" --config="$STRFRY_CONF" --set relay.port="$2" relay > "$1/strfry.log" 2>&1) &
+  STRFRY_PID=$!
+  wait_port "$2"
+}
