@@ -32,8 +32,8 @@ TOML
 
 # strfry, the peer relay of ../shared/peers (STRFRY overrides the path), if it
 # runs here. It needs Debian's liblmdb0 libsecp256k1-1 libzstd1 libssl3 zlib1g.
-STRFRY=${STRFRY:-../shared/peers/strfry}
-STRFRY_CONF=${STRFRY_CONF:-$(dirname "$STRFRY")/strfry.conf}
+STRFRY=$(realpath -m "${STRFRY:-../shared/peers/strfry}")
+STRFRY_CONF=$(realpath -m "${STRFRY_CONF:-$(dirname "$STRFRY")/strfry.conf}")
 have_strfry() { [ -x "$STRFRY" ] && [ -f "$STRFRY_CONF" ] && ! ldd "$STRFRY" | grep -q "not found"; }
 
 # start_strfry DIR PORT: strfry with its LMDB in DIR/strfry-db on PORT, in the
