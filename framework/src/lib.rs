@@ -54,7 +54,7 @@ pub use node::{Node, NodeBuilder};
 pub use origin::{LocalOrigin, Origin, Source};
 pub use persister::{EventTable, Persister, SaveOutcome, StoreStats};
 pub use pipeline::NodeInfo;
-pub use registry::{BuildContext, ComponentConfig, ComponentInfo, ComponentKind, Registry, Shared};
+pub use registry::{BuildContext, ComponentConfig, ComponentInfo, ComponentKind, Registry};
 pub use service::{Admission, OkReply, Prefix, Rejection, Service, ServiceContext};
 pub use session::{Imported, Outgoing, Session, SessionLimits, SessionOutbox};
 pub use shutdown::{Shutdown, ShutdownTrigger};

@@ -4,6 +4,14 @@
 //! binary calls each one. A config table `[transports.relay]` with
 //! `type = "nostr-ws"` is built by the constructor registered under
 //! `nostr-ws`, from the rest of that table.
+//!
+//! A transport can ride on another one (the onion-message gateway on a bolt8
+//! transport). The one it rides on is registered with
+//! [`Registry::register_transport_providing`] and returns a typed handle
+//! when it is built; the rider is registered with
+//! [`Registry::register_transport_on`], names the instance it rides on in its
+//! config, and its constructor receives that instance's handle, with its
+//! type. [`Registry::build_transports`] builds the providers first.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,41 +24,6 @@ use serde::Serialize;
 
 use crate::{Error, Persister, Result, Service, Transport};
 
-/// Objects components of one node hand each other while they are built
-/// (for example the onion-message transport offering its handler to the
-/// bolt8 transport it rides on). Keys are documented by the component that
-/// reads them.
-#[derive(Clone, Default)]
-pub struct Shared(
-    Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<dyn std::any::Any + Send + Sync>>>>,
-);
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Shared")
-    }
-}
-
-impl Shared {
-    /// Offer an object under `key`.
-    pub fn put<T: std::any::Any + Send + Sync>(&self, key: &str, value: Arc<T>) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.to_string(), value);
-    }
-    /// The object under `key`, if one of type `T` was offered.
-    pub fn get<T: std::any::Any + Send + Sync>(&self, key: &str) -> Option<Arc<T>> {
-        let any = self
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned()?;
-        any.downcast::<T>().ok()
-    }
-}
-
 /// What a constructor may use besides its own config.
 #[derive(Debug, Clone)]
 pub struct BuildContext {
@@ -60,8 +33,6 @@ pub struct BuildContext {
     pub instance: String,
     /// The node's keys.
     pub keys: Keys,
-    /// Objects shared between the components of this node.
-    pub shared: Shared,
 }
 
 /// One component's config table, with its dotted path for error messages.
@@ -130,6 +101,29 @@ pub struct ComponentInfo {
 
 type Ctor<T> = Arc<dyn Fn(&ComponentConfig, &BuildContext) -> Result<T> + Send + Sync>;
 
+/// The handle a providing transport returns, type-erased only inside the
+/// registry: the registration of provider and rider both name its type.
+type Handle = Arc<dyn std::any::Any + Send + Sync>;
+
+/// Reads the instance a rider names (`via`) from its config.
+type ViaFn = Arc<dyn Fn(&ComponentConfig) -> Result<String> + Send + Sync>;
+/// Builds a rider with the handle of the instance it rides on.
+type RiderCtor = Arc<
+    dyn Fn(&ComponentConfig, &BuildContext, &Handle) -> Result<Box<dyn Transport>> + Send + Sync,
+>;
+
+/// How a transport type is built.
+enum TransportCtor {
+    /// On its own, with the handle it offers riders, if any.
+    Plain(Ctor<(Box<dyn Transport>, Option<Handle>)>),
+    /// On an instance of the transport type `base`, named by `via`.
+    Rider {
+        base: &'static str,
+        via: ViaFn,
+        ctor: RiderCtor,
+    },
+}
+
 struct Entry<T> {
     info: ComponentInfo,
     ctor: Ctor<T>,
@@ -158,7 +152,7 @@ impl ComponentKind {
 #[derive(Default)]
 pub struct Registry {
     persisters: BTreeMap<&'static str, Entry<Arc<dyn Persister>>>,
-    transports: BTreeMap<&'static str, Entry<Box<dyn Transport>>>,
+    transports: BTreeMap<&'static str, (ComponentInfo, TransportCtor)>,
     services: BTreeMap<&'static str, Entry<Arc<dyn Service>>>,
 }
 
@@ -181,6 +175,19 @@ where
     Arc::new(move |cfg: &ComponentConfig, ctx: &BuildContext| f(cfg.parse::<C>()?, ctx))
 }
 
+fn info<C: Serialize + Default>(
+    type_name: &'static str,
+    description: &'static str,
+    example: &'static str,
+) -> ComponentInfo {
+    ComponentInfo {
+        type_name,
+        description,
+        example,
+        defaults: defaults_of::<C>,
+    }
+}
+
 macro_rules! register_fn {
     ($fn_name:ident, $field:ident, $t:ty) => {
         /// Register a constructor taking the component's typed config.
@@ -193,12 +200,7 @@ macro_rules! register_fn {
         ) where
             C: DeserializeOwned + Serialize + Default,
         {
-            let info = ComponentInfo {
-                type_name,
-                description,
-                example,
-                defaults: defaults_of::<C>,
-            };
+            let info = info::<C>(type_name, description, example);
             self.$field.insert(
                 type_name,
                 Entry {
@@ -238,12 +240,159 @@ impl Registry {
     }
 
     register_fn!(register_persister, persisters, Arc<dyn Persister>);
-    register_fn!(register_transport, transports, Box<dyn Transport>);
     register_fn!(register_service, services, Arc<dyn Service>);
 
     build_fn!(build_persister, persisters, Arc<dyn Persister>, "persister");
-    build_fn!(build_transport, transports, Box<dyn Transport>, "transport");
     build_fn!(build_service, services, Arc<dyn Service>, "service");
+
+    /// Register a transport that stands on its own.
+    pub fn register_transport<C>(
+        &mut self,
+        type_name: &'static str,
+        description: &'static str,
+        example: &'static str,
+        ctor: impl Fn(C, &BuildContext) -> Result<Box<dyn Transport>> + Send + Sync + 'static,
+    ) where
+        C: DeserializeOwned + Serialize + Default,
+    {
+        let ctor = typed(move |c: C, ctx: &BuildContext| Ok((ctor(c, ctx)?, None)));
+        self.transports.insert(
+            type_name,
+            (
+                info::<C>(type_name, description, example),
+                TransportCtor::Plain(ctor),
+            ),
+        );
+    }
+
+    /// Register a transport others can ride on: its constructor also returns
+    /// the handle a rider's constructor gets (see [`Self::register_transport_on`]).
+    pub fn register_transport_providing<C, H>(
+        &mut self,
+        type_name: &'static str,
+        description: &'static str,
+        example: &'static str,
+        ctor: impl Fn(C, &BuildContext) -> Result<(Box<dyn Transport>, Arc<H>)> + Send + Sync + 'static,
+    ) where
+        C: DeserializeOwned + Serialize + Default,
+        H: Send + Sync + 'static,
+    {
+        let ctor = typed(move |c: C, ctx: &BuildContext| {
+            let (t, h) = ctor(c, ctx)?;
+            Ok((t, Some(h as Handle)))
+        });
+        self.transports.insert(
+            type_name,
+            (
+                info::<C>(type_name, description, example),
+                TransportCtor::Plain(ctor),
+            ),
+        );
+    }
+
+    /// Register a transport that rides on an instance of the transport type
+    /// `base`, which must have been registered with
+    /// [`Self::register_transport_providing`] and handle type `H`. `via`
+    /// reads the instance name from the rider's config.
+    pub fn register_transport_on<C, H>(
+        &mut self,
+        type_name: &'static str,
+        description: &'static str,
+        example: &'static str,
+        base: &'static str,
+        via: fn(&C) -> &str,
+        ctor: impl Fn(C, &BuildContext, Arc<H>) -> Result<Box<dyn Transport>> + Send + Sync + 'static,
+    ) where
+        C: DeserializeOwned + Serialize + Default + 'static,
+        H: Send + Sync + 'static,
+    {
+        let via = Arc::new(move |cfg: &ComponentConfig| Ok(via(&cfg.parse::<C>()?).to_string()));
+        let ctor = Arc::new(
+            move |cfg: &ComponentConfig, ctx: &BuildContext, handle: &Handle| {
+                let handle = handle.clone().downcast::<H>().map_err(|_| {
+                    Error::config(
+                        format!("{}.via", cfg.path()),
+                        format!("names a transport whose handle is not the one `{base}` provides"),
+                    )
+                })?;
+                ctor(cfg.parse::<C>()?, ctx, handle)
+            },
+        );
+        self.transports.insert(
+            type_name,
+            (
+                info::<C>(type_name, description, example),
+                TransportCtor::Rider { base, via, ctor },
+            ),
+        );
+    }
+
+    /// Build every transport table, `(instance name, table)`: those that
+    /// stand on their own first, then those that ride on them. Returns them
+    /// in the order given.
+    pub fn build_transports(
+        &self,
+        tables: &[(String, ComponentConfig)],
+        ctx: &dyn Fn(&str) -> BuildContext,
+    ) -> Result<Vec<(String, Box<dyn Transport>)>> {
+        let entry = |cfg: &ComponentConfig| {
+            let ty = cfg.type_name()?;
+            self.transports
+                .get_key_value(ty.as_str())
+                .map(|(name, (_, ctor))| (*name, ctor))
+                .ok_or_else(|| {
+                    let known: Vec<&str> = self.transports.keys().copied().collect();
+                    Error::config(
+                        format!("{}.type", cfg.path()),
+                        format!(
+                            "unknown transport type `{ty}`; registered: {}",
+                            known.join(", ")
+                        ),
+                    )
+                })
+        };
+        let mut built: Vec<Option<Box<dyn Transport>>> = Vec::new();
+        // Every instance that stands on its own: its type, and its handle if it offers one.
+        let mut handles: BTreeMap<&str, (&'static str, Option<Handle>)> = BTreeMap::new();
+        for (name, cfg) in tables {
+            let (ty, ctor) = entry(cfg)?;
+            built.push(match ctor {
+                TransportCtor::Plain(ctor) => {
+                    let (t, h) = ctor(cfg, &ctx(name))?;
+                    handles.insert(name, (ty, h));
+                    Some(t)
+                }
+                TransportCtor::Rider { .. } => None,
+            });
+        }
+        for ((name, cfg), slot) in tables.iter().zip(built.iter_mut()) {
+            let (_, TransportCtor::Rider { base, via, ctor }) = entry(cfg)? else {
+                continue;
+            };
+            let target = via(cfg)?;
+            let handle = match handles.get(target.as_str()) {
+                Some((ty, Some(h))) if ty == base => h,
+                Some((ty, _)) => {
+                    return Err(Error::config(
+                        format!("{}.via", cfg.path()),
+                        format!("`{target}` is a {ty} transport, not {base}"),
+                    ))
+                }
+                None => {
+                    return Err(Error::config(
+                        format!("{}.via", cfg.path()),
+                        format!("no {base} transport named `{target}`"),
+                    ))
+                }
+            };
+            *slot = Some(ctor(cfg, &ctx(name), handle)?);
+        }
+        Ok(tables
+            .iter()
+            .zip(built)
+            .filter_map(|((name, _), t)| t.map(|t| (name.clone(), t)))
+            .collect())
+    }
 
     /// Every registered component.
     pub fn list(&self) -> Vec<(ComponentKind, &ComponentInfo)> {
@@ -254,7 +403,7 @@ impl Registry {
         let t = self
             .transports
             .values()
-            .map(|e| (ComponentKind::Transport, &e.info));
+            .map(|(i, _)| (ComponentKind::Transport, i));
         let s = self
             .services
             .values()

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use civkit_framework::{
-    BuildContext, ComponentKind, Node, NodeBuilder, Registry, Shutdown, ShutdownTrigger, Transport,
+    BuildContext, ComponentKind, Node, NodeBuilder, Persister, Registry, Service, Shutdown,
+    ShutdownTrigger, Transport,
 };
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -43,30 +44,16 @@ impl Daemon {
         let data_dir = config.node.data_dir.clone();
         files::ensure_data_dir(&data_dir)?;
         let keys = files::load_or_create_keys(&data_dir)?;
-        let shared = civkit_framework::Shared::default();
         let ctx = |instance: &str| BuildContext {
             data_dir: data_dir.clone(),
             instance: instance.to_string(),
             keys: keys.clone(),
-            shared: shared.clone(),
         };
-        let mut persister = None;
-        let mut services = Vec::new();
-        let mut transports: Vec<(String, Box<dyn Transport>)> = Vec::new();
-        for (kind, name, table) in config.components()? {
-            match kind {
-                ComponentKind::Persister => {
-                    persister = Some(registry.build_persister(&table, &ctx(&name))?)
-                }
-                ComponentKind::Service => {
-                    services.push((name.clone(), registry.build_service(&table, &ctx(&name))?))
-                }
-                ComponentKind::Transport => {
-                    transports.push((name.clone(), registry.build_transport(&table, &ctx(&name))?))
-                }
-            }
-        }
-        let persister = persister.ok_or_else(|| anyhow!("config error at `persister`: missing"))?;
+        let Components {
+            persister,
+            services,
+            transports,
+        } = build_components(config, registry, &ctx)?;
         let mut builder = NodeBuilder::new(persister, keys)
             .info(config.node_info())
             .sweep_interval(Duration::from_secs(config.node.sweep_interval_secs.max(1)))
@@ -158,6 +145,42 @@ impl Daemon {
         info!("store flushed; bye");
         Ok(())
     }
+}
+
+/// Every component a config asks for, built and not yet started.
+pub struct Components {
+    pub persister: Arc<dyn Persister>,
+    /// In admission order.
+    pub services: Vec<(String, Arc<dyn Service>)>,
+    /// Transports others ride on are built before their riders.
+    pub transports: Vec<(String, Box<dyn Transport>)>,
+}
+
+/// Build every component of `config`; fails on the first wrong table.
+pub fn build_components(
+    config: &Config,
+    registry: &Registry,
+    ctx: &dyn Fn(&str) -> BuildContext,
+) -> Result<Components> {
+    let mut persister = None;
+    let mut services = Vec::new();
+    let mut transport_tables = Vec::new();
+    for (kind, name, table) in config.components()? {
+        match kind {
+            ComponentKind::Persister => {
+                persister = Some(registry.build_persister(&table, &ctx(&name))?)
+            }
+            ComponentKind::Service => {
+                services.push((name.clone(), registry.build_service(&table, &ctx(&name))?))
+            }
+            ComponentKind::Transport => transport_tables.push((name, table)),
+        }
+    }
+    Ok(Components {
+        persister: persister.ok_or_else(|| anyhow!("config error at `persister`: missing"))?,
+        services,
+        transports: registry.build_transports(&transport_tables, ctx)?,
+    })
 }
 
 /// Wait until every transport reported its endpoint, or fail with the first

@@ -84,22 +84,11 @@ fn example_covers_every_key_and_builds() {
         data_dir: dir.path().to_path_buf(),
         instance: name.to_string(),
         keys: nostr::Keys::generate(),
-        shared: Default::default(),
     };
-    for (kind, name, table) in cfg.components().unwrap() {
-        let built = match kind {
-            civkit_framework::ComponentKind::Persister => {
-                registry.build_persister(&table, &ctx(&name)).map(drop)
-            }
-            civkit_framework::ComponentKind::Transport => {
-                registry.build_transport(&table, &ctx(&name)).map(drop)
-            }
-            civkit_framework::ComponentKind::Service => {
-                registry.build_service(&table, &ctx(&name)).map(drop)
-            }
-        };
-        built.unwrap_or_else(|e| panic!("{name}: {e}"));
-    }
+    let built = civkit_node::daemon::build_components(&cfg, &registry, &ctx)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(built.transports.len(), cfg.transports.len());
+    assert_eq!(built.services.len(), cfg.services.len());
 }
 
 #[test]

@@ -234,3 +234,94 @@ async fn floods_and_malformed_payloads_are_dropped_and_counted() {
     assert_eq!(ok[1], e.id.to_hex());
     billy.shutdown().await.unwrap();
 }
+
+/// Two bolt8 transports, each with its own onion-message gateway, in one
+/// node: each gateway rides on the identity it names, each answers onion
+/// messages sent to that identity, and their controls and endpoints do not
+/// overwrite each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_bolt8_transports_each_with_an_onion_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[node]\ndata_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [transports.relay]\ntype = \"nostr-ws\"\nlisten = \"127.0.0.1:0\"\n\
+         [services.board]\ntype = \"market-board\"\n\
+         [transports.ln1]\ntype = \"bolt8\"\nlisten = \"127.0.0.1:0\"\nkey_file = \"ln1.key\"\n\
+         [transports.ln2]\ntype = \"bolt8\"\nlisten = \"127.0.0.1:0\"\nkey_file = \"ln2.key\"\n\
+         [transports.onion1]\ntype = \"onion-messages\"\nvia = \"ln1\"\n\
+         [transports.onion2]\ntype = \"onion-messages\"\nvia = \"ln2\"\n",
+        dir.path().display()
+    );
+    let d = Daemon::start(&Config::from_toml(&cfg).unwrap(), &components::registry())
+        .await
+        .unwrap();
+    let endpoints = d.node.endpoints();
+    let ids: Vec<(PublicKey, SocketAddr)> = ["ln1", "ln2"]
+        .iter()
+        .map(|n| civkit_bolt8::parse_address(endpoints[*n].trim_start_matches("ln://")).unwrap())
+        .collect();
+    assert_ne!(ids[0].0, ids[1].0, "two identities");
+    assert_ne!(endpoints["onion1"], endpoints["onion2"], "{endpoints:?}");
+    for (i, (id, addr)) in ids.iter().enumerate() {
+        let mut mary = OnionNode::start(vec![], None).await.unwrap();
+        mary.connect(*id, *addr).await.unwrap();
+        let o = order(&Keys::generate(), &format!("pair{i}"), "EUR");
+        mary.send(
+            Destination::Node(*id),
+            json!(["EVENT", o]).to_string(),
+            Some(mary.reply_path(&[]).unwrap()),
+        )
+        .unwrap();
+        let ok: Value = serde_json::from_str(
+            &mary
+                .reply(Duration::from_secs(15))
+                .await
+                .expect("no OK over the reply path"),
+        )
+        .unwrap();
+        assert_eq!(ok, json!(["OK", o.id.to_hex(), true, ""]), "gateway {i}");
+    }
+    let status = d.node.control_statuses();
+    for (onion, ln) in [("onion1", "ln1"), ("onion2", "ln2")] {
+        assert_eq!(
+            status[onion]["handled"], 1,
+            "{onion} handled its own: {status:?}"
+        );
+        assert_eq!(status[ln]["kind"], "bolt8", "{status:?}");
+    }
+    d.shutdown().await.unwrap();
+}
+
+/// A gateway must ride on an existing bolt8 transport, and one bolt8
+/// transport carries one gateway; both are config errors before anything listens.
+#[tokio::test]
+async fn onion_gateways_must_name_their_own_bolt8_transport() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!(
+        "[node]\ndata_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [transports.relay]\ntype = \"nostr-ws\"\nlisten = \"127.0.0.1:0\"\n\
+         [transports.ln]\ntype = \"bolt8\"\nlisten = \"127.0.0.1:0\"\n",
+        dir.path().display()
+    );
+    let err = |extra: &str| {
+        let cfg = Config::from_toml(&format!("{base}{extra}")).unwrap();
+        async move {
+            Daemon::start(&cfg, &components::registry())
+                .await
+                .map(drop)
+                .unwrap_err()
+                .to_string()
+        }
+    };
+    let e = err("[transports.o]\ntype = \"onion-messages\"\nvia = \"nope\"\n").await;
+    assert!(
+        e.contains("transports.o.via") && e.contains("no bolt8 transport named `nope`"),
+        "{e}"
+    );
+    let e = err("[transports.o]\ntype = \"onion-messages\"\nvia = \"relay\"\n").await;
+    assert!(e.contains("`relay` is a nostr-ws transport"), "{e}");
+    let e = err("[transports.o1]\ntype = \"onion-messages\"\nvia = \"ln\"\n\
+         [transports.o2]\ntype = \"onion-messages\"\nvia = \"ln\"\n")
+    .await;
+    assert!(e.contains("two onion-message transports"), "{e}");
+}

@@ -33,7 +33,7 @@ impl Bolt8Client {
             .map_err(|e| Error::Invalid(format!("OS random source: {e}")))?;
         let (tx, events) = mpsc::unbounded_channel();
         let handler = Arc::new(NostrHandler::new(tx, 65_000));
-        let (pm, _) = crate::peer_manager(&seed, handler.clone(), None)?;
+        let (pm, _) = crate::peer_manager(crate::keys_manager(&seed), handler.clone(), None)?;
         Ok(Bolt8Client {
             pm,
             handler,

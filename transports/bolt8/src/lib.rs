@@ -24,7 +24,7 @@ pub mod wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -58,27 +58,70 @@ pub type PeerMgr = PeerManager<
     Arc<IgnoringMessageHandler>,
 >;
 
-/// What this transport hands an onion-message layer that rides on it (see
-/// [`onion_slot`]): the node identity's keys, the node, and ways to flush
-/// the peer manager and list connected peers.
+/// What the peer manager hands the onion-message layer it is built with:
+/// the node identity's keys, the node, and a way to flush the peer manager.
 pub struct OnionDeps {
     pub keys: Arc<KeysManager>,
     /// The node behind this transport (`None` for a bare client).
     pub node: Option<Node>,
     pub node_id: PublicKey,
     pub wake: Arc<dyn Fn() + Send + Sync>,
-    pub peers: Arc<dyn Fn() -> Vec<PublicKey> + Send + Sync>,
 }
 
 /// Builds the onion-message handler plugged into the peer manager.
 pub type OnionFactory =
     Box<dyn Fn(OnionDeps) -> Arc<dyn OnionMessageHandler + Send + Sync> + Send + Sync>;
 
-/// The [`civkit_framework::Shared`] key under which an onion-message layer
-/// offers its [`OnionFactory`] to the bolt8 instance named `via`. Without
-/// one, onion messages are ignored.
-pub fn onion_slot(via: &str) -> String {
-    format!("civkit-bolt8/{via}/onion")
+/// What a bolt8 transport instance hands the transports that ride on it
+/// (the onion-message gateway), when it is built: its Lightning identity,
+/// its connected peers as they change, and a place for the onion layer.
+pub struct Bolt8Handle {
+    instance: Arc<str>,
+    keys: Arc<KeysManager>,
+    node_id: PublicKey,
+    onion: Mutex<Option<OnionFactory>>,
+    peers: tokio::sync::watch::Sender<Vec<PublicKey>>,
+}
+
+impl std::fmt::Debug for Bolt8Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bolt8Handle")
+            .field("instance", &self.instance)
+            .field("node_id", &self.node_id)
+            .finish()
+    }
+}
+
+impl Bolt8Handle {
+    /// The transport's instance name.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+    /// The node identity's keys.
+    pub fn keys(&self) -> &Arc<KeysManager> {
+        &self.keys
+    }
+    /// The Lightning node id.
+    pub fn node_id(&self) -> PublicKey {
+        self.node_id
+    }
+    /// Connected peers, sorted by node id; changes when one connects or leaves.
+    pub fn peers(&self) -> tokio::sync::watch::Receiver<Vec<PublicKey>> {
+        self.peers.subscribe()
+    }
+    /// Plug the onion-message layer in (before the transport runs). One per
+    /// instance: a second one is a config error.
+    pub fn set_onion_layer(&self, factory: OnionFactory) -> Result<()> {
+        let mut slot = lock(&self.onion);
+        if slot.is_some() {
+            return Err(Error::config(
+                format!("transports.{}", self.instance),
+                "carries two onion-message transports; one per bolt8 transport",
+            ));
+        }
+        *slot = Some(factory);
+        Ok(())
+    }
 }
 
 /// Sends LDK's log records to `tracing`.
@@ -180,7 +223,7 @@ max_event_bytes = 65536
 
 /// Register the `bolt8` transport.
 pub fn register(registry: &mut Registry) {
-    registry.register_transport(
+    registry.register_transport_providing(
         "bolt8",
         "Lightning BOLT8 peer transport: boards federate with NIP-01 in custom messages",
         EXAMPLE,
@@ -202,9 +245,9 @@ pub fn register(registry: &mut Registry) {
                     "must fit in one BOLT8 message (at most 65000)",
                 ));
             }
-            let t = Bolt8::new(ctx.instance.clone(), ctx.data_dir.join(&cfg.key_file), cfg)
-                .with_shared(ctx.shared.clone());
-            Ok(Box::new(t) as Box<dyn Transport>)
+            let t = Bolt8::new(ctx.instance.clone(), &ctx.data_dir.join(&cfg.key_file), cfg)?;
+            let handle = t.handle.clone();
+            Ok((Box::new(t) as Box<dyn Transport>, handle))
         },
     );
 }
@@ -234,22 +277,29 @@ pub fn filters(values: &[serde_json::Value]) -> std::result::Result<Vec<Filter>,
         .collect()
 }
 
-/// LDK's peer manager with this crate's handlers, the identity of `seed`
-/// and, if given, an onion-message layer; returns it with its node id.
-pub fn peer_manager(
-    seed: &[u8; 32],
-    handler: Arc<NostrHandler>,
-    onion: Option<(Arc<OnionFactory>, Option<Node>)>,
-) -> Result<(Arc<PeerMgr>, PublicKey)> {
+/// The keys of the Lightning identity of `seed`.
+pub fn keys_manager(seed: &[u8; 32]) -> Arc<KeysManager> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let keys = Arc::new(KeysManager::new(
+    Arc::new(KeysManager::new(
         seed,
         now.as_secs(),
         now.subsec_nanos(),
         true,
-    ));
+    ))
+}
+
+/// LDK's peer manager with this crate's handlers, the identity of `keys`
+/// and, if given, an onion-message layer; returns it with its node id.
+pub fn peer_manager(
+    keys: Arc<KeysManager>,
+    handler: Arc<NostrHandler>,
+    onion: Option<(OnionFactory, Option<Node>)>,
+) -> Result<(Arc<PeerMgr>, PublicKey)> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let node_id = keys
         .get_node_id(Recipient::Node)
         .map_err(|_| Error::Invalid("cannot derive the node id".into()))?;
@@ -261,26 +311,15 @@ pub fn peer_manager(
     let slot: Arc<std::sync::OnceLock<std::sync::Weak<PeerMgr>>> = Arc::default();
     let onion_handler: Arc<dyn OnionMessageHandler + Send + Sync> = match onion {
         Some((factory, node)) => {
-            let (s1, s2) = (slot.clone(), slot.clone());
+            let slot = slot.clone();
             factory(OnionDeps {
                 keys: keys.clone(),
                 node,
                 node_id,
                 wake: Arc::new(move || {
-                    if let Some(pm) = s1.get().and_then(std::sync::Weak::upgrade) {
+                    if let Some(pm) = slot.get().and_then(std::sync::Weak::upgrade) {
                         pm.process_events();
                     }
-                }),
-                peers: Arc::new(move || {
-                    s2.get()
-                        .and_then(std::sync::Weak::upgrade)
-                        .map(|pm| {
-                            pm.list_peers()
-                                .into_iter()
-                                .map(|p| p.counterparty_node_id)
-                                .collect()
-                        })
-                        .unwrap_or_default()
                 }),
             })
         }
@@ -333,27 +372,36 @@ pub fn node_id_of(seed: &[u8; 32]) -> Result<PublicKey> {
 /// The BOLT8 transport.
 #[derive(Debug)]
 pub struct Bolt8 {
-    instance: String,
-    key_path: PathBuf,
     config: Bolt8Config,
-    shared: civkit_framework::Shared,
+    handle: Arc<Bolt8Handle>,
 }
 
 impl Bolt8 {
-    /// A transport named `instance` whose node identity seed lives at `key_path`.
-    pub fn new(instance: impl Into<String>, key_path: PathBuf, config: Bolt8Config) -> Self {
-        Bolt8 {
-            instance: instance.into(),
-            key_path,
+    /// A transport named `instance` whose node identity seed lives at
+    /// `key_path` (created with mode 0600 if absent).
+    pub fn new(instance: impl Into<String>, key_path: &Path, config: Bolt8Config) -> Result<Self> {
+        let instance = instance.into();
+        let (seed, created) = civkit_framework::keyfile::load_or_create(key_path)?;
+        let keys = keys_manager(&seed);
+        let node_id = keys
+            .get_node_id(Recipient::Node)
+            .map_err(|_| Error::Invalid("cannot derive the node id".into()))?;
+        tracing::debug!(%instance, %node_id, created_key = created, "BOLT8 identity loaded");
+        Ok(Bolt8 {
             config,
-            shared: civkit_framework::Shared::default(),
-        }
+            handle: Arc::new(Bolt8Handle {
+                instance: instance.into(),
+                keys,
+                node_id,
+                onion: Mutex::default(),
+                peers: tokio::sync::watch::channel(Vec::new()).0,
+            }),
+        })
     }
 
-    /// Use the objects other components of this node offered (an onion layer).
-    pub fn with_shared(mut self, shared: civkit_framework::Shared) -> Self {
-        self.shared = shared;
-        self
+    /// What riders of this transport get.
+    pub fn handle(&self) -> &Arc<Bolt8Handle> {
+        &self.handle
     }
 }
 
@@ -362,7 +410,7 @@ pub(crate) struct Runtime {
     pub node: Node,
     pub pm: Arc<PeerMgr>,
     pub handler: Arc<NostrHandler>,
-    pub instance: Arc<str>,
+    pub handle: Arc<Bolt8Handle>,
     pub config: Bolt8Config,
     pub shutdown: Shutdown,
     pub peers: Mutex<HashMap<PublicKey, peer::Connected>>,
@@ -396,37 +444,36 @@ impl Runtime {
 #[async_trait]
 impl Transport for Bolt8 {
     async fn run(self: Box<Self>, node: Node, shutdown: Shutdown) -> Result<()> {
-        let (seed, created) = civkit_framework::keyfile::load_or_create(&self.key_path)?;
+        let instance = self.handle.instance.clone();
         let (tx, mut rx) = mpsc::unbounded_channel();
         let handler = Arc::new(NostrHandler::new(tx, self.config.max_message_bytes));
-        let onion = self
-            .shared
-            .get::<OnionFactory>(&onion_slot(&self.instance))
+        let onion = lock(&self.handle.onion)
+            .take()
             .map(|f| (f, Some(node.clone())));
-        let (pm, node_id) = peer_manager(&seed, handler.clone(), onion)?;
+        let (pm, node_id) = peer_manager(self.handle.keys.clone(), handler.clone(), onion)?;
         let listener = tokio::net::TcpListener::bind(self.config.listen)
             .await
             .map_err(|e| Error::Transport {
-                instance: self.instance.clone(),
+                instance: instance.to_string(),
                 message: format!("cannot listen on {}: {e}", self.config.listen),
             })?;
         let local = listener
             .local_addr()
             .map_err(|e| Error::io("local address", e))?;
-        let span = tracing::info_span!("transport", instance = %self.instance, kind = "bolt8");
-        span.in_scope(|| info!(%node_id, %local, created_key = created, "BOLT8 listening"));
+        let span = tracing::info_span!("transport", instance = %instance, kind = "bolt8");
+        span.in_scope(|| info!(%node_id, %local, "BOLT8 listening"));
         let rt = Arc::new(Runtime {
             node: node.clone(),
             pm: pm.clone(),
             handler,
-            instance: self.instance.clone().into(),
+            handle: self.handle.clone(),
             config: self.config.clone(),
             shutdown: shutdown.clone(),
             peers: Mutex::default(),
             dialing: Mutex::default(),
         });
-        node.register_control(&self.instance, Arc::new(control::PeersControl(rt.clone())));
-        node.set_endpoint(&self.instance, format!("ln://{node_id}@{local}"));
+        node.register_control(&instance, Arc::new(control::PeersControl(rt.clone())));
+        node.set_endpoint(&instance, format!("ln://{node_id}@{local}"));
 
         for p in &self.config.peers {
             if let Ok((id, addr)) = parse_address(&p.address) {
@@ -475,7 +522,7 @@ impl Transport for Bolt8 {
         }
         pm.disconnect_all_peers();
         // Break the node -> control -> runtime -> node cycle and end peer sessions.
-        rt.node.unregister_control(&self.instance);
+        rt.node.unregister_control(&instance);
         lock(&rt.peers).clear();
         timer.abort();
         events.abort();

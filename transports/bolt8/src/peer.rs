@@ -66,10 +66,12 @@ pub(crate) fn on_wire_event(rt: &Arc<Runtime>, ev: WireEvent) {
                 task: task.abort_handle(),
             };
             lock(&rt.peers).insert(peer, entry);
+            publish_peers(rt);
         }
         WireEvent::Disconnected { peer } => {
             info!(%peer, "peer disconnected");
             lock(&rt.peers).remove(&peer);
+            publish_peers(rt);
         }
         WireEvent::Message { peer, msg } => {
             if let Some(p) = lock(&rt.peers).get(&peer) {
@@ -78,6 +80,13 @@ pub(crate) fn on_wire_event(rt: &Arc<Runtime>, ev: WireEvent) {
             }
         }
     }
+}
+
+/// Tell riders (the onion layer) who is connected now, sorted by node id.
+fn publish_peers(rt: &Runtime) {
+    let mut ids: Vec<PublicKey> = lock(&rt.peers).keys().copied().collect();
+    ids.sort();
+    rt.handle.peers.send_replace(ids);
 }
 
 /// Queue a message for a peer and let LDK send it.
@@ -93,7 +102,7 @@ async fn peer_main(
     stats: Arc<PeerStats>,
 ) {
     let origin = Origin::new(
-        rt.instance.clone(),
+        rt.handle.instance.clone(),
         Source::LightningPeer {
             node_id: peer.to_string(),
         },

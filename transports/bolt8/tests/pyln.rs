@@ -76,7 +76,7 @@ async fn board_with(cfg: Bolt8Config) -> (TestNode, String, String, tempfile::Te
         listen: "127.0.0.1:0".parse().unwrap(),
         ..cfg
     };
-    let t = Box::new(Bolt8::new("ln", dir.path().join("ln.key"), cfg));
+    let t = Box::new(Bolt8::new("ln", &dir.path().join("ln.key"), cfg).unwrap());
     tokio::spawn(t.run(tn.node.clone(), tn.shutdown()));
     let endpoint = loop {
         if let Some(e) = tn.node.endpoints().get("ln") {

@@ -104,9 +104,9 @@ impl OnionNode {
         };
         let (events, _) = mpsc::unbounded_channel();
         let (pm, node_id) = civkit_bolt8::peer_manager(
-            &seed,
+            civkit_bolt8::keys_manager(&seed),
             Arc::new(NostrHandler::new(events, 65_000)),
-            Some((Arc::new(factory), None)),
+            Some((factory, None)),
         )?;
         let addr = match listen {
             Some(a) => {

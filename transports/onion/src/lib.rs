@@ -5,9 +5,10 @@
 //! Lightning nodes that forward onion traffic; the board decrypts it and
 //! handles the NIP-01 message inside exactly like one from any transport.
 //!
-//! It rides on a `bolt8` transport (`via`): it offers that transport an
-//! `OnionMessenger` (LDK) through [`civkit_framework::Shared`], so both use
-//! one Lightning identity and one set of connections. Each message is a
+//! It rides on a `bolt8` transport (`via`): when the node is built, the
+//! registry hands it that instance's typed [`civkit_bolt8::Bolt8Handle`], and
+//! it plugs an `OnionMessenger` (LDK) into it, so both use one Lightning
+//! identity and one set of connections. Each message is a
 //! session whose origin is an anonymous `OnionSender`; the board's `OK` (and
 //! any other reply) goes back over the sender's blinded reply path. Per-peer
 //! budgets drop floods ([`budget`]).
@@ -20,11 +21,10 @@ pub mod gateway;
 pub mod messages;
 pub mod router;
 
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use civkit_bolt8::{onion_slot, LdkTracing, OnionDeps, OnionFactory};
+use civkit_bolt8::{Bolt8Handle, LdkTracing, OnionDeps, OnionFactory};
 use civkit_framework::{
     BuildContext, Control, Error, Node, Registry, Result, SessionLimits, Shutdown, Transport,
 };
@@ -129,45 +129,33 @@ auth_required = false
 max_event_bytes = 65536
 "#;
 
-/// What the transport learns once bolt8 has built the gateway.
-struct Built {
-    keys: Arc<KeysManager>,
-    node_id: PublicKey,
-    peers: Arc<dyn Fn() -> Vec<PublicKey> + Send + Sync>,
-}
-
-struct State {
-    counters: Arc<Counters>,
-    built: OnceLock<Built>,
-}
-
-/// Register the `onion-messages` transport.
+/// Register the `onion-messages` transport, riding on a `bolt8` instance.
 pub fn register(registry: &mut Registry) {
-    registry.register_transport(
+    registry.register_transport_on(
         "onion-messages",
         "BOLT4 onion-message gateway riding on a bolt8 transport: anonymous makers",
         EXAMPLE,
-        |cfg: OnionConfig, ctx: &BuildContext| {
-            let state = Arc::new(State {
-                counters: Arc::default(),
-                built: OnceLock::new(),
-            });
+        "bolt8",
+        |cfg: &OnionConfig| cfg.via.as_str(),
+        |cfg: OnionConfig, ctx: &BuildContext, bolt8: Arc<Bolt8Handle>| {
+            let counters: Arc<Counters> = Arc::default();
             let factory: OnionFactory = {
-                let (state, cfg, instance) = (state.clone(), cfg.clone(), ctx.instance.clone());
-                Box::new(move |deps: OnionDeps| gateway_handler(&state, &cfg, &instance, deps))
+                let (counters, cfg, instance) =
+                    (counters.clone(), cfg.clone(), ctx.instance.clone());
+                Box::new(move |deps: OnionDeps| gateway_handler(&counters, &cfg, &instance, deps))
             };
-            ctx.shared.put(&onion_slot(&cfg.via), Arc::new(factory));
+            bolt8.set_onion_layer(factory)?;
             Ok(Box::new(OnionTransport {
                 instance: ctx.instance.clone(),
-                config: cfg,
-                state,
+                counters,
+                bolt8,
             }) as Box<dyn Transport>)
         },
     );
 }
 
 fn gateway_handler(
-    state: &State,
+    counters: &Arc<Counters>,
     cfg: &OnionConfig,
     instance: &str,
     deps: OnionDeps,
@@ -181,43 +169,39 @@ fn gateway_handler(
         limits: cfg.limits.clone(),
         max_bytes: cfg.max_message_bytes,
         pending: Arc::new(Mutex::new(Vec::new())),
-        wake: deps.wake.clone(),
-        counters: state.counters.clone(),
+        wake: deps.wake,
+        counters: counters.clone(),
     });
     let inner = Arc::new(messenger(
         deps.keys.clone(),
-        PeersRouter::new(deps.keys.clone()),
+        PeersRouter::new(deps.keys),
         gateway,
     ));
-    let _ = state.built.set(Built {
-        keys: deps.keys,
-        node_id: deps.node_id,
-        peers: deps.peers,
-    });
     Arc::new(budget::Budgeted::new(
         inner,
         cfg.messages_per_sec_per_peer,
         cfg.burst,
-        state.counters.clone(),
+        counters.clone(),
     ))
 }
 
-/// A blinded path to this node through one of its peers (or itself when it
+/// A blinded path to this node through one of `peers` (or itself when it
 /// has none), hex-encoded as BOLT12/BOLT4 serialize it.
-fn blinded_path_hex(b: &Built) -> Option<String> {
-    let peers: Vec<MessageForwardNode> = (b.peers)()
-        .into_iter()
+fn blinded_path_hex(b: &Bolt8Handle, peers: &[PublicKey]) -> Option<String> {
+    let peers: Vec<MessageForwardNode> = peers
+        .iter()
+        .copied()
         .map(|node_id| MessageForwardNode {
             node_id,
             short_channel_id: None,
         })
         .collect();
-    let router = PeersRouter::new(b.keys.clone());
+    let router = PeersRouter::new(b.keys().clone());
     let secp = Secp256k1::new();
     let paths = router
         .create_blinded_paths(
-            b.node_id,
-            b.keys.get_receive_auth_key(),
+            b.node_id(),
+            b.keys().get_receive_auth_key(),
             MessageContext::Custom(Vec::new()),
             peers,
             &secp,
@@ -237,8 +221,8 @@ pub fn parse_blinded_path(hex_path: &str) -> std::result::Result<BlindedMessageP
 /// The onion-message transport.
 pub struct OnionTransport {
     instance: String,
-    config: OnionConfig,
-    state: Arc<State>,
+    counters: Arc<Counters>,
+    bolt8: Arc<Bolt8Handle>,
 }
 
 impl std::fmt::Debug for OnionTransport {
@@ -249,64 +233,57 @@ impl std::fmt::Debug for OnionTransport {
     }
 }
 
-struct OnionControl(Arc<State>);
+struct OnionControl {
+    counters: Arc<Counters>,
+    bolt8: Arc<Bolt8Handle>,
+}
 
 #[async_trait]
 impl Control for OnionControl {
     async fn command(&self, command: &str, _args: serde_json::Value) -> Result<serde_json::Value> {
         match command {
-            "stats" => Ok(self.0.counters.snapshot()),
-            "path" => Ok(
-                serde_json::json!({ "blinded_path": self.0.built.get().and_then(blinded_path_hex) }),
-            ),
+            "stats" => Ok(self.counters.snapshot()),
+            "path" => {
+                let peers = self.bolt8.peers().borrow().clone();
+                Ok(serde_json::json!({ "blinded_path": blinded_path_hex(&self.bolt8, &peers) }))
+            }
             other => Err(Error::Unsupported(format!(
                 "onion command `{other}` (stats, path)"
             ))),
         }
     }
     fn status(&self) -> Option<serde_json::Value> {
-        Some(self.0.counters.snapshot())
+        Some(self.counters.snapshot())
     }
 }
 
 #[async_trait]
 impl Transport for OnionTransport {
     async fn run(self: Box<Self>, node: Node, mut shutdown: Shutdown) -> Result<()> {
-        // The bolt8 transport builds the gateway when it starts.
-        let mut waited = Duration::ZERO;
-        while self.state.built.get().is_none() {
-            if waited > Duration::from_secs(10) || shutdown.is_triggered() {
-                return Err(Error::Transport {
-                    instance: self.instance.clone(),
-                    message: format!(
-                        "no bolt8 transport named `{}` started; onion messages ride on one (via)",
-                        self.config.via
-                    ),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            waited += Duration::from_millis(20);
-        }
-        node.register_control(&self.instance, Arc::new(OnionControl(self.state.clone())));
-        tracing::info!(instance = %self.instance, via = %self.config.via, "onion-message gateway ready");
+        let control = OnionControl {
+            counters: self.counters.clone(),
+            bolt8: self.bolt8.clone(),
+        };
+        node.register_control(&self.instance, Arc::new(control));
+        tracing::info!(instance = %self.instance, via = %self.bolt8.instance(), "onion-message gateway ready");
         // Publish how to reach us: a blinded path through our first peer. A
         // path is randomized each time it is built, so build one only when
         // that introduction peer changes (otherwise the endpoint, and the
-        // board policy that lists it, would change on every tick).
+        // board policy that lists it, would change every time).
+        let mut peers = self.bolt8.peers();
         let mut intro: Option<Option<PublicKey>> = None;
         loop {
-            if let Some(b) = self.state.built.get() {
-                let first = (b.peers)().into_iter().next();
-                if intro != Some(first) {
-                    if let Some(path) = blinded_path_hex(b) {
-                        node.set_endpoint(&self.instance, format!("onion://{path}"));
-                        intro = Some(first);
-                    }
+            let now = peers.borrow_and_update().clone();
+            let first = now.first().copied();
+            if intro != Some(first) {
+                if let Some(path) = blinded_path_hex(&self.bolt8, &now) {
+                    node.set_endpoint(&self.instance, format!("onion://{path}"));
+                    intro = Some(first);
                 }
             }
             tokio::select! {
                 _ = shutdown.wait() => break,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                changed = peers.changed() => if changed.is_err() { break },
             }
         }
         node.unregister_control(&self.instance);
