@@ -16,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod error;
 pub mod offer;
 pub mod order;
 pub mod policy;
@@ -33,7 +34,8 @@ use nostr::{Event, EventBuilder, EventId, Filter, Kind, Tag, Timestamp};
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
-pub use order::{Order, OrderError, ORDER_KIND};
+pub use error::{Error as OrderError, ErrorKind as OrderErrorKind};
+pub use order::{Order, ORDER_KIND};
 pub use policy::{BoardConfig, Reach, POLICY_KIND};
 
 /// Register the `market-board` service.
@@ -139,15 +141,14 @@ impl Board {
         ctx: &ServiceContext,
         event: &Event,
     ) -> std::result::Result<(), Rejection> {
-        let order = order::parse(event).map_err(|e| Rejection::invalid(e.to_string()))?;
+        let order = order::parse(event).map_err(|e| e.rejection())?;
         let now = ctx.now().as_secs();
         if let Some(offer) = &order.bolt12 {
-            offer::check(&order, offer, now)
-                .map_err(|e| Rejection::invalid(format!("tag `bolt12`: {e}")))?;
+            offer::check(&order, offer, now).map_err(|e| e.rejection())?;
         }
         self.policy
             .check(&order, event.created_at.as_secs())
-            .map_err(Rejection::restricted)?;
+            .map_err(|e| e.rejection())?;
         // Only the maker who first used an order id may update it.
         let same_id = Filter::new()
             .kind(Kind::from(ORDER_KIND))

@@ -6,6 +6,7 @@ use lightning::bitcoin::constants::ChainHash;
 use lightning::bitcoin::Network;
 use lightning::offers::offer::{Amount, Offer};
 
+use crate::error::{Error, Result};
 use crate::order::{FiatAmount, Order};
 
 /// The chain an order's `network` names.
@@ -25,17 +26,17 @@ pub fn chain_of(network: &str) -> Option<ChainHash> {
 /// Beyond LDK's parser, an offer that requires unknown features is refused:
 /// BOLT12 says a reader MUST NOT respond to it (LDK applies that rule only
 /// when building an invoice request), so no taker could pay it.
-pub fn parse(s: &str) -> Result<Offer, String> {
+pub fn parse(s: &str) -> Result<Offer> {
     let offer = s
         .parse::<Offer>()
-        .map_err(|e| format!("not a valid BOLT12 offer ({e:?})"))?;
+        .map_err(|e| Error::Offer(format!("not a valid BOLT12 offer ({e:?})")))?;
     if excess_padding(s) {
-        return Err("bech32 padding exceeds 4 bits".into());
+        return Err(Error::Offer("bech32 padding exceeds 4 bits".into()));
     }
     if offer.offer_features().requires_unknown_bits() {
-        return Err(
+        return Err(Error::Offer(
             "the offer requires features no payer knows (unknown even feature bits)".into(),
-        );
+        ));
     }
     Ok(offer)
 }
@@ -58,34 +59,37 @@ fn excess_padding(s: &str) -> bool {
 
 /// Check an order's offer: valid, not expired at `now` (unix seconds), for
 /// the order's chain, and with an amount that agrees with the order.
-pub fn check(order: &Order, offer_str: &str, now: u64) -> Result<Offer, String> {
+pub fn check(order: &Order, offer_str: &str, now: u64) -> Result<Offer> {
     let offer = parse(offer_str)?;
     if let Some(exp) = offer.absolute_expiry() {
         if exp <= Duration::from_secs(now) {
-            return Err(format!("the offer expired at {}", exp.as_secs()));
+            return Err(Error::Offer(format!(
+                "the offer expired at {}",
+                exp.as_secs()
+            )));
         }
     }
-    let chain =
-        chain_of(&order.network).ok_or_else(|| format!("unknown network `{}`", order.network))?;
+    let chain = chain_of(&order.network)
+        .ok_or_else(|| Error::Offer(format!("unknown network `{}`", order.network)))?;
     if !offer.chains().contains(&chain) {
-        return Err(format!(
+        return Err(Error::Offer(format!(
             "the offer is not for the order's network `{}`",
             order.network
-        ));
+        )));
     }
     match offer.amount() {
         None => {}
         Some(Amount::Bitcoin { amount_msats }) => {
             if order.amount_sats == 0 {
-                return Err(format!(
+                return Err(Error::Offer(format!(
                     "the offer fixes {amount_msats} msat but the order is at market price (amt 0)"
-                ));
+                )));
             }
             if amount_msats != order.amount_sats.saturating_mul(1000) {
-                return Err(format!(
+                return Err(Error::Offer(format!(
                     "the offer asks {amount_msats} msat but the order says amt {} sat",
                     order.amount_sats
-                ));
+                )));
             }
         }
         Some(Amount::Currency {
@@ -94,10 +98,10 @@ pub fn check(order: &Order, offer_str: &str, now: u64) -> Result<Offer, String> 
         }) => {
             let code = iso4217_code.as_str();
             if code != order.currency {
-                return Err(format!(
+                return Err(Error::Offer(format!(
                     "the offer is in {code} but the order is in {}",
                     order.currency
-                ));
+                )));
             }
             let exp = iso_currency::Currency::from_code(code)
                 .and_then(|c| c.exponent())
@@ -108,9 +112,9 @@ pub fn check(order: &Order, offer_str: &str, now: u64) -> Result<Offer, String> 
                 FiatAmount::Range(min, max) => (min..=max).contains(&major),
             };
             if !agrees {
-                return Err(format!(
+                return Err(Error::Offer(format!(
                     "the offer asks {major} {code}, outside the order's fiat amount"
-                ));
+                )));
             }
         }
     }

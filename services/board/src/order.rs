@@ -2,10 +2,10 @@
 //!
 //! Every failure names the tag that failed, so a maker knows what to fix.
 
-use std::fmt;
-
 use civkit_framework::kinds::tag_value;
 use nostr::Event;
+
+use crate::error::Error;
 
 /// The NIP-69 order kind.
 pub const ORDER_KIND: u16 = 38383;
@@ -69,21 +69,8 @@ pub struct Order {
     pub bolt12: Option<String>,
 }
 
-/// Why an order is malformed: the tag and the reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderError {
-    pub tag: &'static str,
-    pub reason: String,
-}
-
-impl fmt::Display for OrderError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "tag `{}`: {}", self.tag, self.reason)
-    }
-}
-
-fn err(tag: &'static str, reason: impl Into<String>) -> OrderError {
-    OrderError {
+fn err(tag: &'static str, reason: impl Into<String>) -> Error {
+    Error::Order {
         tag,
         reason: reason.into(),
     }
@@ -103,7 +90,7 @@ fn values<'a>(event: &'a Event, name: &str) -> Option<Vec<&'a str>> {
     })
 }
 
-fn required<'a>(event: &'a Event, tag: &'static str) -> Result<&'a str, OrderError> {
+fn required<'a>(event: &'a Event, tag: &'static str) -> Result<&'a str, Error> {
     match tag_value(event, tag) {
         Some(v) if !v.trim().is_empty() => Ok(v),
         Some(_) => Err(err(tag, "must not be empty")),
@@ -111,14 +98,14 @@ fn required<'a>(event: &'a Event, tag: &'static str) -> Result<&'a str, OrderErr
     }
 }
 
-fn number(tag: &'static str, v: &str) -> Result<f64, OrderError> {
+fn number(tag: &'static str, v: &str) -> Result<f64, Error> {
     v.parse::<f64>()
         .ok()
         .filter(|n| n.is_finite())
         .ok_or_else(|| err(tag, format!("`{v}` is not a number")))
 }
 
-fn unix_time(tag: &'static str, v: &str) -> Result<u64, OrderError> {
+fn unix_time(tag: &'static str, v: &str) -> Result<u64, Error> {
     v.parse::<u64>()
         .map_err(|_| err(tag, format!("`{v}` is not a unix timestamp")))
 }
@@ -126,7 +113,7 @@ fn unix_time(tag: &'static str, v: &str) -> Result<u64, OrderError> {
 const GEOHASH: &str = "0123456789bcdefghjkmnpqrstuvwxyz";
 
 /// Parse and check every required NIP-69 tag and the format of optional ones.
-pub fn parse(event: &Event) -> Result<Order, OrderError> {
+pub fn parse(event: &Event) -> Result<Order, Error> {
     if event.kind.as_u16() != ORDER_KIND {
         return Err(err("kind", format!("orders are kind {ORDER_KIND}")));
     }
@@ -230,7 +217,7 @@ pub fn parse(event: &Event) -> Result<Order, OrderError> {
     })
 }
 
-fn check_optional(event: &Event) -> Result<(), OrderError> {
+fn check_optional(event: &Event) -> Result<(), Error> {
     if let Some(source) = tag_value(event, "source") {
         let ok = url::Url::parse(source).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
         if !ok {

@@ -1,6 +1,7 @@
 //! The board's policy: what orders it takes, from config, and how it is
 //! announced (NIP-11 and a replaceable event signed by the board's key).
 
+use crate::error::Error;
 use serde_json::{json, Value};
 
 use crate::order::{Order, LAYERS, NETWORKS};
@@ -112,50 +113,52 @@ impl BoardConfig {
     }
 
     /// The rule an order breaks, if any (the order is already well formed).
-    pub fn check(&self, order: &Order, created_at: u64) -> Result<(), String> {
+    pub fn check(&self, order: &Order, created_at: u64) -> crate::error::Result<()> {
         let listed = |list: &[String]| list.join(", ");
         if !self.currencies.is_empty() && !self.currencies.contains(&order.currency) {
-            return Err(format!(
+            return Err(Error::Policy(format!(
                 "currency {} is not accepted here (accepted: {})",
                 order.currency,
                 listed(&self.currencies)
-            ));
+            )));
         }
         if !self.networks.contains(&order.network) {
-            return Err(format!(
+            return Err(Error::Policy(format!(
                 "network {} is not accepted here (accepted: {})",
                 order.network,
                 listed(&self.networks)
-            ));
+            )));
         }
         if !self.layers.contains(&order.layer) {
-            return Err(format!(
+            return Err(Error::Policy(format!(
                 "layer {} is not accepted here (accepted: {})",
                 order.layer,
                 listed(&self.layers)
-            ));
+            )));
         }
         if order.amount_sats > 0 && order.amount_sats < self.min_sats {
-            return Err(format!(
+            return Err(Error::Policy(format!(
                 "amt {} sats is below the minimum of {} sats",
                 order.amount_sats, self.min_sats
-            ));
+            )));
         }
         if self.max_sats > 0 && order.amount_sats > self.max_sats {
-            return Err(format!(
+            return Err(Error::Policy(format!(
                 "amt {} sats is above the maximum of {} sats",
                 order.amount_sats, self.max_sats
-            ));
+            )));
         }
         let lifetime = order.expires_at.saturating_sub(created_at);
         if lifetime > self.max_order_lifetime_secs {
-            return Err(format!(
+            return Err(Error::Policy(format!(
                 "order lifetime of {lifetime} s is above the maximum of {} s",
                 self.max_order_lifetime_secs
-            ));
+            )));
         }
         if self.require_bolt12 && order.bolt12.is_none() {
-            return Err("this board requires a bolt12 offer on every order".into());
+            return Err(Error::Policy(
+                "this board requires a bolt12 offer on every order".into(),
+            ));
         }
         Ok(())
     }

@@ -15,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod error;
 pub mod payment;
 pub mod scheme;
 #[cfg(feature = "testing")]
@@ -266,47 +267,53 @@ impl Credentials {
         &self,
         ctx: &ServiceContext,
         event: &Event,
-    ) -> std::result::Result<Value, String> {
-        let req: Value =
-            serde_json::from_str(&event.content).map_err(|_| "invalid: content is not JSON")?;
-        let quote = req["quote"].as_str().ok_or("invalid: no quote")?;
+    ) -> std::result::Result<Value, Rejection> {
+        let req: Value = serde_json::from_str(&event.content)
+            .map_err(|_| Rejection::invalid("content is not JSON"))?;
+        let quote = req["quote"]
+            .as_str()
+            .ok_or_else(|| Rejection::invalid("no quote"))?;
         let record: Value = ctx
             .kv_get(format!("quote:{quote}").as_bytes())
             .await
-            .map_err(|_| "error: could not read quotes")?
+            .map_err(|_| Rejection::error("could not read quotes"))?
             .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or("invalid: unknown quote")?;
+            .ok_or_else(|| Rejection::invalid("unknown quote"))?;
         if record["requester"].as_str() != Some(event.pubkey.to_hex().as_str()) {
-            return Err("restricted: this quote belongs to another key".into());
+            return Err(Rejection::restricted("this quote belongs to another key"));
         }
         let blinded: Vec<cashu::nuts::PublicKey> = req["blinded"]
             .as_array()
-            .ok_or("invalid: no blinded messages")?
+            .ok_or_else(|| Rejection::invalid("no blinded messages"))?
             .iter()
             .map(|b| {
                 b.as_str()
                     .and_then(|s| cashu::nuts::PublicKey::from_hex(s).ok())
             })
             .collect::<Option<_>>()
-            .ok_or("invalid: a blinded message is not a curve point")?;
+            .ok_or_else(|| Rejection::invalid("a blinded message is not a curve point"))?;
         if Some(blinded.len() as u64) != record["count"].as_u64() {
-            return Err("invalid: the number of blinded messages does not match the quote".into());
+            return Err(Rejection::invalid(
+                "the number of blinded messages does not match the quote",
+            ));
         }
         let hash = record["payment_hash"].as_str().unwrap_or_default();
         match self.0.backend.is_paid(hash).await {
             Ok(true) => {}
-            Ok(false) => return Err("payment-required: the invoice is not paid yet".into()),
+            Ok(false) => return Err(Rejection::payment_required("the invoice is not paid yet")),
             Err(e) => {
                 warn!(error = %e, "payment lookup failed");
-                return Err("error: could not check the payment".into());
+                return Err(Rejection::error("could not check the payment"));
             }
         }
         let fresh = ctx
             .kv_insert_new(format!("issued:{quote}").as_bytes(), &[1])
             .await
-            .map_err(|_| "error: could not record the issuance")?;
+            .map_err(|_| Rejection::error("could not record the issuance"))?;
         if !fresh {
-            return Err("blocked: credentials for this quote were already issued".into());
+            return Err(Rejection::blocked(
+                "credentials for this quote were already issued",
+            ));
         }
         let epoch = self.epoch_at(ctx.now().as_secs());
         let key = scheme::epoch_key(&self.0.master, epoch);
@@ -314,7 +321,7 @@ impl Credentials {
             .iter()
             .map(|b| scheme::issue(&key, b).map(|(c, e, s)| json!({ "C_": c, "e": e, "s": s })))
             .collect::<std::result::Result<_, _>>()
-            .map_err(|_| "error: signing failed")?;
+            .map_err(|_| Rejection::error("signing failed"))?;
         Ok(
             json!({ "quote": quote, "epoch": epoch, "pubkey": key.public_key().to_hex(), "signatures": signatures }),
         )
@@ -438,7 +445,7 @@ impl Service for Credentials {
             } else {
                 let answer = match this.mint(&ctx, &event).await {
                     Ok(v) => v,
-                    Err(e) => json!({ "error": e }),
+                    Err(e) => json!({ "error": e.to_string() }),
                 };
                 Self::answer(&ctx, event.pubkey, &event, MINT, answer).await;
             }

@@ -119,7 +119,7 @@ async fn http(
     url: String,
     headers: Vec<(&'static str, String)>,
     body: Option<Value>,
-) -> std::result::Result<Value, String> {
+) -> std::result::Result<Value, civkit_http::Error> {
     let mut req = civkit_http::Request::new(method, url);
     for (k, v) in headers {
         req = req.header(k, v);

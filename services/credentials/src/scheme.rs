@@ -19,6 +19,8 @@ use cashu::Amount;
 use nostr::hashes::{sha256, Hash};
 use nostr::Event;
 
+use crate::error::{answer, crypto, Result};
+
 /// A credential as a maker holds it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Credential {
@@ -57,8 +59,8 @@ fn keyset_id(pubkey: &PublicKey) -> Id {
 }
 
 /// Board side: sign one blinded message, with a DLEQ proof. Returns `C_`, `e`, `s` (hex).
-pub fn issue(key: &SecretKey, blinded: &PublicKey) -> Result<(String, String, String), String> {
-    let c = sign_message(key, blinded).map_err(|e| e.to_string())?;
+pub fn issue(key: &SecretKey, blinded: &PublicKey) -> Result<(String, String, String)> {
+    let c = sign_message(key, blinded).map_err(crypto)?;
     let sig = BlindSignature::new(
         Amount::from(1),
         c,
@@ -66,16 +68,16 @@ pub fn issue(key: &SecretKey, blinded: &PublicKey) -> Result<(String, String, St
         blinded,
         key,
     )
-    .map_err(|e| e.to_string())?;
-    let dleq = sig.dleq.ok_or("no DLEQ proof")?;
+    .map_err(crypto)?;
+    let dleq = sig.dleq.ok_or_else(|| crypto("no DLEQ proof"))?;
     Ok((c.to_hex(), dleq.e.to_secret_hex(), dleq.s.to_secret_hex()))
 }
 
 /// Maker side: a fresh spend key and its blinded message. Returns (spend secret, blinding factor, `B_`).
-pub fn blind() -> Result<(SecretKey, SecretKey, PublicKey), String> {
+pub fn blind() -> Result<(SecretKey, SecretKey, PublicKey)> {
     let spend = SecretKey::generate();
     let secret = spend_secret_message(&spend.public_key());
-    let (b, r) = blind_message(secret.as_bytes(), None).map_err(|e| e.to_string())?;
+    let (b, r) = blind_message(secret.as_bytes(), None).map_err(crypto)?;
     Ok((spend, r, b))
 }
 
@@ -87,11 +89,11 @@ pub fn unblind(
     c_blinded: &str,
     e: &str,
     s: &str,
-) -> Result<PublicKey, String> {
-    let c = PublicKey::from_hex(c_blinded).map_err(|e| e.to_string())?;
+) -> Result<PublicKey> {
+    let c = PublicKey::from_hex(c_blinded).map_err(crypto)?;
     let dleq = cashu::nuts::BlindSignatureDleq {
-        e: SecretKey::from_hex(e).map_err(|e| e.to_string())?,
-        s: SecretKey::from_hex(s).map_err(|e| e.to_string())?,
+        e: SecretKey::from_hex(e).map_err(crypto)?,
+        s: SecretKey::from_hex(s).map_err(crypto)?,
     };
     let sig = BlindSignature {
         amount: Amount::from(1),
@@ -99,10 +101,9 @@ pub fn unblind(
         c,
         dleq: Some(dleq),
     };
-    sig.verify_dleq(*board_key, *blinded).map_err(|_| {
-        "the board's DLEQ proof does not verify against its announced key".to_string()
-    })?;
-    unblind_message(&c, r, board_key).map_err(|e| e.to_string())
+    sig.verify_dleq(*board_key, *blinded)
+        .map_err(|_| answer("the board's DLEQ proof does not verify against its announced key"))?;
+    unblind_message(&c, r, board_key).map_err(crypto)
 }
 
 /// The message whose curve point the board signs: the spend key, x-only hex.
@@ -132,9 +133,9 @@ pub fn binding_for(author: &nostr::PublicKey, kind: u16, created_at: u64, d: &st
 
 /// Maker side: the tag that spends `cred` on `event` (whose tags must not
 /// yet include it; the binding does not cover tags).
-pub fn spend_tag(cred: &Credential, event_binding: &[u8]) -> Result<Vec<String>, String> {
-    let spend = SecretKey::from_hex(&cred.spend_secret).map_err(|e| e.to_string())?;
-    let sig = spend.sign(event_binding).map_err(|e| e.to_string())?;
+pub fn spend_tag(cred: &Credential, event_binding: &[u8]) -> Result<Vec<String>> {
+    let spend = SecretKey::from_hex(&cred.spend_secret).map_err(crypto)?;
+    let sig = spend.sign(event_binding).map_err(crypto)?;
     Ok(vec![
         "credential".into(),
         cred.epoch.to_string(),

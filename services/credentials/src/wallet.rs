@@ -6,6 +6,7 @@ use nostr::nips::nip44;
 use nostr::{Event, EventBuilder, Keys, Kind, PublicKey, Tag};
 use serde_json::{json, Value};
 
+use crate::error::{answer, request, Error, Result};
 use crate::scheme::{self, Credential};
 use crate::{MINT, MINT_REQUEST, QUOTE, QUOTE_REQUEST};
 
@@ -17,7 +18,7 @@ pub struct Pending {
 
 impl Pending {
     /// `n` fresh spend keys, blinded.
-    pub fn new(n: usize) -> Result<Self, String> {
+    pub fn new(n: usize) -> Result<Self> {
         Ok(Pending {
             items: (0..n).map(|_| scheme::blind()).collect::<Result<_, _>>()?,
         })
@@ -28,21 +29,21 @@ impl Pending {
     }
 }
 
-fn request(keys: &Keys, board: &PublicKey, kind: u16, mut content: Value) -> Result<Event, String> {
+fn build(keys: &Keys, board: &PublicKey, kind: u16, mut content: Value) -> Result<Event> {
     // A nonce makes every request a new event: a retry (for example after
     // paying) must not be dropped as a duplicate of the first attempt.
     let mut nonce = [0u8; 8];
-    getrandom::getrandom(&mut nonce).map_err(|e| e.to_string())?;
+    getrandom::getrandom(&mut nonce).map_err(request)?;
     content["nonce"] = json!(hex::encode(nonce));
     EventBuilder::new(Kind::from(kind), content.to_string())
         .tag(Tag::public_key(*board))
         .sign_with_keys(keys)
-        .map_err(|e| e.to_string())
+        .map_err(request)
 }
 
 /// Ask the board for a quote for `count` credentials.
-pub fn quote_request(keys: &Keys, board: &PublicKey, count: usize) -> Result<Event, String> {
-    request(keys, board, QUOTE_REQUEST, json!({ "count": count }))
+pub fn quote_request(keys: &Keys, board: &PublicKey, count: usize) -> Result<Event> {
+    build(keys, board, QUOTE_REQUEST, json!({ "count": count }))
 }
 
 /// Present blinded messages for a paid quote.
@@ -51,8 +52,8 @@ pub fn mint_request(
     board: &PublicKey,
     quote: &str,
     pending: &Pending,
-) -> Result<Event, String> {
-    request(
+) -> Result<Event> {
+    build(
         keys,
         board,
         MINT_REQUEST,
@@ -61,35 +62,39 @@ pub fn mint_request(
 }
 
 /// Decrypt a board answer (kind 23382 or 23384) addressed to `keys`.
-pub fn open(keys: &Keys, answer: &Event) -> Result<Value, String> {
-    if answer.kind.as_u16() != QUOTE && answer.kind.as_u16() != MINT {
-        return Err("not a credentials answer".into());
+pub fn open(keys: &Keys, event: &Event) -> Result<Value> {
+    if event.kind.as_u16() != QUOTE && event.kind.as_u16() != MINT {
+        return Err(answer("not a credentials answer"));
     }
-    let text = nip44::decrypt(keys.secret_key(), &answer.pubkey, &answer.content)
-        .map_err(|e| e.to_string())?;
-    serde_json::from_str(&text).map_err(|e| e.to_string())
+    let text = nip44::decrypt(keys.secret_key(), &event.pubkey, &event.content).map_err(answer)?;
+    serde_json::from_str(&text).map_err(answer)
 }
 
 /// Turn the board's blind signatures into credentials, checking each DLEQ
 /// proof against the key the board announced for that epoch.
 pub fn finish(
     pending: &Pending,
-    answer: &Value,
+    answer_value: &Value,
     announced_key: &str,
-) -> Result<Vec<Credential>, String> {
-    if let Some(e) = answer["error"].as_str() {
-        return Err(e.to_string());
+) -> Result<Vec<Credential>> {
+    let reply = answer_value;
+    if let Some(e) = reply["error"].as_str() {
+        return Err(Error::Refused(e.to_string()));
     }
-    let epoch = answer["epoch"].as_u64().ok_or("no epoch in the answer")?;
-    let key = CashuKey::from_hex(announced_key).map_err(|e| e.to_string())?;
-    if answer["pubkey"].as_str() != Some(announced_key) {
-        return Err("the board signed with a key other than the one it announced".into());
+    let epoch = reply["epoch"]
+        .as_u64()
+        .ok_or_else(|| answer("no epoch in the answer"))?;
+    let key = CashuKey::from_hex(announced_key).map_err(answer)?;
+    if reply["pubkey"].as_str() != Some(announced_key) {
+        return Err(answer(
+            "the board signed with a key other than the one it announced",
+        ));
     }
-    let sigs = answer["signatures"]
+    let sigs = reply["signatures"]
         .as_array()
-        .ok_or("no signatures in the answer")?;
+        .ok_or_else(|| answer("no signatures in the answer"))?;
     if sigs.len() != pending.items.len() {
-        return Err("the board returned the wrong number of signatures".into());
+        return Err(answer("the board returned the wrong number of signatures"));
     }
     pending
         .items

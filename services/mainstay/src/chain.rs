@@ -15,6 +15,8 @@ use bitcoin::secp256k1::{PublicKey, Secp256k1};
 use bitcoin::{NetworkKind, PubkeyHash, ScriptBuf, Transaction, Txid, WPubkeyHash};
 use serde_json::{json, Value};
 
+use crate::error::{Error, Result};
+
 /// The public Mainstay mainnet base key and chain code.
 pub const MAINNET_BASE_KEY: &str =
     "03e31877426407458858948993f6af1fc70dd2928a328dec6cdf5c215770e40ed2";
@@ -26,7 +28,7 @@ pub const MAINNET_CHAIN_CODE: &str =
 #[async_trait]
 pub trait ChainSource: Send + Sync {
     /// The transaction with this txid (display hex).
-    async fn transaction(&self, txid: &str) -> Result<Transaction, String>;
+    async fn transaction(&self, txid: &str) -> Result<Transaction>;
 }
 
 async fn http(
@@ -34,7 +36,7 @@ async fn http(
     url: String,
     auth: Option<(String, String)>,
     body: Option<Value>,
-) -> Result<String, String> {
+) -> Result<String> {
     let mut req = civkit_http::Request::new(method, url);
     if let Some((u, p)) = auth {
         use base64::Engine;
@@ -44,12 +46,12 @@ async fn http(
     if let Some(b) = body {
         req = req.json(b);
     }
-    req.text().await
+    Ok(req.text().await?)
 }
 
-fn decode_tx(hex_tx: &str) -> Result<Transaction, String> {
+fn decode_tx(hex_tx: &str) -> Result<Transaction> {
     bitcoin::consensus::encode::deserialize_hex(hex_tx.trim())
-        .map_err(|e| format!("not a transaction: {e}"))
+        .map_err(|e| Error::BadAnswer(format!("not a transaction: {e}")))
 }
 
 /// bitcoind's JSON-RPC (`getrawtransaction <txid> false`; needs `-txindex`).
@@ -61,7 +63,7 @@ pub struct BitcoindRpc {
 
 #[async_trait]
 impl ChainSource for BitcoindRpc {
-    async fn transaction(&self, txid: &str) -> Result<Transaction, String> {
+    async fn transaction(&self, txid: &str) -> Result<Transaction> {
         let body = json!({ "jsonrpc": "1.0", "id": "civkit", "method": "getrawtransaction", "params": [txid, false] });
         let text = http(
             "POST",
@@ -70,12 +72,16 @@ impl ChainSource for BitcoindRpc {
             Some(body),
         )
         .await?;
-        let v: Value =
-            serde_json::from_str(&text).map_err(|e| format!("bitcoind answered non-JSON: {e}"))?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| Error::BadAnswer(format!("bitcoind answered non-JSON: {e}")))?;
         if !v["error"].is_null() {
-            return Err(format!("bitcoind: {}", v["error"]));
+            return Err(Error::BadAnswer(format!("bitcoind: {}", v["error"])));
         }
-        decode_tx(v["result"].as_str().ok_or("bitcoind: no result")?)
+        decode_tx(
+            v["result"]
+                .as_str()
+                .ok_or_else(|| Error::BadAnswer("bitcoind: no result".into()))?,
+        )
     }
 }
 
@@ -86,7 +92,7 @@ pub struct Esplora {
 
 #[async_trait]
 impl ChainSource for Esplora {
-    async fn transaction(&self, txid: &str) -> Result<Transaction, String> {
+    async fn transaction(&self, txid: &str) -> Result<Transaction> {
         decode_tx(
             &http(
                 "GET",
@@ -100,27 +106,24 @@ impl ChainSource for Esplora {
 }
 
 /// The base key tweaked by a merkle root (display hex).
-pub fn tweaked_key(
-    base_key: &str,
-    chain_code: &str,
-    merkle_root: &str,
-) -> Result<PublicKey, String> {
+pub fn tweaked_key(base_key: &str, chain_code: &str, merkle_root: &str) -> Result<PublicKey> {
+    let bad = |m: &str| Error::Document(m.to_string());
     let secp = Secp256k1::verification_only();
-    let mut root = hex::decode(merkle_root).map_err(|_| "merkle root is not hex")?;
+    let mut root = hex::decode(merkle_root).map_err(|_| bad("merkle root is not hex"))?;
     if root.len() != 32 {
-        return Err("merkle root is not 32 bytes".into());
+        return Err(bad("merkle root is not 32 bytes"));
     }
     root.reverse(); // internal order
     let code: [u8; 32] = hex::decode(chain_code)
         .ok()
         .and_then(|c| c.try_into().ok())
-        .ok_or("chain code is not 32 bytes of hex")?;
+        .ok_or_else(|| bad("chain code is not 32 bytes of hex"))?;
     let xpub = Xpub {
         network: NetworkKind::Main,
         depth: 0,
         parent_fingerprint: Fingerprint::default(),
         child_number: ChildNumber::Normal { index: 0 },
-        public_key: PublicKey::from_str(base_key).map_err(|e| e.to_string())?,
+        public_key: PublicKey::from_str(base_key).map_err(|e| bad(&format!("base key: {e}")))?,
         chain_code: ChainCode::from(code),
     };
     let path: Vec<ChildNumber> = root
@@ -131,7 +134,7 @@ pub fn tweaked_key(
         .collect();
     Ok(xpub
         .derive_pub(&secp, &path)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| Error::Chain(e.to_string()))?
         .public_key)
 }
 
@@ -160,36 +163,39 @@ pub async fn check_attestation(
     chain_code: &str,
     txid: &str,
     merkle_root: &str,
-) -> Result<Transaction, String> {
+) -> Result<Transaction> {
     let tx = chain.transaction(txid).await?;
     if tx.compute_txid().to_string() != txid {
-        return Err("the chain source returned another transaction".into());
+        return Err(Error::BadAnswer(
+            "the chain source returned another transaction".into(),
+        ));
     }
     if tx.output.len() != 1 {
-        return Err(format!(
+        return Err(Error::Chain(format!(
             "attestation {txid} has {} outputs, not 1",
             tx.output.len()
-        ));
+        )));
     }
     let key = tweaked_key(base_key, chain_code, merkle_root)?;
     if !paying_scripts(&key).contains(&tx.output[0].script_pubkey) {
-        return Err(format!(
+        return Err(Error::Chain(format!(
             "attestation {txid} does not pay to the base key tweaked by {merkle_root}"
-        ));
+        )));
     }
     Ok(tx)
 }
 
 /// Check staychain continuity over txids, newest first: each spends the next.
-pub async fn check_staychain(chain: &dyn ChainSource, txids: &[String]) -> Result<(), String> {
+pub async fn check_staychain(chain: &dyn ChainSource, txids: &[String]) -> Result<()> {
     for pair in txids.windows(2) {
         let newer = chain.transaction(&pair[0]).await?;
-        let older = Txid::from_str(&pair[1]).map_err(|e| e.to_string())?;
+        let older = Txid::from_str(&pair[1])
+            .map_err(|e| Error::Document(format!("txid {}: {e}", pair[1])))?;
         if !newer.input.iter().any(|i| i.previous_output.txid == older) {
-            return Err(format!(
+            return Err(Error::Chain(format!(
                 "{} does not spend {}: the staychain is broken",
                 pair[0], pair[1]
-            ));
+            )));
         }
     }
     Ok(())

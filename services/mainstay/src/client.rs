@@ -4,6 +4,7 @@
 
 use serde_json::{json, Value};
 
+use crate::error::{Error, Result};
 use crate::proof::SlotProof;
 
 /// A Mainstay API endpoint and slot.
@@ -14,28 +15,30 @@ pub struct Mainstay {
     pub token: String,
 }
 
-async fn call(method: &'static str, url: String, body: Option<Value>) -> Result<Value, String> {
+async fn call(method: &'static str, url: String, body: Option<Value>) -> Result<Value> {
     let req = civkit_http::Request::new(method, url);
-    match body {
-        Some(b) => req.json(b).send().await,
-        None => req.send().await,
-    }
+    Ok(match body {
+        Some(b) => req.json(b).send().await?,
+        None => req.send().await?,
+    })
 }
 
 impl Mainstay {
     /// Send a 64-hex commitment to our slot.
-    pub async fn send(&self, commitment: &str) -> Result<(), String> {
+    pub async fn send(&self, commitment: &str) -> Result<()> {
         let body =
             json!({ "commitment": commitment, "position": self.position, "token": self.token });
         let v = call("POST", format!("{}/commitment/send", self.url), Some(body)).await?;
         match v.get("error") {
-            Some(e) if !e.is_null() => Err(format!("Mainstay refused the commitment: {e}")),
+            Some(e) if !e.is_null() => Err(Error::BadAnswer(format!(
+                "Mainstay refused the commitment: {e}"
+            ))),
             _ => Ok(()),
         }
     }
 
     /// The latest attested proof of our slot, if any.
-    pub async fn latest_proof(&self) -> Result<Option<SlotProof>, String> {
+    pub async fn latest_proof(&self) -> Result<Option<SlotProof>> {
         let v = call(
             "GET",
             format!(
@@ -51,6 +54,6 @@ impl Mainstay {
         }
         serde_json::from_value(body)
             .map(Some)
-            .map_err(|e| format!("the proof is not a slot proof: {e}"))
+            .map_err(|e| Error::BadAnswer(format!("the proof is not a slot proof: {e}")))
     }
 }

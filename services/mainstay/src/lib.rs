@@ -16,6 +16,7 @@
 
 pub mod chain;
 pub mod client;
+pub mod error;
 pub mod history;
 pub mod proof;
 pub mod rounds;
@@ -25,8 +26,9 @@ pub mod stand_in;
 
 use std::sync::Arc;
 
-use civkit_framework::{BuildContext, Error, Registry, Service};
+use civkit_framework::{BuildContext, Registry, Service};
 
+pub use error::{Error, ErrorKind};
 pub use service::{verify_document, MainstayConfig, Notary};
 
 /// Register the `mainstay` service.
@@ -38,7 +40,7 @@ pub fn register(registry: &mut Registry) {
         |cfg: MainstayConfig, ctx: &BuildContext| {
             let path = ctx.data_dir.join(&cfg.token_file);
             let token = std::fs::read_to_string(&path).map_err(|e| {
-                Error::config(
+                civkit_framework::Error::config(
                     format!("services.{}.token_file", ctx.instance),
                     format!("{}: {e} (the slot token from Mainstay)", path.display()),
                 )

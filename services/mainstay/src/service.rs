@@ -131,13 +131,13 @@ impl Notary {
         }
     }
 
-    fn note_error(&self, e: String) {
-        warn!(error = %e, "mainstay");
+    fn note_error(&self, e: crate::error::Error) {
+        warn!(error = %e, kind = ?e.kind(), "mainstay");
         *self
             .counters
             .last_error
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(e);
+            .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
     }
 
     async fn last(ctx: &ServiceContext) -> Result<Option<(u64, u64)>> {
@@ -222,62 +222,45 @@ impl Notary {
     }
 
     /// Send the latest round's commitment (it chains all earlier ones).
-    pub async fn send_latest(&self, ctx: &ServiceContext) -> std::result::Result<bool, String> {
-        let Some((n, _)) = Self::last(ctx).await.map_err(|e| e.to_string())? else {
+    pub async fn send_latest(&self, ctx: &ServiceContext) -> crate::error::Result<bool> {
+        let Some((n, _)) = Self::last(ctx).await? else {
             return Ok(false);
         };
-        if ctx
-            .kv_get(&key("sent:", n))
-            .await
-            .map_err(|e| e.to_string())?
-            .is_some()
-        {
+        if ctx.kv_get(&key("sent:", n)).await?.is_some() {
             return Ok(false);
         }
         let round = Self::round(ctx, n)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("round missing")?;
+            .await?
+            .ok_or_else(|| crate::error::Error::Document(format!("round {n} is missing")))?;
         self.api.send(&round.commitment).await?;
-        ctx.kv_put(&key("sent:", n), &[1])
-            .await
-            .map_err(|e| e.to_string())?;
+        ctx.kv_put(&key("sent:", n), &[1]).await?;
         info!(round = n, "commitment sent to Mainstay");
         Ok(true)
     }
 
     /// Fetch the latest slot proof; store it if it verifies and attests one of our rounds.
-    pub async fn poll(&self, ctx: &ServiceContext) -> std::result::Result<Option<u64>, String> {
+    pub async fn poll(&self, ctx: &ServiceContext) -> crate::error::Result<Option<u64>> {
         let Some(p) = self.api.latest_proof().await? else {
             return Ok(None);
         };
         if !proof::verify(&p).unwrap_or(false) {
             self.counters.bad_proofs.fetch_add(1, Ordering::Relaxed);
-            return Err(format!(
+            return Err(crate::error::Error::Document(format!(
                 "Mainstay's proof for txid {} does not verify; not stored",
                 p.txid
-            ));
+            )));
         }
         let commit = format!("commit:{}", p.commitment);
-        let Some(n) = Self::indexed(ctx, &commit)
-            .await
-            .map_err(|e| e.to_string())?
-        else {
+        let Some(n) = Self::indexed(ctx, &commit).await? else {
             return Ok(None);
         };
-        let Some(r) = Self::round(ctx, n).await.map_err(|e| e.to_string())? else {
+        let Some(r) = Self::round(ctx, n).await? else {
             return Ok(None);
         };
-        if ctx
-            .kv_get(&key("proof:", n))
-            .await
-            .map_err(|e| e.to_string())?
-            .is_none()
-        {
-            let bytes = serde_json::to_vec(&p).map_err(|e| e.to_string())?;
-            ctx.kv_put(&key("proof:", n), &bytes)
-                .await
-                .map_err(|e| e.to_string())?;
+        if ctx.kv_get(&key("proof:", n)).await?.is_none() {
+            let bytes = serde_json::to_vec(&p)
+                .map_err(|e| crate::error::Error::Document(format!("proof of round {n}: {e}")))?;
+            ctx.kv_put(&key("proof:", n), &bytes).await?;
             info!(round = n, txid = %p.txid, "round attested");
             self.publish_round(ctx, &r, Some(&p)).await;
         }
@@ -371,29 +354,34 @@ impl Notary {
 /// Check a proof document from [`Notary::proof_document`]: the event is in
 /// its round, the rounds chain up to the attested one, and the slot proof
 /// reaches Mainstay's merkle root. Returns the attesting txid.
-pub fn verify_document(doc: &Value) -> std::result::Result<String, String> {
-    let inclusion: SlotProof =
-        serde_json::from_value(doc["inclusion"].clone()).map_err(|e| e.to_string())?;
+pub fn verify_document(doc: &Value) -> crate::error::Result<String> {
+    let bad = |m: String| crate::error::Error::Document(m);
+    let inclusion: SlotProof = serde_json::from_value(doc["inclusion"].clone())
+        .map_err(|e| bad(format!("inclusion: {e}")))?;
     let chain: Vec<Round> =
-        serde_json::from_value(doc["rounds"].clone()).map_err(|e| e.to_string())?;
-    let first = chain.first().ok_or("no rounds")?;
+        serde_json::from_value(doc["rounds"].clone()).map_err(|e| bad(format!("rounds: {e}")))?;
+    let first = chain.first().ok_or_else(|| bad("no rounds".into()))?;
     if inclusion.commitment != doc["event"].as_str().unwrap_or_default()
         || !proof::verify(&inclusion).unwrap_or(false)
     {
-        return Err("the event's path does not reach a round commitment".into());
+        return Err(bad(
+            "the event's path does not reach a round commitment".into()
+        ));
     }
     if inclusion.merkle_root != first.commitment {
-        return Err("the event's path leads to another round".into());
+        return Err(bad("the event's path leads to another round".into()));
     }
-    rounds::verify_history(&chain).map_err(|e| e.to_string())?;
+    rounds::verify_history(&chain)?;
     let slot: SlotProof = serde_json::from_value(doc["attestation"]["proof"].clone())
-        .map_err(|_| "not attested yet")?;
-    let last = chain.last().ok_or("no rounds")?;
+        .map_err(|_| bad("not attested yet".into()))?;
+    let last = chain.last().ok_or_else(|| bad("no rounds".into()))?;
     if slot.commitment != last.commitment {
-        return Err("the slot proof attests another commitment".into());
+        return Err(bad("the slot proof attests another commitment".into()));
     }
-    if !proof::verify(&slot).map_err(|e| e.to_string())? {
-        return Err("the slot proof does not reach Mainstay's merkle root".into());
+    if !proof::verify(&slot)? {
+        return Err(bad(
+            "the slot proof does not reach Mainstay's merkle root".into()
+        ));
     }
     Ok(slot.txid)
 }
@@ -426,7 +414,7 @@ impl Service for Notary {
             let now = tokio::time::Instant::now();
             if now >= next_round {
                 if let Err(e) = self.close_round(&ctx).await {
-                    self.note_error(e.to_string());
+                    self.note_error(e.into());
                 }
                 next_round = now + round_every;
                 next_send = now;

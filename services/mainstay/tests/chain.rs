@@ -119,7 +119,7 @@ async fn attestations_and_the_staychain_check_through_bitcoind_and_esplora() {
         let wrong =
             chain::check_attestation(s, MAINNET_BASE_KEY, MAINNET_CHAIN_CODE, &id1, ROOT0).await;
         assert!(
-            wrong.unwrap_err().contains("does not pay"),
+            wrong.unwrap_err().to_string().contains("does not pay"),
             "another root is refused"
         );
         let two = two_outputs.compute_txid().to_string();
@@ -127,6 +127,7 @@ async fn attestations_and_the_staychain_check_through_bitcoind_and_esplora() {
             chain::check_attestation(s, MAINNET_BASE_KEY, MAINNET_CHAIN_CODE, &two, ROOT1)
                 .await
                 .unwrap_err()
+                .to_string()
                 .contains("2 outputs")
         );
         chain::check_staychain(s, &[id1.clone(), id0.clone()])
@@ -134,7 +135,10 @@ async fn attestations_and_the_staychain_check_through_bitcoind_and_esplora() {
             .unwrap();
         let broken =
             chain::check_staychain(s, &[stray.compute_txid().to_string(), id0.clone()]).await;
-        assert!(broken.unwrap_err().contains("staychain is broken"));
+        assert!(broken
+            .unwrap_err()
+            .to_string()
+            .contains("staychain is broken"));
         assert!(
             s.transaction(&"00".repeat(32)).await.is_err(),
             "garbage is an error"
@@ -153,6 +157,7 @@ async fn attestations_and_the_staychain_check_through_bitcoind_and_esplora() {
         .transaction(&id0)
         .await
         .unwrap_err()
+        .to_string()
         .contains("401"));
 }
 

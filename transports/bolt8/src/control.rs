@@ -23,7 +23,7 @@ impl Control for PeersControl {
                 let address = args["address"].as_str().ok_or_else(|| {
                     Error::Invalid("connect needs {\"address\": \"<node id>@host:port\"}".into())
                 })?;
-                let (id, addr) = parse_address(address).map_err(Error::Invalid)?;
+                let (id, addr) = parse_address(address)?;
                 peer::dial(rt, id, addr);
                 for _ in 0..100 {
                     if lock(&rt.peers).contains_key(&id) {

@@ -228,17 +228,6 @@ pub fn register(registry: &mut Registry) {
         "Lightning BOLT8 peer transport: boards federate with NIP-01 in custom messages",
         EXAMPLE,
         |cfg: Bolt8Config, ctx: &BuildContext| {
-            let key = |k: String| format!("transports.{}.{k}", ctx.instance);
-            for (i, p) in cfg.peers.iter().enumerate() {
-                parse_address(&p.address)
-                    .map_err(|e| Error::config(key(format!("peers[{i}].address")), e))?;
-                filters(&p.import)
-                    .map_err(|e| Error::config(key(format!("peers[{i}].import")), e))?;
-                filters(&p.export)
-                    .map_err(|e| Error::config(key(format!("peers[{i}].export")), e))?;
-            }
-            filters(&cfg.default_export)
-                .map_err(|e| Error::config(key("default_export".into()), e))?;
             if cfg.max_message_bytes > 65_000 {
                 return Err(Error::config(
                     format!("transports.{}.max_message_bytes", ctx.instance),
@@ -252,27 +241,29 @@ pub fn register(registry: &mut Registry) {
     );
 }
 
-/// Parse `<node id>@host:port`.
-pub fn parse_address(s: &str) -> std::result::Result<(PublicKey, SocketAddr), String> {
+/// Parse `<node id>@host:port` ([`Error::Invalid`] otherwise).
+pub fn parse_address(s: &str) -> Result<(PublicKey, SocketAddr)> {
+    let bad = |m: String| Error::Invalid(m);
     let (id, addr) = s
         .split_once('@')
-        .ok_or_else(|| format!("`{s}` is not <node id>@host:port"))?;
+        .ok_or_else(|| bad(format!("`{s}` is not <node id>@host:port")))?;
     let id: PublicKey = id
         .parse()
-        .map_err(|_| format!("`{id}` is not a node id (33-byte hex)"))?;
+        .map_err(|_| bad(format!("`{id}` is not a node id (33-byte hex)")))?;
     let addr = std::net::ToSocketAddrs::to_socket_addrs(addr)
         .ok()
         .and_then(|mut a| a.next())
-        .ok_or_else(|| format!("`{addr}` is not host:port"))?;
+        .ok_or_else(|| bad(format!("`{addr}` is not host:port")))?;
     Ok((id, addr))
 }
 
 /// NIP-01 filters from their config form (JSON objects such as `{ kinds = [38383] }`).
-pub fn filters(values: &[serde_json::Value]) -> std::result::Result<Vec<Filter>, String> {
+pub fn filters(values: &[serde_json::Value]) -> Result<Vec<Filter>> {
     values
         .iter()
         .map(|v| {
-            serde_json::from_value(v.clone()).map_err(|e| format!("not a NIP-01 filter ({e})"))
+            serde_json::from_value(v.clone())
+                .map_err(|e| Error::Invalid(format!("not a NIP-01 filter ({e})")))
         })
         .collect()
 }
@@ -373,6 +364,7 @@ pub fn node_id_of(seed: &[u8; 32]) -> Result<PublicKey> {
 #[derive(Debug)]
 pub struct Bolt8 {
     config: Bolt8Config,
+    federation: Arc<Federation>,
     handle: Arc<Bolt8Handle>,
 }
 
@@ -381,6 +373,7 @@ impl Bolt8 {
     /// `key_path` (created with mode 0600 if absent).
     pub fn new(instance: impl Into<String>, key_path: &Path, config: Bolt8Config) -> Result<Self> {
         let instance = instance.into();
+        let federation = Arc::new(Federation::from_config(&config, &instance)?);
         let (seed, created) = civkit_framework::keyfile::load_or_create(key_path)?;
         let keys = keys_manager(&seed);
         let node_id = keys
@@ -389,6 +382,7 @@ impl Bolt8 {
         tracing::debug!(%instance, %node_id, created_key = created, "BOLT8 identity loaded");
         Ok(Bolt8 {
             config,
+            federation,
             handle: Arc::new(Bolt8Handle {
                 instance: instance.into(),
                 keys,
@@ -411,6 +405,7 @@ pub(crate) struct Runtime {
     pub pm: Arc<PeerMgr>,
     pub handler: Arc<NostrHandler>,
     pub handle: Arc<Bolt8Handle>,
+    pub federation: Arc<Federation>,
     pub config: Bolt8Config,
     pub shutdown: Shutdown,
     pub peers: Mutex<HashMap<PublicKey, peer::Connected>>,
@@ -421,21 +416,59 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Runtime {
+/// A configured peer, parsed once when the transport is built (the address
+/// is resolved then, not on every connection).
+#[derive(Debug)]
+struct ConfiguredPeer {
+    id: PublicKey,
+    addr: SocketAddr,
+    import: Vec<Filter>,
+    export: Vec<Filter>,
+}
+
+/// Who to dial, and what to import from and export to each peer.
+#[derive(Debug)]
+pub(crate) struct Federation {
+    peers: Vec<ConfiguredPeer>,
+    default_export: Vec<Filter>,
+}
+
+impl Federation {
+    /// Parse the `peers` and `default_export` of `cfg`; errors name the key.
+    fn from_config(cfg: &Bolt8Config, instance: &str) -> Result<Self> {
+        let at = |k: String| {
+            move |e: Error| {
+                let reason = match e {
+                    Error::Invalid(m) => m,
+                    other => other.to_string(),
+                };
+                Error::config(format!("transports.{instance}.{k}"), reason)
+            }
+        };
+        let mut peers = Vec::new();
+        for (i, p) in cfg.peers.iter().enumerate() {
+            let (id, addr) =
+                parse_address(&p.address).map_err(at(format!("peers[{i}].address")))?;
+            peers.push(ConfiguredPeer {
+                id,
+                addr,
+                import: filters(&p.import).map_err(at(format!("peers[{i}].import")))?,
+                export: filters(&p.export).map_err(at(format!("peers[{i}].export")))?,
+            });
+        }
+        Ok(Federation {
+            peers,
+            default_export: filters(&cfg.default_export).map_err(at("default_export".into()))?,
+        })
+    }
+
     /// What to import from a peer and what it may receive: (import, export).
-    /// Filters were validated when the transport was built.
-    pub fn federation(&self, id: &PublicKey) -> (Vec<Filter>, Vec<Filter>) {
-        let entry = self
-            .config
-            .peers
-            .iter()
-            .find(|p| parse_address(&p.address).is_ok_and(|(pid, _)| &pid == id));
-        let import = entry
-            .map(|p| filters(&p.import).unwrap_or_default())
-            .unwrap_or_default();
-        let export = match entry.map(|p| filters(&p.export).unwrap_or_default()) {
-            Some(e) if !e.is_empty() => e,
-            _ => filters(&self.config.default_export).unwrap_or_default(),
+    pub fn of(&self, id: &PublicKey) -> (Vec<Filter>, Vec<Filter>) {
+        let entry = self.peers.iter().find(|p| &p.id == id);
+        let import = entry.map(|p| p.import.clone()).unwrap_or_default();
+        let export = match entry {
+            Some(p) if !p.export.is_empty() => p.export.clone(),
+            _ => self.default_export.clone(),
         };
         (import, export)
     }
@@ -467,6 +500,7 @@ impl Transport for Bolt8 {
             pm: pm.clone(),
             handler,
             handle: self.handle.clone(),
+            federation: self.federation.clone(),
             config: self.config.clone(),
             shutdown: shutdown.clone(),
             peers: Mutex::default(),
@@ -475,10 +509,8 @@ impl Transport for Bolt8 {
         node.register_control(&instance, Arc::new(control::PeersControl(rt.clone())));
         node.set_endpoint(&instance, format!("ln://{node_id}@{local}"));
 
-        for p in &self.config.peers {
-            if let Ok((id, addr)) = parse_address(&p.address) {
-                peer::dial(&rt, id, addr);
-            }
+        for p in &rt.federation.peers {
+            peer::dial(&rt, p.id, p.addr);
         }
         let timer = {
             let pm = pm.clone();

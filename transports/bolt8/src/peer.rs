@@ -107,7 +107,7 @@ async fn peer_main(
             node_id: peer.to_string(),
         },
     );
-    let (imports, export) = rt.federation(&peer);
+    let (imports, export) = rt.federation.of(&peer);
     let (mut session, mut outbox) =
         rt.node
             .open_scoped_session(origin.clone(), rt.config.limits.clone(), export);

@@ -211,11 +211,11 @@ fn blinded_path_hex(b: &Bolt8Handle, peers: &[PublicKey]) -> Option<String> {
 }
 
 /// Parse a hex blinded path (as published by a board).
-pub fn parse_blinded_path(hex_path: &str) -> std::result::Result<BlindedMessagePath, String> {
-    let bytes =
-        hex::decode(hex_path.trim()).map_err(|_| "the blinded path is not hex".to_string())?;
+pub fn parse_blinded_path(hex_path: &str) -> Result<BlindedMessagePath> {
+    let bytes = hex::decode(hex_path.trim())
+        .map_err(|_| Error::Invalid("the blinded path is not hex".into()))?;
     lightning::util::ser::Readable::read(&mut &bytes[..])
-        .map_err(|e| format!("not a blinded message path ({e:?})"))
+        .map_err(|e| Error::Invalid(format!("not a blinded message path ({e:?})")))
 }
 
 /// The onion-message transport.
