@@ -256,13 +256,9 @@ impl Registry {
         C: DeserializeOwned + Serialize + Default,
     {
         let ctor = typed(move |c: C, ctx: &BuildContext| Ok((ctor(c, ctx)?, None)));
-        self.transports.insert(
-            type_name,
-            (
-                info::<C>(type_name, description, example),
-                TransportCtor::Plain(ctor),
-            ),
-        );
+        let info = info::<C>(type_name, description, example);
+        self.transports
+            .insert(type_name, (info, TransportCtor::Plain(ctor)));
     }
 
     /// Register a transport others can ride on: its constructor also returns
@@ -281,13 +277,9 @@ impl Registry {
             let (t, h) = ctor(c, ctx)?;
             Ok((t, Some(h as Handle)))
         });
-        self.transports.insert(
-            type_name,
-            (
-                info::<C>(type_name, description, example),
-                TransportCtor::Plain(ctor),
-            ),
-        );
+        let info = info::<C>(type_name, description, example);
+        self.transports
+            .insert(type_name, (info, TransportCtor::Plain(ctor)));
     }
 
     /// Register a transport that rides on an instance of the transport type

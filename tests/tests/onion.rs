@@ -40,6 +40,15 @@ async fn billy(
     (d, ws, id, addr)
 }
 
+/// The next message over the sender's reply path, as JSON.
+async fn answer(mary: &mut OnionNode) -> Value {
+    let text = mary
+        .reply(Duration::from_secs(15))
+        .await
+        .expect("no OK over the reply path");
+    serde_json::from_str(&text).unwrap()
+}
+
 fn local() -> Option<SocketAddr> {
     Some("127.0.0.1:0".parse().unwrap())
 }
@@ -80,13 +89,7 @@ async fn mary_alice_bob_billy() {
     )
     .unwrap();
 
-    let ok: Value = serde_json::from_str(
-        &mary
-            .reply(Duration::from_secs(15))
-            .await
-            .expect("no OK over the reply path"),
-    )
-    .unwrap();
+    let ok = answer(&mut mary).await;
     assert_eq!(
         ok,
         json!(["OK", o.id.to_hex(), true, ""]),
@@ -272,13 +275,7 @@ async fn two_bolt8_transports_each_with_an_onion_gateway() {
             Some(mary.reply_path(&[]).unwrap()),
         )
         .unwrap();
-        let ok: Value = serde_json::from_str(
-            &mary
-                .reply(Duration::from_secs(15))
-                .await
-                .expect("no OK over the reply path"),
-        )
-        .unwrap();
+        let ok = answer(&mut mary).await;
         assert_eq!(ok, json!(["OK", o.id.to_hex(), true, ""]), "gateway {i}");
     }
     let status = d.node.control_statuses();

@@ -91,6 +91,18 @@ impl Boards {
     }
 }
 
+/// The newest policy event the board at `url` published under its key `board`.
+pub async fn policy_event(url: &str, board: nostr::PublicKey) -> Result<Option<Event>> {
+    let boards = Boards::connect(&[url.to_string()], None).await?;
+    let f = Filter::new()
+        .kind(Kind::from(POLICY_KIND))
+        .author(board)
+        .limit(1);
+    let events = boards.fetch(url, f).await;
+    boards.close().await;
+    Ok(events?.into_iter().max_by_key(|e| e.created_at))
+}
+
 /// Publish to every board concurrently; print per-board result and time.
 pub async fn publish_everywhere(cli: &Cli, keys: &Keys, event: &Event) -> Result<()> {
     let boards = Boards::connect(&cli.boards, Some(keys)).await?;
@@ -154,32 +166,23 @@ pub async fn info(cli: &Cli) -> Result<()> {
         else {
             continue;
         };
-        let boards = Boards::connect(std::slice::from_ref(url), None).await?;
-        let f = Filter::new()
-            .kind(Kind::from(POLICY_KIND))
-            .author(pk)
-            .limit(1);
-        let policy = boards.fetch(url, f).await;
-        boards.close().await;
-        match policy {
-            Ok(events) => match events.first() {
-                Some(e) => {
-                    println!(
-                        "policy event    {} (kind {POLICY_KIND}, signed by the board key)",
-                        e.id
-                    );
-                    let content: Value = serde_json::from_str(&e.content).unwrap_or_default();
-                    println!("policy          {content}");
-                    let reach: Vec<String> = e
-                        .tags
-                        .iter()
-                        .filter(|t| t.as_slice().first().map(String::as_str) == Some("r"))
-                        .filter_map(|t| t.as_slice().get(1).cloned())
-                        .collect();
-                    println!("reach it at     {}", reach.join(", "));
-                }
-                None => println!("policy event    none published"),
-            },
+        match policy_event(url, pk).await {
+            Ok(Some(e)) => {
+                println!(
+                    "policy event    {} (kind {POLICY_KIND}, signed by the board key)",
+                    e.id
+                );
+                let content: Value = serde_json::from_str(&e.content).unwrap_or_default();
+                println!("policy          {content}");
+                let reach: Vec<String> = e
+                    .tags
+                    .iter()
+                    .filter(|t| t.as_slice().first().map(String::as_str) == Some("r"))
+                    .filter_map(|t| t.as_slice().get(1).cloned())
+                    .collect();
+                println!("reach it at     {}", reach.join(", "));
+            }
+            Ok(None) => println!("policy event    none published"),
             Err(e) => println!("policy event    unavailable: {e:#}"),
         }
     }

@@ -3,11 +3,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
-use nostr::{Event, Filter, Kind};
+use nostr::Event;
 use serde_json::{json, Value};
 
-use crate::boards::{nip11_of, Boards};
-use crate::{Cli, POLICY_KIND};
+use crate::boards::{nip11_of, policy_event};
+use crate::Cli;
 
 /// The first blinded path in the policy event of the first board.
 async fn board_blinded_path(cli: &Cli) -> Result<String> {
@@ -20,20 +20,10 @@ async fn board_blinded_path(cli: &Cli) -> Result<String> {
         .as_str()
         .and_then(|p| nostr::PublicKey::from_hex(p).ok())
         .ok_or_else(|| anyhow!("{url} has no pubkey in NIP-11"))?;
-    let boards = Boards::connect(std::slice::from_ref(url), None).await?;
-    let f = Filter::new()
-        .kind(Kind::from(POLICY_KIND))
-        .author(pk)
-        .limit(1);
-    let events = boards.fetch(url, f).await;
-    boards.close().await;
-    let events = events?;
-    let content: Value = serde_json::from_str(
-        &events
-            .first()
-            .ok_or_else(|| anyhow!("{url} published no policy"))?
-            .content,
-    )?;
+    let policy = policy_event(url, pk)
+        .await?
+        .ok_or_else(|| anyhow!("{url} published no policy"))?;
+    let content: Value = serde_json::from_str(&policy.content)?;
     content["endpoints"]["onion"][0]
         .as_str()
         .map(str::to_string)
