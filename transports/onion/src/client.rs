@@ -210,4 +210,14 @@ impl OnionNode {
             .ok()
             .flatten()
     }
+
+    /// The next reply, parsed as a NIP-01 relay message (`None` after
+    /// `timeout`; `Some(Err)` for a reply that is not one).
+    pub async fn reply_message(
+        &mut self,
+        timeout: Duration,
+    ) -> Option<Result<civkit_framework::wire::RelayMessage<'static>>> {
+        let text = self.reply(timeout).await?;
+        Some(civkit_framework::wire::parse_relay(&text))
+    }
 }

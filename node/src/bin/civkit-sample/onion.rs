@@ -3,8 +3,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
-use nostr::Event;
-use serde_json::{json, Value};
+use civkit_framework::wire::{ClientMessage, RelayMessage};
+use nostr::{Event, JsonUtil};
+use serde_json::Value;
 
 use crate::boards::{nip11_of, policy_event};
 use crate::Cli;
@@ -67,23 +68,24 @@ pub async fn publish_via_onion(
     let t = Instant::now();
     me.send(
         Destination::BlindedPath(board_path),
-        json!(["EVENT", event]).to_string(),
+        ClientMessage::event(event.clone()).as_json(),
         Some(reply),
     )?;
-    let answer = me.reply(Duration::from_secs(30)).await.ok_or_else(|| {
-        anyhow!("no answer over the reply path within 30 s (the order may still have arrived)")
-    })?;
+    let answer = me
+        .reply_message(Duration::from_secs(30))
+        .await
+        .ok_or_else(|| {
+            anyhow!("no answer over the reply path within 30 s (the order may still have arrived)")
+        })??;
     let ms = t.elapsed().as_secs_f64() * 1000.0;
-    let v: Value = serde_json::from_str(&answer)?;
-    match (v[0].as_str(), v[2].as_bool()) {
-        (Some("OK"), Some(true)) => {
+    match answer {
+        RelayMessage::Ok { status: true, .. } => {
             println!("onion via {entry_id}: accepted in {ms:.1} ms");
             Ok(())
         }
-        (Some("OK"), Some(false)) => bail!(
-            "onion via {entry_id}: rejected: {} ({ms:.1} ms)",
-            v[3].as_str().unwrap_or("")
-        ),
-        _ => bail!("unexpected answer over the reply path: {answer}"),
+        RelayMessage::Ok { message, .. } => {
+            bail!("onion via {entry_id}: rejected: {message} ({ms:.1} ms)")
+        }
+        other => bail!("unexpected answer over the reply path: {other:?}"),
     }
 }
