@@ -12,6 +12,16 @@
 //! that future resolves, so a persister that acknowledges early breaks the
 //! node's promise to its clients.
 //!
+//! **Atomic** means: the changes of one `save_event` (the event, its indexes,
+//! the versions it replaces or deletes, tombstones and claims) are applied all
+//! or none, across a crash too.
+//!
+//! **Only durable state is reported as present**: [`Persister::event_exists`]
+//! answers `true` only once the event's write is durable, because the node
+//! acknowledges a second copy (`OK true "duplicate:"`) on that answer. After a
+//! failed write or flush, a persister refuses writes (`Err`) until it is
+//! healthy again, and says so in [`StoreStats`].
+//!
 //! Batch writes (group commit): many concurrent `save_event` calls should
 //! share one fsync. Each caller still waits for the batch that holds its
 //! write.
@@ -66,6 +76,19 @@ pub enum SaveOutcome {
     Stale,
     /// The author deleted this event (or this address) earlier; nothing changed.
     Deleted,
+    /// One of the event's [`Claim`]s is already taken; nothing changed.
+    Claimed(Claim),
+}
+
+/// A key a service claims in its own key-value namespace for an event (a
+/// spent credential, for instance). It is written only if absent, in the same
+/// atomic, durable write as the event: either the event is stored and every
+/// claim is taken, or nothing changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub namespace: String,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
 }
 
 /// Sizes reported by `civkit-cli status`.
@@ -75,6 +98,9 @@ pub struct StoreStats {
     pub events: u64,
     /// Bytes on disk (0 for memory stores).
     pub size_bytes: u64,
+    /// Why writes are refused, when the last write or flush failed and no
+    /// flush has succeeded since. `None` when healthy.
+    pub write_error: Option<String>,
 }
 
 /// Storage and query of events, plus per-service key-value state.
@@ -83,8 +109,9 @@ pub trait Persister: Send + Sync + 'static {
     /// A short name for logs (`sled`, `memory`).
     fn backend(&self) -> &'static str;
     /// Store an event with NIP-01 replacement and NIP-09 deletion semantics,
-    /// durably. Ephemeral events are never passed here.
-    async fn save_event(&self, event: &Event) -> Result<SaveOutcome>;
+    /// and take its `claims`, in one atomic durable write. Ephemeral events
+    /// are never passed here.
+    async fn save_event(&self, event: &Event, claims: &[Claim]) -> Result<SaveOutcome>;
     /// True when an event with this id is stored.
     async fn event_exists(&self, id: &EventId) -> Result<bool>;
     /// Events matching any filter, newest first; expired events left out.
@@ -101,6 +128,10 @@ pub trait Persister: Send + Sync + 'static {
     async fn kv_put(&self, namespace: &str, key: &[u8], value: &[u8]) -> Result<()>;
     /// Write a key only if absent, atomically and durably. `true` when written.
     async fn kv_insert_new(&self, namespace: &str, key: &[u8], value: &[u8]) -> Result<bool>;
+    /// Take every claim or none, atomically and durably (for events that are
+    /// not stored, such as ephemeral ones). `None` when all were taken, else
+    /// the first claim that was already taken.
+    async fn kv_claim(&self, claims: &[Claim]) -> Result<Option<Claim>>;
     /// Remove a key, durably. `true` when it existed.
     async fn kv_delete(&self, namespace: &str, key: &[u8]) -> Result<bool>;
     /// All pairs whose key starts with `prefix`, in key order.
@@ -130,13 +161,52 @@ pub trait EventTable {
     fn put_id_tombstone(&mut self, id: &EventId, author: &PublicKey) -> Result<()>;
     /// Remember that `address` was deleted up to `until`.
     fn put_address_tombstone(&mut self, address: &Address, until: Timestamp) -> Result<()>;
+    /// True when a key of a service namespace is set.
+    fn kv_exists(&self, namespace: &str, key: &[u8]) -> Result<bool>;
+    /// Set a key of a service namespace.
+    fn kv_set(&mut self, namespace: &str, key: &[u8], value: &[u8]) -> Result<()>;
 }
 
-/// The one implementation of NIP-01 replacement and NIP-09 deletion, shared
-/// by every persister.
-pub fn apply_save<T: EventTable + ?Sized>(table: &mut T, event: &Event) -> Result<SaveOutcome> {
+/// The first claim that is taken already, or repeated in `claims`.
+pub fn taken_claim<T: EventTable + ?Sized>(table: &T, claims: &[Claim]) -> Result<Option<Claim>> {
+    for (i, c) in claims.iter().enumerate() {
+        let repeated = claims[..i]
+            .iter()
+            .any(|o| o.namespace == c.namespace && o.key == c.key);
+        if repeated || table.kv_exists(&c.namespace, &c.key)? {
+            return Ok(Some(c.clone()));
+        }
+    }
+    Ok(None)
+}
+
+/// Take every claim or none (the shared algorithm behind [`Persister::kv_claim`]).
+pub fn apply_claims<T: EventTable + ?Sized>(
+    table: &mut T,
+    claims: &[Claim],
+) -> Result<Option<Claim>> {
+    if let Some(taken) = taken_claim(table, claims)? {
+        return Ok(Some(taken));
+    }
+    for c in claims {
+        table.kv_set(&c.namespace, &c.key, &c.value)?;
+    }
+    Ok(None)
+}
+
+/// The one implementation of NIP-01 replacement and NIP-09 deletion, and of
+/// claims, shared by every persister. The caller makes the table's changes
+/// atomic: a persister applies them all or none.
+pub fn apply_save<T: EventTable + ?Sized>(
+    table: &mut T,
+    event: &Event,
+    claims: &[Claim],
+) -> Result<SaveOutcome> {
     if table.get(&event.id)?.is_some() {
         return Ok(SaveOutcome::Duplicate);
+    }
+    if let Some(taken) = taken_claim(table, claims)? {
+        return Ok(SaveOutcome::Claimed(taken));
     }
     if table.id_tombstone(&event.id)? == Some(event.pubkey) {
         return Ok(SaveOutcome::Deleted);
@@ -189,6 +259,9 @@ pub fn apply_save<T: EventTable + ?Sized>(table: &mut T, event: &Event) -> Resul
         }
     }
     table.insert(event)?;
+    for c in claims {
+        table.kv_set(&c.namespace, &c.key, &c.value)?;
+    }
     Ok(SaveOutcome::Stored { replaced, deleted })
 }
 

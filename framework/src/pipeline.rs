@@ -21,7 +21,7 @@ use crate::control::Control;
 use crate::hub::Hub;
 use crate::kinds::{self, KindClass};
 use crate::origin::{LocalOrigin, Origin};
-use crate::persister::{Persister, SaveOutcome};
+use crate::persister::{Claim, Persister, SaveOutcome};
 use crate::service::{Admission, OkReply, Rejection, Service, ServiceContext, ServiceHost};
 
 /// What the node says about itself (NIP-11 and the admin API).
@@ -217,17 +217,49 @@ impl Core {
         if kinds::is_expired(event, self.now()) {
             return Err(Rejection::invalid("event has expired (NIP-40)"));
         }
+        let mut claims = Vec::new();
+        let mut taken = Vec::new();
         for slot in &self.services {
-            if let Admission::Reject(r) = slot.service.admit_event(&slot.ctx, origin, event).await {
-                debug!(service = %slot.name, id = %event.id, reason = %r, "event rejected");
-                return Err(r);
+            match slot.service.admit_event(&slot.ctx, origin, event).await {
+                Admission::Accept => {}
+                Admission::AcceptClaiming { keys, taken: t } => {
+                    claims.extend(keys.into_iter().map(|(key, value)| Claim {
+                        namespace: slot.name.to_string(),
+                        key,
+                        value,
+                    }));
+                    taken.push((slot.name.clone(), t));
+                }
+                Admission::Reject(r) => {
+                    debug!(service = %slot.name, id = %event.id, reason = %r, "event rejected");
+                    return Err(r);
+                }
             }
         }
+        let refuse_claim = |c: Claim| {
+            taken
+                .iter()
+                .find(|(name, _)| **name == *c.namespace)
+                .map(|(_, r)| r.clone())
+                .unwrap_or_else(|| Rejection::blocked("already claimed"))
+        };
+        let store_failed = |e: crate::Error| {
+            warn!(error = %e, id = %event.id, "store write failed");
+            Rejection::error("could not store the event")
+        };
         if class == KindClass::Ephemeral {
-            return Ok(Ingested::New);
+            if claims.is_empty() {
+                return Ok(Ingested::New);
+            }
+            return match self.persister.kv_claim(&claims).await {
+                Ok(None) => Ok(Ingested::New),
+                Ok(Some(c)) => Err(refuse_claim(c)),
+                Err(e) => Err(store_failed(e)),
+            };
         }
-        match self.persister.save_event(event).await {
+        match self.persister.save_event(event, &claims).await {
             Ok(SaveOutcome::Stored { .. }) => Ok(Ingested::New),
+            Ok(SaveOutcome::Claimed(c)) => Err(refuse_claim(c)),
             Ok(SaveOutcome::Duplicate) => Ok(Ingested::Duplicate),
             Ok(SaveOutcome::Stale) => Err(Rejection::duplicate(
                 "a newer version of this replaceable event is already stored",
@@ -235,10 +267,7 @@ impl Core {
             Ok(SaveOutcome::Deleted) => {
                 Err(Rejection::blocked("this event was deleted by its author"))
             }
-            Err(e) => {
-                warn!(error = %e, id = %event.id, "store write failed");
-                Err(Rejection::error("could not store the event"))
-            }
+            Err(e) => Err(store_failed(e)),
         }
     }
 

@@ -9,7 +9,11 @@
 //! - [`Service::admit_event`] runs in admission order (civkitd: by each
 //!   service table's `order` key) for every event that passed
 //!   the id/signature/duplicate/expiration checks, before it is stored. The
-//!   first rejection wins and becomes the client's `OK false`.
+//!   first rejection wins and becomes the client's `OK false`. A service
+//!   that must record something only if the event is stored (a spent
+//!   credential) does not write during admission: it returns
+//!   [`Admission::AcceptClaiming`], and the node takes the keys in the same
+//!   atomic write as the event.
 //! - [`Service::admit_query`] runs for every `REQ` and `COUNT`; a rejection
 //!   becomes `CLOSED`.
 //! - [`Service::on_stored`] runs after the event is durable, `OK` was sent and
@@ -124,6 +128,17 @@ impl fmt::Display for Rejection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
     Accept,
+    /// Accept only if these keys of the service's own namespace are still
+    /// free. They are written with the event's durable write, atomically: if
+    /// a later service or the store refuses the event, or the node crashes
+    /// before the write, nothing is claimed. If a key is taken by then, the
+    /// event is refused with `taken`. (A credential's spend is a claim.)
+    /// For queries this is the same as `Accept`.
+    AcceptClaiming {
+        /// `(key, value)` pairs.
+        keys: Vec<(Vec<u8>, Vec<u8>)>,
+        taken: Rejection,
+    },
     Reject(Rejection),
 }
 

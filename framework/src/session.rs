@@ -51,6 +51,12 @@ pub struct SessionLimits {
     pub auth_required: bool,
     /// Largest event, in bytes of its JSON (0: no bound beyond the transport's).
     pub max_event_bytes: usize,
+    /// Most values in one filter's `ids`, `authors`, `kinds` or any one tag list.
+    pub max_filter_values: usize,
+    /// Sustained `REQ`s and `COUNT`s per second per connection (0: unlimited).
+    pub queries_per_second: f64,
+    /// Burst of `REQ`s and `COUNT`s allowed above the sustained rate.
+    pub query_burst: u32,
 }
 
 impl Default for SessionLimits {
@@ -67,15 +73,48 @@ impl Default for SessionLimits {
             event_burst: 50,
             auth_required: false,
             max_event_bytes: 65_536,
+            max_filter_values: 1_000,
+            queries_per_second: 0.0,
+            query_burst: 50,
         }
     }
 }
 
-/// Token bucket for the per-connection event rate.
+/// Token bucket for a per-connection rate (`rate <= 0`: unlimited).
 #[derive(Debug)]
 struct Bucket {
+    rate: f64,
+    burst: f64,
     tokens: f64,
     last: Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64, burst: u32) -> Self {
+        let burst = f64::from(burst.max(1));
+        Bucket {
+            rate,
+            burst,
+            tokens: burst,
+            last: Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Something for the transport to send, or a request to close.
@@ -127,6 +166,19 @@ pub enum Imported {
     Other(Box<RelayMessage<'static>>),
 }
 
+/// The `CLOSED` reason for a failed store query: a query the store refuses
+/// (too broad, unsupported) says why; a store failure says only that.
+fn query_failed(e: crate::Error) -> Rejection {
+    match e {
+        crate::Error::Invalid(m) => Rejection::invalid(m),
+        crate::Error::Unsupported(m) => Rejection::unsupported(m),
+        e => {
+            tracing::warn!(error = %e, "query failed");
+            Rejection::error("could not read the store")
+        }
+    }
+}
+
 /// One remote party's conversation with the node.
 pub struct Session {
     core: Arc<Core>,
@@ -138,6 +190,7 @@ pub struct Session {
     scope: Arc<[Filter]>,
     tx: mpsc::Sender<String>,
     bucket: Bucket,
+    query_bucket: Bucket,
     /// Subscriptions this node holds on the remote relay, with their filters.
     imports: HashMap<SubscriptionId, Vec<Filter>>,
 }
@@ -189,10 +242,8 @@ impl Session {
             .filter_map(|u| url::Url::parse(u).ok())
             .collect();
         Session {
-            bucket: Bucket {
-                tokens: f64::from(limits.event_burst.max(1)),
-                last: Instant::now(),
-            },
+            bucket: Bucket::new(limits.events_per_second, limits.event_burst),
+            query_bucket: Bucket::new(limits.queries_per_second, limits.query_burst),
             core,
             id,
             origin,
@@ -317,24 +368,6 @@ impl Session {
         }
     }
 
-    fn take_token(&mut self) -> bool {
-        let rate = self.limits.events_per_second;
-        if rate <= 0.0 {
-            return true;
-        }
-        let now = Instant::now();
-        let burst = f64::from(self.limits.event_burst.max(1));
-        let elapsed = now.duration_since(self.bucket.last).as_secs_f64();
-        self.bucket.tokens = (self.bucket.tokens + elapsed * rate).min(burst);
-        self.bucket.last = now;
-        if self.bucket.tokens >= 1.0 {
-            self.bucket.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
     fn check_created_at(&self, created_at: Timestamp) -> Result<(), Rejection> {
         let now = self.core.now().as_secs();
         let t = created_at.as_secs();
@@ -356,7 +389,7 @@ impl Session {
     /// The checks a session applies to every event from its remote end,
     /// before the pipeline: rate, auth, size and the `created_at` window.
     fn admit_remote(&mut self, event: &Event, size: usize) -> Result<(), Rejection> {
-        if !self.take_token() {
+        if !self.bucket.take() {
             return Err(Rejection::rate_limited("too many events; slow down"));
         }
         if self.limits.auth_required && self.origin.authenticated.is_none() {
@@ -482,22 +515,21 @@ impl Session {
             ));
             return self.closed(&sub_id, &r).await;
         }
+        if !self.query_bucket.take() {
+            let r = Rejection::rate_limited(format!(
+                "at most {} REQ and COUNT per second",
+                self.limits.queries_per_second
+            ));
+            return self.closed(&sub_id, &r).await;
+        }
         let mut filters = Vec::with_capacity(raw_filters.len());
         for raw in raw_filters {
-            match Filter::from_json(raw.get()) {
-                Ok(mut f) => {
-                    let limit = f.limit.unwrap_or(self.limits.default_limit);
-                    f.limit = Some(limit.min(self.limits.max_limit));
-                    filters.push(f);
-                }
-                Err(e) => {
-                    return self
-                        .closed(
-                            &sub_id,
-                            &Rejection::invalid(format!("malformed filter: {e}")),
-                        )
-                        .await
-                }
+            let checked = Filter::from_json(raw.get())
+                .map_err(|e| Rejection::invalid(format!("malformed filter: {e}")))
+                .and_then(|f| self.check_filter(f));
+            match checked {
+                Ok(f) => filters.push(f),
+                Err(r) => return self.closed(&sub_id, &r).await,
             }
         }
         if self.limits.auth_required && self.origin.authenticated.is_none() {
@@ -518,11 +550,7 @@ impl Session {
                     let msg = RelayMessage::count(sub_id, n as usize).as_json();
                     self.send(msg).await
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "count failed");
-                    self.closed(&sub_id, &Rejection::error("could not read the store"))
-                        .await
-                }
+                Err(e) => self.closed(&sub_id, &query_failed(e)).await,
             };
         }
         // Subscribe before reading history so nothing published meanwhile is missed.
@@ -545,12 +573,34 @@ impl Session {
                 self.send(RelayMessage::eose(sub_id).as_json()).await;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "query failed");
                 self.core.hub.unsubscribe(self.id, &sub_id);
-                self.closed(&sub_id, &Rejection::error("could not read the store"))
-                    .await;
+                self.closed(&sub_id, &query_failed(e)).await;
             }
         }
+    }
+
+    /// Apply the limit defaults and caps to one filter, or refuse it.
+    fn check_filter(&self, mut f: Filter) -> Result<Filter, Rejection> {
+        if f.search.is_some() {
+            return Err(Rejection::unsupported("NIP-50 search is not supported"));
+        }
+        let max = self.limits.max_filter_values;
+        let too_many = [
+            f.ids.as_ref().map_or(0, |v| v.len()),
+            f.authors.as_ref().map_or(0, |v| v.len()),
+            f.kinds.as_ref().map_or(0, |v| v.len()),
+        ]
+        .into_iter()
+        .chain(f.generic_tags.values().map(|v| v.len()))
+        .any(|n| n > max);
+        if too_many {
+            return Err(Rejection::invalid(format!(
+                "a filter takes at most {max} ids, authors, kinds or values of one tag"
+            )));
+        }
+        let limit = f.limit.unwrap_or(self.limits.default_limit);
+        f.limit = Some(limit.min(self.limits.max_limit));
+        Ok(f)
     }
 
     async fn on_close(&mut self, parts: &[&RawValue]) {

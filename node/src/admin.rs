@@ -117,6 +117,7 @@ async fn status(_: Authorized, State(s): State<Arc<AdminState>>) -> Result<Json<
         "events_stored": stats.events,
         "store_bytes": stats.size_bytes,
         "store_backend": node.persister().backend(),
+        "store_write_error": stats.write_error,
         "events_accepted": accepted,
         "events_rejected": rejected,
         "services": node.service_names(),

@@ -35,7 +35,8 @@ macro_rules! persister_conformance {
             duplicate_save, filter_fields, tag_filters, since_until_inclusive,
             limit_newest_first_ties_lowest_id, filters_are_ored, replaceable_keeps_newest,
             addressable_keyed_by_d, deletion_by_id, deletion_by_address,
-            deletion_only_by_author, expiry, kv_namespaces, operator_delete_and_stats);
+            deletion_only_by_author, expiry, kv_namespaces, operator_delete_and_stats,
+            claims_with_events, concurrent_claims_one_wins);
     };
 }
 
@@ -104,12 +105,19 @@ pub mod persister {
     use nostr::{Event, EventId, Filter, Keys, Kind, Timestamp};
 
     use super::events::event;
-    use crate::{Persister, SaveOutcome};
+    use crate::{Claim, Persister, SaveOutcome};
 
     const NOW: u64 = 1_700_000_000;
 
     async fn save(p: &Arc<dyn Persister>, e: &Event) -> SaveOutcome {
-        p.save_event(e).await.expect("save_event failed")
+        p.save_event(e, &[]).await.expect("save_event failed")
+    }
+    fn claim(ns: &str, key: &[u8], value: &[u8]) -> Claim {
+        Claim {
+            namespace: ns.into(),
+            key: key.to_vec(),
+            value: value.to_vec(),
+        }
     }
     async fn store(p: &Arc<dyn Persister>, e: &Event) {
         assert!(
@@ -466,6 +474,89 @@ pub mod persister {
         assert_eq!(p.stats().await.unwrap().events, 2);
         assert_eq!(ids(&p, vec![Filter::new()]).await, vec![es[1].id, es[2].id]);
         p.flush().await.unwrap();
+    }
+
+    pub async fn claims_with_events(p: Arc<dyn Persister>) {
+        let k = Keys::generate();
+        let a = event(&k, 1, NOW, "a", &[]);
+        let spend = [claim("cred", b"x1", b"a"), claim("cred", b"x2", b"a")];
+        let saved = p.save_event(&a, &spend).await.unwrap();
+        assert!(matches!(saved, SaveOutcome::Stored { .. }), "{saved:?}");
+        assert_eq!(p.kv_get("cred", b"x1").await.unwrap(), Some(b"a".to_vec()));
+        // A second event that claims a taken key is not stored, and takes
+        // none of its other keys.
+        let b = event(&k, 1, NOW, "b", &[]);
+        let both = [claim("cred", b"x3", b"b"), claim("cred", b"x2", b"b")];
+        assert_eq!(
+            p.save_event(&b, &both).await.unwrap(),
+            SaveOutcome::Claimed(both[1].clone())
+        );
+        assert!(!p.event_exists(&b.id).await.unwrap());
+        assert_eq!(p.kv_get("cred", b"x3").await.unwrap(), None);
+        assert_eq!(p.kv_get("cred", b"x2").await.unwrap(), Some(b"a".to_vec()));
+        // The same key twice in one event is refused.
+        let twice = [claim("cred", b"x4", b"b"), claim("cred", b"x4", b"b")];
+        assert!(matches!(
+            p.save_event(&b, &twice).await.unwrap(),
+            SaveOutcome::Claimed(_)
+        ));
+        assert_eq!(p.kv_get("cred", b"x4").await.unwrap(), None);
+        // A duplicate, a stale version or a deleted event takes no claim.
+        assert_eq!(
+            p.save_event(&a, &[claim("cred", b"d", b"")]).await.unwrap(),
+            SaveOutcome::Duplicate
+        );
+        let new = event(&k, 10_000, NOW, "new", &[]);
+        store(&p, &new).await;
+        let old = event(&k, 10_000, NOW - 5, "old", &[]);
+        assert_eq!(
+            p.save_event(&old, &[claim("cred", b"s", b"")])
+                .await
+                .unwrap(),
+            SaveOutcome::Stale
+        );
+        for key in [b"d".as_slice(), b"s"] {
+            assert_eq!(p.kv_get("cred", key).await.unwrap(), None);
+        }
+        // Claims without an event: all or none.
+        assert_eq!(
+            p.kv_claim(&[claim("cred", b"e1", b""), claim("cred", b"x1", b"")])
+                .await
+                .unwrap(),
+            Some(claim("cred", b"x1", b""))
+        );
+        assert_eq!(p.kv_get("cred", b"e1").await.unwrap(), None);
+        assert_eq!(
+            p.kv_claim(&[claim("cred", b"e1", b"")]).await.unwrap(),
+            None
+        );
+        assert!(p.kv_get("cred", b"e1").await.unwrap().is_some());
+    }
+
+    pub async fn concurrent_claims_one_wins(p: Arc<dyn Persister>) {
+        let k = Keys::generate();
+        let tasks: Vec<_> = (0..16u64)
+            .map(|i| {
+                let p = p.clone();
+                let e = event(&k, 1, NOW + i, "spend", &[]);
+                tokio::spawn(async move {
+                    let c = [claim("cred", b"token", &i.to_be_bytes())];
+                    let stored = matches!(
+                        p.save_event(&e, &c).await.unwrap(),
+                        SaveOutcome::Stored { .. }
+                    );
+                    (stored, p.event_exists(&e.id).await.unwrap())
+                })
+            })
+            .collect();
+        let mut wins = 0;
+        for t in tasks {
+            let (stored, exists) = t.await.unwrap();
+            assert_eq!(stored, exists);
+            wins += usize::from(stored);
+        }
+        assert_eq!(wins, 1);
+        assert_eq!(p.stats().await.unwrap().events, 1);
     }
 }
 

@@ -9,7 +9,7 @@ use nostr::filter::MatchEventOptions;
 use nostr::{Event, EventId, Filter, PublicKey, Timestamp};
 
 use crate::kinds::{self, Address};
-use crate::persister::{apply_save, merge_results, EventTable};
+use crate::persister::{apply_claims, apply_save, merge_results, Claim, EventTable};
 use crate::{Persister, Result, SaveOutcome, StoreStats};
 
 #[derive(Default)]
@@ -61,6 +61,14 @@ impl EventTable for Tables {
         self.address_tombstones.insert(address.clone(), until);
         Ok(())
     }
+    fn kv_exists(&self, namespace: &str, key: &[u8]) -> Result<bool> {
+        Ok(self.kv.contains_key(&(namespace.to_string(), key.to_vec())))
+    }
+    fn kv_set(&mut self, namespace: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        self.kv
+            .insert((namespace.to_string(), key.to_vec()), value.to_vec());
+        Ok(())
+    }
 }
 
 impl Tables {
@@ -105,8 +113,8 @@ impl Persister for MemoryPersister {
     fn backend(&self) -> &'static str {
         "memory"
     }
-    async fn save_event(&self, event: &Event) -> Result<SaveOutcome> {
-        apply_save(&mut *self.tables(), event)
+    async fn save_event(&self, event: &Event, claims: &[Claim]) -> Result<SaveOutcome> {
+        apply_save(&mut *self.tables(), event, claims)
     }
     async fn event_exists(&self, id: &EventId) -> Result<bool> {
         Ok(self.tables().events.contains_key(id))
@@ -174,6 +182,9 @@ impl Persister for MemoryPersister {
         t.kv.insert(k, value.to_vec());
         Ok(true)
     }
+    async fn kv_claim(&self, claims: &[Claim]) -> Result<Option<Claim>> {
+        apply_claims(&mut *self.tables(), claims)
+    }
     async fn kv_delete(&self, ns: &str, key: &[u8]) -> Result<bool> {
         Ok(self
             .tables()
@@ -193,6 +204,7 @@ impl Persister for MemoryPersister {
         Ok(StoreStats {
             events: self.tables().events.len() as u64,
             size_bytes: 0,
+            write_error: None,
         })
     }
     async fn flush(&self) -> Result<()> {

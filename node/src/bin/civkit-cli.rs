@@ -254,6 +254,10 @@ fn print_text(command: &Command, v: &Value) {
                 v["store_backend"].as_str().unwrap_or("?"),
                 v["store_bytes"]
             );
+            match v["store_write_error"].as_str() {
+                Some(why) => println!("store health    REFUSING WRITES: {why}"),
+                None => println!("store health    ok"),
+            }
             println!(
                 "events in       {} accepted, {} rejected",
                 v["events_accepted"], v["events_rejected"]

@@ -1,223 +1,216 @@
-//! Tables, index keys and the query planner.
+//! The key space, the write overlay and the query planner.
+//!
+//! Everything lives in one sled tree, each table under a one-byte prefix, so
+//! that one [`sled::Batch`] can carry every change of a group commit and sled
+//! applies it atomically (sled batches are atomic within one tree, also
+//! across a crash).
 //!
 //! Key layouts (`inv` is `u64::MAX - created_at`, big-endian, so ascending
 //! key order is newest first; the trailing 32-byte id breaks ties by lowest id):
 //!
-//! | tree | key | value |
-//! |---|---|---|
-//! | `events` | id | event JSON |
-//! | `by_time` | inv, id | - |
-//! | `by_author` | pubkey, inv, id | - |
-//! | `by_kind` | kind u16, inv, id | - |
-//! | `by_author_kind` | pubkey, kind u16, inv, id | - |
-//! | `by_tag` | letter, sha256(value)[..16], inv, id | - |
-//! | `addresses` | pubkey, kind u16, d | id |
-//! | `expiry` | expiration u64, id | - |
-//! | `id_tombstones` | id | deleter pubkey |
-//! | `address_tombstones` | pubkey, kind u16, d | created_at u64 |
-//! | `kv` | namespace, 0x00, key | value |
+//! | prefix | table | key | value |
+//! |---|---|---|---|
+//! | `e` | events | id | event JSON |
+//! | `t` | by time | inv, id | - |
+//! | `a` | by author | pubkey, inv, id | - |
+//! | `k` | by kind | kind u16, inv, id | - |
+//! | `K` | by author and kind | pubkey, kind u16, inv, id | - |
+//! | `g` | by tag | letter, sha256(value)[..16], inv, id | - |
+//! | `d` | addresses | pubkey, kind u16, d | id |
+//! | `x` | expiry | expiration u64, id | - |
+//! | `i` | id tombstones | id | deleter pubkey |
+//! | `D` | address tombstones | pubkey, kind u16, d | created_at u64 |
+//! | `v` | service key-value | namespace, 0x00, key | value |
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 
 use civkit_framework::kinds::{self, Address};
 use civkit_framework::persister::EventTable;
 use civkit_framework::Result;
-use nostr::filter::MatchEventOptions;
 use nostr::hashes::{sha256, Hash};
-use nostr::{Event, EventId, Filter, JsonUtil, PublicKey, Timestamp};
+use nostr::{Event, EventId, JsonUtil, PublicKey, Timestamp};
 
 use crate::store_err;
 
-pub(crate) struct Trees {
-    pub db: sled::Db,
-    pub events: sled::Tree,
-    by_time: sled::Tree,
-    by_author: sled::Tree,
-    by_kind: sled::Tree,
-    by_author_kind: sled::Tree,
-    by_tag: sled::Tree,
-    addresses: sled::Tree,
-    expiry: sled::Tree,
-    id_tombstones: sled::Tree,
-    address_tombstones: sled::Tree,
-    pub kv: sled::Tree,
-}
+pub(crate) const EVENTS: u8 = b'e';
+pub(crate) const BY_TIME: u8 = b't';
+pub(crate) const BY_AUTHOR: u8 = b'a';
+pub(crate) const BY_KIND: u8 = b'k';
+pub(crate) const BY_AUTHOR_KIND: u8 = b'K';
+pub(crate) const BY_TAG: u8 = b'g';
+const ADDRESSES: u8 = b'd';
+pub(crate) const EXPIRY: u8 = b'x';
+const ID_TOMBSTONES: u8 = b'i';
+const ADDRESS_TOMBSTONES: u8 = b'D';
+const KV: u8 = b'v';
 
-impl Drop for Trees {
-    fn drop(&mut self) {
-        if let Err(e) = self.db.flush() {
-            tracing::warn!(error = %e, "flush on close failed");
-        }
-    }
-}
+/// The name of the one tree that holds everything.
+pub(crate) const TREE: &str = "civkit";
 
-fn inv(ts: Timestamp) -> [u8; 8] {
+pub(crate) fn inv(ts: Timestamp) -> [u8; 8] {
     (u64::MAX - ts.as_secs()).to_be_bytes()
 }
 
-fn cat(parts: &[&[u8]]) -> Vec<u8> {
-    parts.concat()
+pub(crate) fn key(table: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
+    k.push(table);
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
 }
 
-fn tag_hash(value: &str) -> [u8; 16] {
+pub(crate) fn tag_hash(value: &str) -> [u8; 16] {
     let h = sha256::Hash::hash(value.as_bytes());
     let mut out = [0u8; 16];
     out.copy_from_slice(&h.as_byte_array()[..16]);
     out
 }
 
-fn address_key(a: &Address) -> Vec<u8> {
-    cat(&[&a.pubkey.to_bytes(), &a.kind.to_be_bytes(), a.d.as_bytes()])
+fn address_key(table: u8, a: &Address) -> Vec<u8> {
+    key(
+        table,
+        &[&a.pubkey.to_bytes(), &a.kind.to_be_bytes(), a.d.as_bytes()],
+    )
 }
 
-pub(crate) fn kv_key(ns: &str, key: &[u8]) -> Vec<u8> {
-    cat(&[ns.as_bytes(), &[0], key])
+pub(crate) fn event_key(id: &[u8]) -> Vec<u8> {
+    key(EVENTS, &[id])
 }
 
-/// Index keys of one event (without the events table).
-fn index_keys<'a>(t: &'a Trees, e: &Event) -> Vec<(&'a sled::Tree, Vec<u8>)> {
+pub(crate) fn kv_key(ns: &str, k: &[u8]) -> Vec<u8> {
+    key(KV, &[ns.as_bytes(), &[0], k])
+}
+
+/// Index keys of one event (without its body).
+fn index_keys(e: &Event) -> Vec<Vec<u8>> {
     let id = e.id.as_bytes();
     let ts = inv(e.created_at);
     let pk = e.pubkey.to_bytes();
     let kind = e.kind.as_u16().to_be_bytes();
     let mut keys = vec![
-        (&t.by_time, cat(&[&ts, id])),
-        (&t.by_author, cat(&[&pk, &ts, id])),
-        (&t.by_kind, cat(&[&kind, &ts, id])),
-        (&t.by_author_kind, cat(&[&pk, &kind, &ts, id])),
+        key(BY_TIME, &[&ts, id]),
+        key(BY_AUTHOR, &[&pk, &ts, id]),
+        key(BY_KIND, &[&kind, &ts, id]),
+        key(BY_AUTHOR_KIND, &[&pk, &kind, &ts, id]),
     ];
     for tag in e.tags.iter() {
         if let (Some(letter), Some(value)) = (tag.single_letter_tag(), tag.content()) {
             let l = letter.as_char() as u8;
-            keys.push((&t.by_tag, cat(&[&[l], &tag_hash(value), &ts, id])));
+            keys.push(key(BY_TAG, &[&[l], &tag_hash(value), &ts, id]));
         }
     }
     if let Some(exp) = kinds::expiration_of(e) {
-        keys.push((&t.expiry, cat(&[&exp.as_secs().to_be_bytes(), id])));
+        keys.push(key(EXPIRY, &[&exp.as_secs().to_be_bytes(), id]));
     }
     keys
 }
 
-impl Trees {
-    pub fn open(db: sled::Db) -> Result<Self> {
-        let t = |name: &str| db.open_tree(name).map_err(store_err);
-        Ok(Trees {
-            events: t("events")?,
-            by_time: t("by_time")?,
-            by_author: t("by_author")?,
-            by_kind: t("by_kind")?,
-            by_author_kind: t("by_author_kind")?,
-            by_tag: t("by_tag")?,
-            addresses: t("addresses")?,
-            expiry: t("expiry")?,
-            id_tombstones: t("id_tombstones")?,
-            address_tombstones: t("address_tombstones")?,
-            kv: t("kv")?,
-            db,
-        })
+pub(crate) fn decode(bytes: &[u8]) -> Result<Event> {
+    Event::from_json(bytes).map_err(store_err)
+}
+
+/// The changes of one group commit, on top of the tree. Writes land in the
+/// current operation's layer; [`Overlay::commit_op`] keeps them for the
+/// batch, [`Overlay::abort_op`] drops them, so an operation that fails
+/// half-way leaves nothing behind. Reads see the tree through both layers.
+pub(crate) struct Overlay<'a> {
+    tree: &'a sled::Tree,
+    group: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    op: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Events added minus removed, in the batch and in the current operation.
+    group_delta: i64,
+    op_delta: i64,
+    /// Ids stored by the batch's committed operations.
+    stored: Vec<EventId>,
+    op_stored: Vec<EventId>,
+}
+
+impl<'a> Overlay<'a> {
+    pub fn new(tree: &'a sled::Tree) -> Self {
+        Overlay {
+            tree,
+            group: BTreeMap::new(),
+            op: BTreeMap::new(),
+            group_delta: 0,
+            op_delta: 0,
+            stored: Vec::new(),
+            op_stored: Vec::new(),
+        }
     }
 
-    pub fn table<'a>(&'a self, counter: &'a AtomicU64) -> SledTable<'a> {
-        SledTable { t: self, counter }
+    pub fn get(&self, k: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(v) = self.op.get(k).or_else(|| self.group.get(k)) {
+            return Ok(v.clone());
+        }
+        Ok(self.tree.get(k).map_err(store_err)?.map(|v| v.to_vec()))
+    }
+
+    pub fn set(&mut self, k: Vec<u8>, v: Vec<u8>) {
+        self.op.insert(k, Some(v));
+    }
+
+    pub fn unset(&mut self, k: Vec<u8>) {
+        self.op.insert(k, None);
+    }
+
+    /// Keys present in `range`, in order, as the overlay sees them.
+    pub fn keys_in(&self, range: RangeInclusive<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
+        let mut seen: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
+        for item in self.tree.range(range.clone()) {
+            let (k, _) = item.map_err(store_err)?;
+            seen.insert(k.to_vec(), true);
+        }
+        for layer in [&self.group, &self.op] {
+            for (k, v) in layer.range(range.clone()) {
+                seen.insert(k.clone(), v.is_some());
+            }
+        }
+        Ok(seen
+            .into_iter()
+            .filter(|(_, p)| *p)
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    pub fn commit_op(&mut self) {
+        let op = std::mem::take(&mut self.op);
+        self.group.extend(op);
+        self.group_delta += std::mem::take(&mut self.op_delta);
+        self.stored.append(&mut self.op_stored);
+    }
+
+    pub fn abort_op(&mut self) {
+        self.op.clear();
+        self.op_delta = 0;
+        self.op_stored.clear();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.group.is_empty()
+    }
+
+    /// The batch's changes, its event-count delta and the ids it stores.
+    pub fn finish(self) -> (sled::Batch, i64, Vec<EventId>) {
+        let mut batch = sled::Batch::default();
+        for (k, v) in self.group {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        (batch, self.group_delta, self.stored)
     }
 
     fn load(&self, id: &[u8]) -> Result<Option<Event>> {
-        match self.events.get(id).map_err(store_err)? {
-            Some(bytes) => Event::from_json(&bytes[..]).map(Some).map_err(store_err),
-            None => Ok(None),
-        }
+        self.get(&event_key(id))?.map(|b| decode(&b)).transpose()
     }
 
-    /// Choose index scans for a filter: (tree, key prefix) pairs.
-    fn plan<'a>(&'a self, f: &Filter) -> Vec<(&'a sled::Tree, Vec<u8>)> {
-        let authors: Vec<[u8; 32]> = f.authors.iter().flatten().map(|p| p.to_bytes()).collect();
-        let kinds: Vec<[u8; 2]> = f
-            .kinds
-            .iter()
-            .flatten()
-            .map(|k| k.as_u16().to_be_bytes())
-            .collect();
-        if !authors.is_empty() && !kinds.is_empty() && authors.len() * kinds.len() <= 256 {
-            let mut out = Vec::new();
-            for a in &authors {
-                for k in &kinds {
-                    out.push((&self.by_author_kind, cat(&[a, k])));
-                }
-            }
-            return out;
-        }
-        if !authors.is_empty() {
-            return authors
-                .iter()
-                .map(|a| (&self.by_author, a.to_vec()))
-                .collect();
-        }
-        if let Some((letter, values)) = f.generic_tags.iter().find(|(_, v)| !v.is_empty()) {
-            let l = letter.as_char() as u8;
-            return values
-                .iter()
-                .map(|v| (&self.by_tag, cat(&[&[l], &tag_hash(v)])))
-                .collect();
-        }
-        if !kinds.is_empty() {
-            return kinds.iter().map(|k| (&self.by_kind, k.to_vec())).collect();
-        }
-        vec![(&self.by_time, Vec::new())]
-    }
-
-    /// Events matching one filter, newest first, at most `limit`.
-    pub fn query_filter(&self, f: &Filter, now: Timestamp, limit: usize) -> Result<Vec<Event>> {
-        let mut out = Vec::new();
-        if limit == 0 {
-            return Ok(out);
-        }
-        let opts = MatchEventOptions::default();
-        let keep = |e: &Event| f.match_event(e, opts) && !kinds::is_expired(e, now);
-        if let Some(ids) = f.ids.as_ref().filter(|ids| !ids.is_empty()) {
-            for id in ids {
-                if let Some(e) = self.load(id.as_bytes())?.filter(|e| keep(e)) {
-                    out.push(e);
-                }
-            }
-            out.sort_by(kinds::result_order);
-            out.truncate(limit);
-            return Ok(out);
-        }
-        let newest = inv(f.until.unwrap_or(Timestamp::from_secs(u64::MAX)));
-        let oldest = inv(f.since.unwrap_or(Timestamp::from_secs(0)));
-        for (tree, prefix) in self.plan(f) {
-            let start = cat(&[&prefix, &newest]);
-            let end = cat(&[&prefix, &oldest, &[0xff; 32]]);
-            let mut found = 0;
-            for item in tree.range(start..=end) {
-                let (key, _) = item.map_err(store_err)?;
-                let id = &key[key.len().saturating_sub(32)..];
-                if let Some(e) = self.load(id)?.filter(|e| keep(e)) {
-                    out.push(e);
-                    found += 1;
-                    if found >= limit {
-                        break;
-                    }
-                }
-            }
-        }
-        let mut out = civkit_framework::persister::merge_results(out);
-        out.truncate(limit);
-        Ok(out)
-    }
-}
-
-/// [`EventTable`] over the trees, used only from the writer thread.
-pub(crate) struct SledTable<'a> {
-    t: &'a Trees,
-    counter: &'a AtomicU64,
-}
-
-impl SledTable<'_> {
     pub fn delete_ids(&mut self, ids: &[EventId]) -> Result<u64> {
         let mut n = 0;
         for id in ids {
-            if let Some(e) = self.t.load(id.as_bytes())? {
+            if let Some(e) = self.load(id.as_bytes())? {
                 self.remove(&e)?;
                 n += 1;
             }
@@ -226,121 +219,146 @@ impl SledTable<'_> {
     }
 
     pub fn remove_expired(&mut self, now: Timestamp) -> Result<u64> {
-        let end = cat(&[&now.as_secs().to_be_bytes(), &[0xff; 32]]);
-        let ids: Vec<Vec<u8>> = self
-            .t
-            .expiry
-            .range(..=end)
-            .map(|r| r.map(|(k, _)| k[8..].to_vec()).map_err(store_err))
-            .collect::<Result<_>>()?;
+        let range = key(EXPIRY, &[])..=key(EXPIRY, &[&now.as_secs().to_be_bytes(), &[0xff; 32]]);
         let mut n = 0;
-        for id in ids {
-            match self.t.load(&id)? {
+        for k in self.keys_in(range)? {
+            match self.load(&k[9..])? {
                 Some(e) => {
                     self.remove(&e)?;
                     n += 1;
                 }
-                None => {
-                    // An index entry left by a crash mid-write; drop it.
-                    let _ = self
-                        .t
-                        .expiry
-                        .remove(cat(&[&now.as_secs().to_be_bytes(), &id]));
-                }
+                // An index entry without its event; drop it.
+                None => self.unset(k),
             }
         }
         Ok(n)
     }
 }
 
-impl EventTable for SledTable<'_> {
+impl EventTable for Overlay<'_> {
     fn get(&self, id: &EventId) -> Result<Option<Event>> {
-        self.t.load(id.as_bytes())
+        self.load(id.as_bytes())
     }
     fn at_address(&self, address: &Address) -> Result<Option<EventId>> {
-        match self
-            .t
-            .addresses
-            .get(address_key(address))
-            .map_err(store_err)?
-        {
+        match Overlay::get(self, &address_key(ADDRESSES, address))? {
             Some(v) => EventId::from_slice(&v).map(Some).map_err(store_err),
             None => Ok(None),
         }
     }
     fn id_tombstone(&self, id: &EventId) -> Result<Option<PublicKey>> {
-        match self.t.id_tombstones.get(id.as_bytes()).map_err(store_err)? {
+        match Overlay::get(self, &key(ID_TOMBSTONES, &[id.as_bytes()]))? {
             Some(v) => PublicKey::from_slice(&v).map(Some).map_err(store_err),
             None => Ok(None),
         }
     }
     fn address_tombstone(&self, address: &Address) -> Result<Option<Timestamp>> {
-        match self
-            .t
-            .address_tombstones
-            .get(address_key(address))
-            .map_err(store_err)?
-        {
+        match Overlay::get(self, &address_key(ADDRESS_TOMBSTONES, address))? {
             Some(v) => {
-                let bytes: [u8; 8] = v.as_ref().try_into().map_err(store_err)?;
+                let bytes: [u8; 8] = v.as_slice().try_into().map_err(store_err)?;
                 Ok(Some(Timestamp::from_secs(u64::from_be_bytes(bytes))))
             }
             None => Ok(None),
         }
     }
     fn insert(&mut self, event: &Event) -> Result<()> {
-        // Body first, then indexes: a crash in between leaves no index
-        // pointing at a missing event.
-        self.t
-            .events
-            .insert(event.id.as_bytes(), event.as_json().into_bytes())
-            .map_err(store_err)?;
-        for (tree, key) in index_keys(self.t, event) {
-            tree.insert(key, &[]).map_err(store_err)?;
+        self.set(event_key(event.id.as_bytes()), event.as_json().into_bytes());
+        for k in index_keys(event) {
+            self.set(k, Vec::new());
         }
         if let Some(a) = kinds::address_of(event) {
-            self.t
-                .addresses
-                .insert(address_key(&a), event.id.as_bytes())
-                .map_err(store_err)?;
+            self.set(address_key(ADDRESSES, &a), event.id.as_bytes().to_vec());
         }
-        self.counter.fetch_add(1, Ordering::Relaxed);
+        self.op_delta += 1;
+        self.op_stored.push(event.id);
         Ok(())
     }
     fn remove(&mut self, event: &Event) -> Result<()> {
         if let Some(a) = kinds::address_of(event) {
-            let key = address_key(&a);
-            let current = self.t.addresses.get(&key).map_err(store_err)?;
-            if current.as_deref() == Some(event.id.as_bytes()) {
-                self.t.addresses.remove(key).map_err(store_err)?;
+            let k = address_key(ADDRESSES, &a);
+            if Overlay::get(self, &k)?.as_deref() == Some(event.id.as_bytes()) {
+                self.unset(k);
             }
         }
-        for (tree, key) in index_keys(self.t, event) {
-            tree.remove(key).map_err(store_err)?;
+        for k in index_keys(event) {
+            self.unset(k);
         }
-        if self
-            .t
-            .events
-            .remove(event.id.as_bytes())
-            .map_err(store_err)?
-            .is_some()
-        {
-            self.counter.fetch_sub(1, Ordering::Relaxed);
+        let body = event_key(event.id.as_bytes());
+        if Overlay::get(self, &body)?.is_some() {
+            self.unset(body);
+            self.op_delta -= 1;
         }
         Ok(())
     }
     fn put_id_tombstone(&mut self, id: &EventId, author: &PublicKey) -> Result<()> {
-        self.t
-            .id_tombstones
-            .insert(id.as_bytes(), &author.to_bytes())
-            .map(|_| ())
-            .map_err(store_err)
+        self.set(
+            key(ID_TOMBSTONES, &[id.as_bytes()]),
+            author.to_bytes().to_vec(),
+        );
+        Ok(())
     }
     fn put_address_tombstone(&mut self, address: &Address, until: Timestamp) -> Result<()> {
-        self.t
-            .address_tombstones
-            .insert(address_key(address), &until.as_secs().to_be_bytes())
-            .map(|_| ())
-            .map_err(store_err)
+        self.set(
+            address_key(ADDRESS_TOMBSTONES, address),
+            until.as_secs().to_be_bytes().to_vec(),
+        );
+        Ok(())
     }
+    fn kv_exists(&self, namespace: &str, k: &[u8]) -> Result<bool> {
+        Ok(Overlay::get(self, &kv_key(namespace, k))?.is_some())
+    }
+    fn kv_set(&mut self, namespace: &str, k: &[u8], value: &[u8]) -> Result<()> {
+        self.set(kv_key(namespace, k), value.to_vec());
+        Ok(())
+    }
+}
+
+/// Trees of the first layout (one sled tree per table), in prefix order of
+/// the current one.
+const LEGACY_TREES: [(&str, u8); 11] = [
+    ("events", EVENTS),
+    ("by_time", BY_TIME),
+    ("by_author", BY_AUTHOR),
+    ("by_kind", BY_KIND),
+    ("by_author_kind", BY_AUTHOR_KIND),
+    ("by_tag", BY_TAG),
+    ("addresses", ADDRESSES),
+    ("expiry", EXPIRY),
+    ("id_tombstones", ID_TOMBSTONES),
+    ("address_tombstones", ADDRESS_TOMBSTONES),
+    ("kv", KV),
+];
+
+/// Move a store of the first layout into the one tree, then drop the old
+/// trees. Safe to rerun after a crash: copying is idempotent, and a tree is
+/// dropped only after the copy is flushed.
+pub(crate) fn migrate_legacy(db: &sled::Db, tree: &sled::Tree) -> Result<u64> {
+    let names = db.tree_names();
+    let mut moved = 0;
+    for (name, prefix) in LEGACY_TREES {
+        if !names.iter().any(|n| n.as_ref() == name.as_bytes()) {
+            continue;
+        }
+        let old = db.open_tree(name).map_err(store_err)?;
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
+        for item in old.iter() {
+            let (k, v) = item.map_err(store_err)?;
+            batch.insert(key(prefix, &[&k]), v.to_vec());
+            in_batch += 1;
+            moved += 1;
+            if in_batch == 10_000 {
+                tree.apply_batch(std::mem::take(&mut batch))
+                    .map_err(store_err)?;
+                in_batch = 0;
+            }
+        }
+        tree.apply_batch(batch).map_err(store_err)?;
+        db.flush().map_err(store_err)?;
+        db.drop_tree(name).map_err(store_err)?;
+    }
+    if moved > 0 {
+        db.flush().map_err(store_err)?;
+        tracing::info!(entries = moved, "moved the store to the one-tree layout");
+    }
+    Ok(moved)
 }

@@ -5,32 +5,37 @@
 //! core, behind the `Persister` trait.
 //!
 //! - **Durability**: all writes go through one writer thread that applies
-//!   every queued write, then calls `flush` (fsync) once for the whole batch
-//!   and only then resolves each caller's future (group commit).
-//! - **Semantics**: replacement and deletion come from the framework's shared
-//!   [`civkit_framework::persister::apply_save`].
-//! - **Indexes**: by time, author, kind, author+kind, single-letter tag
-//!   (value hashed), address, expiration. The query planner picks the most
-//!   selective index for each filter and scans newest first.
+//!   every queued write, writes the group as one atomic sled batch, then
+//!   calls `flush` (fsync) once and only then resolves each caller's future
+//!   (group commit). An event counts as stored (for duplicates) only once
+//!   flushed; after a failed flush every write is refused until a flush
+//!   succeeds again.
+//! - **Atomicity**: everything lives in one sled tree under per-table
+//!   prefixes, so an event, its indexes, what it replaces or deletes and its
+//!   claims land together or not at all, also across a crash.
+//! - **Semantics**: replacement, deletion and claims come from the
+//!   framework's shared [`civkit_framework::persister::apply_save`].
+//! - **Queries**: by time, author, kind, author+kind, single-letter tag
+//!   (value hashed), address, expiration; prefixes merged lazily under one
+//!   `limit`, a scan budget per query, `COUNT` from the indexes.
 
 #![forbid(unsafe_code)]
 
 mod index;
+mod query;
 mod writer;
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use civkit_framework::persister::{merge_results, valid_namespace};
+use civkit_framework::persister::{valid_namespace, Claim};
 use civkit_framework::{BuildContext, Error, Persister, Registry, Result, SaveOutcome, StoreStats};
 use nostr::{Event, EventId, Filter, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
-use index::Trees;
-use writer::WriteOp;
+use writer::{Shared, WriteOp};
 
 pub(crate) fn store_err(e: impl std::fmt::Display) -> Error {
     Error::Store {
@@ -49,6 +54,9 @@ pub struct SledConfig {
     pub cache_mib: u64,
     /// Most writes applied before one fsync (group commit batch).
     pub max_batch: usize,
+    /// Most stored entries (index entries visited plus events read) one
+    /// `REQ` or `COUNT` may read; a query that needs more is refused.
+    pub max_scan: usize,
 }
 
 impl Default for SledConfig {
@@ -57,6 +65,7 @@ impl Default for SledConfig {
             path: PathBuf::from("events.sled"),
             cache_mib: 256,
             max_batch: 4096,
+            max_scan: 200_000,
         }
     }
 }
@@ -67,6 +76,8 @@ path = "events.sled"
 cache_mib = 256
 # Most writes applied before one fsync (group commit batch).
 max_batch = 4096
+# Most stored entries one REQ or COUNT may read; a query that needs more is refused.
+max_scan = 200000
 "#;
 
 /// Register the `sled` persister.
@@ -84,10 +95,12 @@ pub fn register(registry: &mut Registry) {
 
 /// The sled persister.
 pub struct SledPersister {
-    trees: Arc<Trees>,
+    db: sled::Db,
+    tree: sled::Tree,
     writer: mpsc::Sender<WriteOp>,
     thread: Option<std::thread::JoinHandle<()>>,
-    events: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+    max_scan: usize,
     path: PathBuf,
 }
 
@@ -119,20 +132,35 @@ impl SledPersister {
 
     /// Open (or create) the database at `path`.
     pub fn open_with(path: &Path, cfg: &SledConfig) -> Result<Self> {
+        Self::open_flushing(path, cfg, writer::sled_flush())
+    }
+
+    fn open_flushing(path: &Path, cfg: &SledConfig, flush: writer::FlushFn) -> Result<Self> {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cfg.cache_mib.saturating_mul(1024 * 1024))
             .flush_every_ms(None)
             .open()
             .map_err(|e| store_err(format!("opening {}: {e}", path.display())))?;
-        let trees = Arc::new(Trees::open(db)?);
-        let events = Arc::new(AtomicU64::new(trees.events.len() as u64));
-        let (writer, thread) = writer::spawn(trees.clone(), events.clone(), cfg.max_batch.max(1))?;
+        let tree = db.open_tree(index::TREE).map_err(store_err)?;
+        index::migrate_legacy(&db, &tree)?;
+        let shared = Arc::new(Shared::default());
+        let events = tree.scan_prefix([index::EVENTS]).count() as u64;
+        shared.events.store(events, Ordering::Relaxed);
+        let (writer, thread) = writer::spawn(
+            db.clone(),
+            tree.clone(),
+            shared.clone(),
+            cfg.max_batch.max(1),
+            flush,
+        )?;
         Ok(SledPersister {
-            trees,
+            db,
+            tree,
             writer,
             thread: Some(thread),
-            events,
+            shared,
+            max_scan: cfg.max_scan.max(1),
             path: path.to_path_buf(),
         })
     }
@@ -149,10 +177,10 @@ impl SledPersister {
 
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Trees) -> Result<T> + Send + 'static,
+        f: impl FnOnce(&sled::Tree) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let trees = self.trees.clone();
-        tokio::task::spawn_blocking(move || f(&trees))
+        let tree = self.tree.clone();
+        tokio::task::spawn_blocking(move || f(&tree))
             .await
             .map_err(store_err)?
     }
@@ -171,39 +199,40 @@ impl Persister for SledPersister {
     fn backend(&self) -> &'static str {
         "sled"
     }
-    async fn save_event(&self, event: &Event) -> Result<SaveOutcome> {
-        self.write(|tx| WriteOp::Save(Box::new(event.clone()), tx))
-            .await
+    async fn save_event(&self, event: &Event, claims: &[Claim]) -> Result<SaveOutcome> {
+        for c in claims {
+            check_ns(&c.namespace)?;
+        }
+        let (event, claims) = (Box::new(event.clone()), claims.to_vec());
+        self.write(|tx| WriteOp::Save(event, claims, tx)).await
     }
     async fn event_exists(&self, id: &EventId) -> Result<bool> {
-        self.trees
-            .events
-            .contains_key(id.as_bytes())
-            .map_err(store_err)
+        // The tree first: an id found there and no longer unflushed is durable.
+        let present = self
+            .tree
+            .contains_key(index::event_key(id.as_bytes()))
+            .map_err(store_err)?;
+        Ok(present && self.shared.durable(id))
     }
     async fn query(&self, filters: &[Filter], now: Timestamp) -> Result<Vec<Event>> {
-        let filters = filters.to_vec();
-        self.blocking(move |t| {
-            let mut out = Vec::new();
-            for f in &filters {
-                out.extend(t.query_filter(f, now, f.limit.unwrap_or(usize::MAX))?);
-            }
-            Ok(merge_results(out))
-        })
-        .await
+        let (filters, max) = (filters.to_vec(), self.max_scan);
+        self.blocking(move |t| query::query(t, &filters, now, max))
+            .await
     }
     async fn count(&self, filters: &[Filter], now: Timestamp) -> Result<u64> {
-        let filters = filters.to_vec();
+        let (filters, max) = (filters.to_vec(), self.max_scan);
+        let total = self.shared.events.load(Ordering::Relaxed);
         self.blocking(move |t| {
-            let mut ids = HashSet::new();
-            for f in &filters {
-                ids.extend(
-                    t.query_filter(f, now, usize::MAX)?
-                        .into_iter()
-                        .map(|e| e.id),
-                );
+            let expired = query::expired(t, now, max)?;
+            let whole_store = |f: &Filter| {
+                let mut f = f.clone();
+                f.limit = None;
+                f == Filter::new()
+            };
+            if filters.iter().any(whole_store) {
+                return Ok(total.saturating_sub(expired.len() as u64));
             }
-            Ok(ids.len() as u64)
+            query::count(t, &filters, now, max, &expired)
         })
         .await
     }
@@ -216,52 +245,32 @@ impl Persister for SledPersister {
     async fn kv_get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         check_ns(ns)?;
         Ok(self
-            .trees
-            .kv
+            .tree
             .get(index::kv_key(ns, key))
             .map_err(store_err)?
             .map(|v| v.to_vec()))
     }
     async fn kv_put(&self, ns: &str, key: &[u8], value: &[u8]) -> Result<()> {
-        check_ns(ns)?;
-        let (k, v) = (index::kv_key(ns, key), value.to_vec());
-        self.write(|tx| WriteOp::KvPut {
-            key: k,
-            value: Some(v),
-            only_new: false,
-            tx,
-        })
-        .await
-        .map(|_| ())
+        self.kv_write(ns, key, Some(value), false).await.map(|_| ())
     }
     async fn kv_insert_new(&self, ns: &str, key: &[u8], value: &[u8]) -> Result<bool> {
-        check_ns(ns)?;
-        let (k, v) = (index::kv_key(ns, key), value.to_vec());
-        self.write(|tx| WriteOp::KvPut {
-            key: k,
-            value: Some(v),
-            only_new: true,
-            tx,
-        })
-        .await
+        self.kv_write(ns, key, Some(value), true).await
+    }
+    async fn kv_claim(&self, claims: &[Claim]) -> Result<Option<Claim>> {
+        for c in claims {
+            check_ns(&c.namespace)?;
+        }
+        let claims = claims.to_vec();
+        self.write(|tx| WriteOp::Claim(claims, tx)).await
     }
     async fn kv_delete(&self, ns: &str, key: &[u8]) -> Result<bool> {
-        check_ns(ns)?;
-        let k = index::kv_key(ns, key);
-        self.write(|tx| WriteOp::KvPut {
-            key: k,
-            value: None,
-            only_new: false,
-            tx,
-        })
-        .await
+        self.kv_write(ns, key, None, false).await
     }
     async fn kv_scan(&self, ns: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         check_ns(ns)?;
         let start = index::kv_key(ns, prefix);
-        let skip = ns.len() + 1;
-        self.trees
-            .kv
+        let skip = index::kv_key(ns, b"").len();
+        self.tree
             .scan_prefix(start)
             .map(|r| {
                 r.map(|(k, v)| (k[skip..].to_vec(), v.to_vec()))
@@ -271,11 +280,185 @@ impl Persister for SledPersister {
     }
     async fn stats(&self) -> Result<StoreStats> {
         Ok(StoreStats {
-            events: self.events.load(Ordering::Relaxed),
-            size_bytes: self.trees.db.size_on_disk().map_err(store_err)?,
+            events: self.shared.events.load(Ordering::Relaxed),
+            size_bytes: self.db.size_on_disk().map_err(store_err)?,
+            write_error: self.shared.write_error(),
         })
     }
     async fn flush(&self) -> Result<()> {
         self.write(WriteOp::Flush).await
+    }
+}
+
+impl SledPersister {
+    async fn kv_write(
+        &self,
+        ns: &str,
+        key: &[u8],
+        value: Option<&[u8]>,
+        only_new: bool,
+    ) -> Result<bool> {
+        check_ns(ns)?;
+        let (key, value) = (index::kv_key(ns, key), value.map(<[u8]>::to_vec));
+        self.write(|tx| WriteOp::KvPut {
+            key,
+            value,
+            only_new,
+            tx,
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests assert by panicking
+
+    use std::sync::atomic::AtomicBool;
+
+    use civkit_framework::testing::conformance::events::event;
+    use nostr::Keys;
+
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000;
+
+    fn failing_flush(fail: Arc<AtomicBool>) -> writer::FlushFn {
+        let mut real = writer::sled_flush();
+        Box::new(move |db| {
+            if fail.load(Ordering::SeqCst) {
+                Err("injected fsync failure".into())
+            } else {
+                real(db)
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_stops_acknowledgements_until_the_store_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let fail = Arc::new(AtomicBool::new(false));
+        let p = SledPersister::open_flushing(
+            &dir.path().join("db"),
+            &SledConfig::default(),
+            failing_flush(fail.clone()),
+        )
+        .unwrap();
+        let k = Keys::generate();
+        let first = event(&k, 1, NOW, "durable", &[]);
+        assert!(matches!(
+            p.save_event(&first, &[]).await.unwrap(),
+            SaveOutcome::Stored { .. }
+        ));
+
+        fail.store(true, Ordering::SeqCst);
+        let lost = event(&k, 1, NOW, "not durable", &[]);
+        assert!(
+            p.save_event(&lost, &[]).await.is_err(),
+            "no OK without fsync"
+        );
+        // The write reached the tree but not the disk: it is not reported as
+        // stored, so a second copy cannot be acknowledged as a duplicate.
+        assert!(!p.event_exists(&lost.id).await.unwrap());
+        let why = p.stats().await.unwrap().write_error.expect("unhealthy");
+        assert!(why.contains("injected fsync failure"), "{why}");
+        // Every write is refused while the store stays unhealthy.
+        assert!(p.save_event(&lost, &[]).await.is_err());
+        assert!(p.kv_put("svc", b"k", b"v").await.is_err());
+        assert!(p.event_exists(&first.id).await.unwrap());
+
+        fail.store(false, Ordering::SeqCst);
+        assert_eq!(
+            p.save_event(&lost, &[]).await.unwrap(),
+            SaveOutcome::Duplicate,
+            "after a flush succeeds the earlier write is durable"
+        );
+        assert!(p.event_exists(&lost.id).await.unwrap());
+        assert_eq!(p.stats().await.unwrap().write_error, None);
+    }
+
+    #[tokio::test]
+    async fn a_store_of_the_first_layout_is_moved_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let e = event(&Keys::generate(), 1, NOW, "old", &[&["t", "x"]]);
+        {
+            let db = sled::open(&path).unwrap();
+            let events = db.open_tree("events").unwrap();
+            events
+                .insert(e.id.as_bytes(), nostr::JsonUtil::as_json(&e).as_bytes())
+                .unwrap();
+            let mut by_time = (u64::MAX - NOW).to_be_bytes().to_vec();
+            by_time.extend_from_slice(e.id.as_bytes());
+            db.open_tree("by_time")
+                .unwrap()
+                .insert(by_time, b"")
+                .unwrap();
+            db.open_tree("kv")
+                .unwrap()
+                .insert(b"svc\0k", b"v".as_slice())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let p = SledPersister::open(&path).unwrap();
+        assert_eq!(p.stats().await.unwrap().events, 1);
+        assert!(p.event_exists(&e.id).await.unwrap());
+        let got = p
+            .query(&[Filter::new()], Timestamp::from_secs(NOW))
+            .await
+            .unwrap();
+        assert_eq!(got, vec![e]);
+        assert_eq!(p.kv_get("svc", b"k").await.unwrap(), Some(b"v".to_vec()));
+        assert!(!p.db.tree_names().iter().any(|n| n.as_ref() == b"events"));
+    }
+
+    #[tokio::test]
+    async fn queries_read_within_their_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = SledConfig {
+            max_scan: 2_000,
+            ..SledConfig::default()
+        };
+        let p = Arc::new(SledPersister::open_with(&dir.path().join("db"), &cfg).unwrap());
+        let authors: Vec<Keys> = (0..50).map(|_| Keys::generate()).collect();
+        let mut writes = Vec::new();
+        for (i, a) in authors.iter().enumerate() {
+            for j in 0..60u64 {
+                let e = event(a, 1, NOW - j * 50 - i as u64, "x", &[&["t", "all"]]);
+                let p = p.clone();
+                writes.push(tokio::spawn(async move { p.save_event(&e, &[]).await }));
+            }
+        }
+        for w in writes {
+            w.await.unwrap().unwrap();
+        }
+        let now = Timestamp::from_secs(NOW);
+        // 3,000 events; a filter over every author reads ~limit entries, not
+        // limit per author.
+        let all: Vec<_> = authors.iter().map(|k| k.public_key()).collect();
+        let f = Filter::new().authors(all.clone()).limit(100);
+        let got = p.query(&[f], now).await.unwrap();
+        assert_eq!(got.len(), 100);
+        assert!(got
+            .windows(2)
+            .all(|w| civkit_framework::kinds::result_order(&w[0], &w[1]).is_le()));
+        // COUNT of the whole store and of one index reads no events.
+        assert_eq!(p.count(&[Filter::new()], now).await.unwrap(), 3_000);
+        let one = Filter::new().author(all[0]);
+        assert_eq!(p.count(&[one], now).await.unwrap(), 60);
+        // A filter the index cannot express, over more than the budget: refused.
+        let broad = Filter::new().kind(nostr::Kind::TextNote).hashtag("all");
+        let err = p
+            .count(std::slice::from_ref(&broad), now)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), civkit_framework::ErrorKind::BadInput, "{err}");
+        // With a limit the same filter is cheap.
+        assert_eq!(p.query(&[broad.limit(10)], now).await.unwrap().len(), 10);
+        // since after until is empty, not a panic.
+        let empty = Filter::new()
+            .since(Timestamp::from_secs(NOW))
+            .until(Timestamp::from_secs(NOW - 10));
+        assert_eq!(p.count(&[empty], now).await.unwrap(), 0);
     }
 }

@@ -30,7 +30,9 @@ async fn acknowledged_writes_survive_reopen() {
         let mut tasks = Vec::new();
         for e in events.clone() {
             let p = p.clone();
-            tasks.push(tokio::spawn(async move { p.save_event(&e).await.unwrap() }));
+            tasks.push(tokio::spawn(
+                async move { p.save_event(&e, &[]).await.unwrap() },
+            ));
         }
         for t in tasks {
             assert!(matches!(t.await.unwrap(), SaveOutcome::Stored { .. }));

@@ -22,16 +22,19 @@ pub mod scheme;
 pub mod stand_in;
 pub mod wallet;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use civkit_framework::{
-    Admission, BuildContext, Error, Origin, Registry, Rejection, Service, ServiceContext,
+    Admission, BuildContext, Error, Origin, Registry, Rejection, Service, ServiceContext, Shutdown,
 };
 use nostr::nips::nip44;
 use nostr::{Event, EventBuilder, Kind, PublicKey, Tag};
 use serde_json::{json, Value};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
 use payment::{PaymentBackend, PaymentConfig};
@@ -62,8 +65,15 @@ pub struct CredentialsConfig {
     pub epochs_valid: u64,
     /// Most credentials in one quote.
     pub max_per_quote: usize,
-    /// Seconds an invoice stays payable.
+    /// Seconds an invoice stays payable; an unpaid quote is forgotten after it.
     pub invoice_expiry_secs: u64,
+    /// Unpaid quotes one key may hold at once.
+    pub max_open_quotes_per_author: usize,
+    /// Unpaid quotes the board holds at once, from everyone.
+    pub max_open_quotes: usize,
+    /// Calls to the payment backend in flight at once; requests beyond are
+    /// answered `rate-limited:`.
+    pub max_backend_calls: usize,
     /// Master secret of the epoch keys, relative to node.data_dir (mode 0600).
     pub key_file: PathBuf,
     /// The Lightning node that sells the credentials.
@@ -80,6 +90,9 @@ impl Default for CredentialsConfig {
             epochs_valid: 2,
             max_per_quote: 100,
             invoice_expiry_secs: 600,
+            max_open_quotes_per_author: 5,
+            max_open_quotes: 10_000,
+            max_backend_calls: 8,
             key_file: PathBuf::from("credentials.key"),
             payment: PaymentConfig::default(),
         }
@@ -98,8 +111,14 @@ epoch_secs = 86400
 epochs_valid = 2
 # Most credentials in one quote.
 max_per_quote = 100
-# Seconds an invoice stays payable.
+# Seconds an invoice stays payable; an unpaid quote is forgotten after it.
 invoice_expiry_secs = 600
+# Unpaid quotes one key may hold at once.
+max_open_quotes_per_author = 5
+# Unpaid quotes the board holds at once, from everyone.
+max_open_quotes = 10000
+# Calls to the payment backend in flight at once; requests beyond are answered rate-limited.
+max_backend_calls = 8
 # Master secret of the epoch keys, relative to node.data_dir (mode 0600).
 key_file = "credentials.key"
 
@@ -123,10 +142,19 @@ pub fn register(registry: &mut Registry) {
         EXAMPLE,
         |cfg: CredentialsConfig, ctx: &BuildContext| {
             let key = format!("services.{}", ctx.instance);
-            if cfg.epoch_secs == 0 || cfg.epochs_valid == 0 || cfg.per_event == 0 {
+            if [
+                cfg.epoch_secs,
+                cfg.epochs_valid,
+                cfg.per_event as u64,
+                cfg.max_open_quotes_per_author as u64,
+                cfg.max_open_quotes as u64,
+                cfg.max_backend_calls as u64,
+            ]
+            .contains(&0)
+            {
                 return Err(Error::config(
                     key,
-                    "epoch_secs, epochs_valid and per_event must be at least 1",
+                    "epoch_secs, epochs_valid, per_event, max_open_quotes_per_author, max_open_quotes and max_backend_calls must be at least 1",
                 ));
             }
             let (master, _) =
@@ -142,6 +170,11 @@ struct Inner {
     cfg: CredentialsConfig,
     master: [u8; 32],
     backend: Arc<dyn PaymentBackend>,
+    /// Bounds the backend calls in flight (and the tasks that make them).
+    backend_calls: Arc<Semaphore>,
+    /// Unpaid quotes per requester: a cache of the `quote:` records, rebuilt
+    /// from them at start and at every sweep.
+    open_quotes: Mutex<HashMap<PublicKey, usize>>,
 }
 
 /// The credentials service.
@@ -161,6 +194,8 @@ impl Credentials {
     pub fn new(cfg: CredentialsConfig, master: [u8; 32], backend: Arc<dyn PaymentBackend>) -> Self {
         info!(backend = backend.name(), "credentials service ready");
         Credentials(Arc::new(Inner {
+            backend_calls: Arc::new(Semaphore::new(cfg.max_backend_calls)),
+            open_quotes: Mutex::default(),
             cfg,
             master,
             backend,
@@ -221,48 +256,83 @@ impl Credentials {
         }
     }
 
+    fn open_quotes(&self) -> MutexGuard<'_, HashMap<PublicKey, usize>> {
+        self.0.open_quotes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `author` may ask for one more quote now.
+    fn quote_allowed(&self, author: &PublicKey) -> Result<(), Rejection> {
+        let c = &self.0.cfg;
+        let open = self.open_quotes();
+        if open.get(author).copied().unwrap_or(0) >= c.max_open_quotes_per_author {
+            return Err(Rejection::rate_limited(format!(
+                "at most {} unpaid quotes per key; pay one or wait {} s for it to expire",
+                c.max_open_quotes_per_author, c.invoice_expiry_secs
+            )));
+        }
+        if open.values().sum::<usize>() >= c.max_open_quotes {
+            return Err(Rejection::rate_limited(
+                "the board holds too many unpaid quotes; retry later",
+            ));
+        }
+        Ok(())
+    }
+
     async fn on_quote_request(&self, ctx: &ServiceContext, event: &Event) {
+        match self.quote(ctx, event).await {
+            Ok(answer) => Self::answer(ctx, event.pubkey, event, QUOTE, answer).await,
+            Err(r) => {
+                let answer = json!({ "error": r.to_string() });
+                Self::answer(ctx, event.pubkey, event, QUOTE, answer).await
+            }
+        }
+    }
+
+    async fn quote(&self, ctx: &ServiceContext, event: &Event) -> Result<Value, Rejection> {
         let count = serde_json::from_str::<Value>(&event.content)
             .ok()
             .and_then(|v| v["count"].as_u64())
             .unwrap_or(0) as usize;
         let c = &self.0.cfg;
         if count == 0 || count > c.max_per_quote {
-            let err = format!("invalid: count must be 1 to {}", c.max_per_quote);
-            return Self::answer(ctx, event.pubkey, event, QUOTE, json!({ "error": err })).await;
+            return Err(Rejection::invalid(format!(
+                "count must be 1 to {}",
+                c.max_per_quote
+            )));
         }
+        self.quote_allowed(&event.pubkey)?;
         let amount = c.price_msat.saturating_mul(count as u64);
-        let invoice = match self
+        let invoice = self
             .0
             .backend
             .create_invoice(amount, "civkit credentials", c.invoice_expiry_secs)
             .await
-        {
-            Ok(i) => i,
-            Err(e) => {
+            .map_err(|e| {
                 warn!(error = %e, "invoice creation failed");
-                let err = "error: the board could not create an invoice";
-                return Self::answer(ctx, event.pubkey, event, QUOTE, json!({ "error": err }))
-                    .await;
-            }
-        };
+                Rejection::error("the board could not create an invoice")
+            })?;
         let quote = event.id.to_hex();
         let expires_at = ctx.now().as_secs() + c.invoice_expiry_secs;
         let record = json!({ "requester": event.pubkey.to_hex(), "count": count, "payment_hash": invoice.payment_hash, "expires_at": expires_at });
-        if let Err(e) = ctx
-            .kv_put(
-                format!("quote:{quote}").as_bytes(),
-                record.to_string().as_bytes(),
-            )
-            .await
-        {
+        ctx.kv_put(
+            format!("quote:{quote}").as_bytes(),
+            record.to_string().as_bytes(),
+        )
+        .await
+        .map_err(|e| {
             warn!(error = %e, "could not store a quote");
-            return;
-        }
-        let answer = json!({ "quote": quote, "invoice": invoice.bolt11, "amount_msat": amount, "count": count, "expires_at": expires_at });
-        Self::answer(ctx, event.pubkey, event, QUOTE, answer).await;
+            Rejection::error("could not store the quote")
+        })?;
+        *self.open_quotes().entry(event.pubkey).or_default() += 1;
+        Ok(
+            json!({ "quote": quote, "invoice": invoice.bolt11, "amount_msat": amount, "count": count, "expires_at": expires_at }),
+        )
     }
 
+    /// Answer a mint request. Issuance is idempotent: the signatures are
+    /// stored with the blinded messages they answer, and the same request
+    /// gets the same answer again (a maker who missed it, such as an onion
+    /// sender whose session closed, retries).
     async fn mint(
         &self,
         ctx: &ServiceContext,
@@ -297,6 +367,11 @@ impl Credentials {
                 "the number of blinded messages does not match the quote",
             ));
         }
+        let blinded_hex: Vec<String> = blinded.iter().map(|b| b.to_hex()).collect();
+        let issued_key = format!("issued:{quote}");
+        if let Some(answer) = Self::issued(ctx, &issued_key, &blinded_hex).await? {
+            return Ok(answer);
+        }
         let hash = record["payment_hash"].as_str().unwrap_or_default();
         match self.0.backend.is_paid(hash).await {
             Ok(true) => {}
@@ -306,15 +381,6 @@ impl Credentials {
                 return Err(Rejection::error("could not check the payment"));
             }
         }
-        let fresh = ctx
-            .kv_insert_new(format!("issued:{quote}").as_bytes(), &[1])
-            .await
-            .map_err(|_| Rejection::error("could not record the issuance"))?;
-        if !fresh {
-            return Err(Rejection::blocked(
-                "credentials for this quote were already issued",
-            ));
-        }
         let epoch = self.epoch_at(ctx.now().as_secs());
         let key = scheme::epoch_key(&self.0.master, epoch);
         let signatures: Vec<Value> = blinded
@@ -322,16 +388,113 @@ impl Credentials {
             .map(|b| scheme::issue(&key, b).map(|(c, e, s)| json!({ "C_": c, "e": e, "s": s })))
             .collect::<std::result::Result<_, _>>()
             .map_err(|_| Rejection::error("signing failed"))?;
-        Ok(
-            json!({ "quote": quote, "epoch": epoch, "pubkey": key.public_key().to_hex(), "signatures": signatures }),
-        )
+        let answer = json!({ "quote": quote, "epoch": epoch, "pubkey": key.public_key().to_hex(), "signatures": signatures });
+        let stored = json!({ "blinded": blinded_hex, "answer": answer });
+        let fresh = ctx
+            .kv_insert_new(issued_key.as_bytes(), stored.to_string().as_bytes())
+            .await
+            .map_err(|_| Rejection::error("could not record the issuance"))?;
+        if fresh {
+            self.forget_open_quote(&event.pubkey);
+            return Ok(answer);
+        }
+        // A concurrent request issued first: answer as it was answered.
+        Self::issued(ctx, &issued_key, &blinded_hex)
+            .await?
+            .ok_or_else(|| Rejection::error("could not read the issuance"))
     }
 
-    async fn redeem(
+    /// The stored answer of an issued quote, when `blinded` is what it
+    /// answered; a refusal when the quote was issued for other messages.
+    async fn issued(
+        ctx: &ServiceContext,
+        key: &str,
+        blinded: &[String],
+    ) -> Result<Option<Value>, Rejection> {
+        let Some(bytes) = ctx
+            .kv_get(key.as_bytes())
+            .await
+            .map_err(|_| Rejection::error("could not read issuances"))?
+        else {
+            return Ok(None);
+        };
+        let stored: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if stored["blinded"] == json!(blinded) {
+            return Ok(Some(stored["answer"].clone()));
+        }
+        Err(Rejection::blocked(
+            "credentials for this quote were already issued for other blinded messages",
+        ))
+    }
+
+    fn forget_open_quote(&self, author: &PublicKey) {
+        let mut open = self.open_quotes();
+        if let Some(n) = open.get_mut(author) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(author);
+            }
+        }
+    }
+
+    /// Forget unpaid quotes whose invoice has expired, and recount the open
+    /// ones. Quotes that were paid stay (the maker may still mint).
+    async fn sweep(&self, ctx: &ServiceContext) -> civkit_framework::Result<()> {
+        let now = ctx.now().as_secs();
+        let issued: std::collections::HashSet<Vec<u8>> = ctx
+            .kv_scan(b"issued:")
+            .await?
+            .into_iter()
+            .map(|(k, _)| k["issued:".len()..].to_vec())
+            .collect();
+        let mut open: HashMap<PublicKey, usize> = HashMap::new();
+        for (k, v) in ctx.kv_scan(b"quote:").await? {
+            if issued.contains(&k["quote:".len()..]) {
+                continue;
+            }
+            let record: Value = serde_json::from_slice(&v).unwrap_or(Value::Null);
+            if record["paid"].as_bool() == Some(true) {
+                continue;
+            }
+            let expired = record["expires_at"].as_u64().is_none_or(|t| t <= now);
+            if expired {
+                let hash = record["payment_hash"].as_str().unwrap_or_default();
+                let paid = {
+                    let _permit = self.0.backend_calls.acquire().await;
+                    self.0.backend.is_paid(hash).await
+                };
+                match paid {
+                    Ok(true) => {
+                        let mut record = record;
+                        record["paid"] = json!(true);
+                        ctx.kv_put(&k, record.to_string().as_bytes()).await?;
+                    }
+                    Ok(false) => {
+                        ctx.kv_delete(&k).await?;
+                    }
+                    // Ask again at the next sweep.
+                    Err(e) => warn!(error = %e, "payment lookup failed during the quote sweep"),
+                }
+                continue;
+            }
+            if let Some(pk) = record["requester"]
+                .as_str()
+                .and_then(|h| PublicKey::from_hex(h).ok())
+            {
+                *open.entry(pk).or_default() += 1;
+            }
+        }
+        *self.open_quotes() = open;
+        Ok(())
+    }
+
+    /// The keys a credential-carrying event claims: the x-only spend keys,
+    /// which is what the board signed (`02‖x` and `03‖x` are one credential).
+    fn redeem(
         &self,
         ctx: &ServiceContext,
         event: &Event,
-    ) -> std::result::Result<(), Rejection> {
+    ) -> std::result::Result<Vec<SpentKey>, Rejection> {
         let c = &self.0.cfg;
         let tags: Vec<&[String]> = event
             .tags
@@ -348,7 +511,7 @@ impl Credentials {
         }
         let current = self.epoch_at(ctx.now().as_secs());
         let binding = scheme::binding_message(event);
-        let mut keys = Vec::new();
+        let mut claims: Vec<SpentKey> = Vec::new();
         for t in tags {
             let p = scheme::parse_tag(t).map_err(refusal)?;
             if p.epoch > current || p.epoch + c.epochs_valid <= current {
@@ -356,36 +519,18 @@ impl Credentials {
             }
             scheme::verify(&scheme::epoch_key(&self.0.master, p.epoch), &p, &binding)
                 .map_err(refusal)?;
-            let k = p.spend_key.to_bytes().to_vec();
-            if keys.contains(&k) {
+            let key = [b"spent:".as_slice(), &scheme::spent_id(&p.spend_key)].concat();
+            if claims.iter().any(|(k, _)| *k == key) {
                 return Err(Rejection::invalid("the same credential is presented twice"));
             }
-            keys.push(k);
+            claims.push((key, event.id.to_bytes().to_vec()));
         }
-        // Spend atomically: each insert wins once; undo ours if one was spent.
-        let mut done: Vec<Vec<u8>> = Vec::new();
-        for k in &keys {
-            let key = [b"spent:".as_slice(), k].concat();
-            match ctx.kv_insert_new(&key, &event.id.to_bytes()).await {
-                Ok(true) => done.push(key),
-                Ok(false) => {
-                    for d in &done {
-                        let _ = ctx.kv_delete(d).await;
-                    }
-                    return Err(Rejection::blocked("credential already spent"));
-                }
-                Err(e) => {
-                    warn!(error = %e, "spent-set write failed");
-                    for d in &done {
-                        let _ = ctx.kv_delete(d).await;
-                    }
-                    return Err(Rejection::error("could not record the spent credential"));
-                }
-            }
-        }
-        Ok(())
+        Ok(claims)
     }
 }
+
+/// A spent-set entry: `spent:‖x` → the id of the event that spent it.
+type SpentKey = (Vec<u8>, Vec<u8>);
 
 fn refusal(r: Refusal) -> Rejection {
     match r {
@@ -423,11 +568,23 @@ impl Service for Credentials {
         _origin: &Origin,
         event: &Event,
     ) -> Admission {
-        if !self.0.cfg.kinds.contains(&event.kind.as_u16()) {
+        let kind = event.kind.as_u16();
+        if kind == QUOTE_REQUEST && addressed_to_board(ctx, event) {
+            return match self.quote_allowed(&event.pubkey) {
+                Ok(()) => Admission::Accept,
+                Err(r) => Admission::Reject(r),
+            };
+        }
+        if !self.0.cfg.kinds.contains(&kind) {
             return Admission::Accept;
         }
-        match self.redeem(ctx, event).await {
-            Ok(()) => Admission::Accept,
+        // The spend is taken with the event's durable write, not here: an
+        // event that a later service or the store refuses spends nothing.
+        match self.redeem(ctx, event) {
+            Ok(keys) => Admission::AcceptClaiming {
+                keys,
+                taken: Rejection::blocked("credential already spent"),
+            },
             Err(r) => Admission::Reject(r),
         }
     }
@@ -437,9 +594,17 @@ impl Service for Credentials {
         if (kind != QUOTE_REQUEST && kind != MINT_REQUEST) || !addressed_to_board(ctx, event) {
             return;
         }
-        // Payment backends are slow; answer from a task.
+        let answer_kind = if kind == QUOTE_REQUEST { QUOTE } else { MINT };
+        // Payment backends are slow: answer from a task, at most
+        // `max_backend_calls` at once.
+        let Ok(permit) = self.0.backend_calls.clone().try_acquire_owned() else {
+            let err = Rejection::rate_limited("the board is busy; retry in a few seconds");
+            let answer = json!({ "error": err.to_string() });
+            return Self::answer(ctx, event.pubkey, event, answer_kind, answer).await;
+        };
         let (this, ctx, event) = (self.clone(), ctx.clone(), event.clone());
         tokio::spawn(async move {
+            let _permit: OwnedSemaphorePermit = permit;
             if kind == QUOTE_REQUEST {
                 this.on_quote_request(&ctx, &event).await;
             } else {
@@ -450,5 +615,22 @@ impl Service for Credentials {
                 Self::answer(&ctx, event.pubkey, &event, MINT, answer).await;
             }
         });
+    }
+
+    async fn run(
+        &self,
+        ctx: ServiceContext,
+        mut shutdown: Shutdown,
+    ) -> civkit_framework::Result<()> {
+        let every = Duration::from_secs(self.0.cfg.invoice_expiry_secs.clamp(1, 60));
+        loop {
+            if let Err(e) = self.sweep(&ctx).await {
+                warn!(error = %e, "quote sweep failed");
+            }
+            tokio::select! {
+                _ = shutdown.wait() => return Ok(()),
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
     }
 }

@@ -108,7 +108,16 @@ pub fn unblind(
 
 /// The message whose curve point the board signs: the spend key, x-only hex.
 fn spend_secret_message(spend: &PublicKey) -> String {
-    hex::encode(&spend.to_bytes()[1..])
+    hex::encode(spent_id(spend))
+}
+
+/// What identifies a credential in the spent set: the spend key's x-only
+/// bytes, which is what the board signed. Both parities of one x are the
+/// same credential.
+pub fn spent_id(spend: &PublicKey) -> [u8; 32] {
+    let mut x = [0u8; 32];
+    x.copy_from_slice(&spend.to_bytes()[1..]);
+    x
 }
 
 /// What a spend signature commits to: author, kind, `created_at`, `d`.

@@ -5,7 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test double: failures are test failures
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -21,6 +23,8 @@ pub struct Ln {
     pub invoices: Mutex<Vec<String>>,
     /// Payment hashes a test marked paid.
     pub paid: Mutex<HashSet<String>>,
+    /// Milliseconds every invoice creation takes (a slow node).
+    pub delay_ms: AtomicU64,
 }
 
 impl Ln {
@@ -43,6 +47,7 @@ async fn lnd_add(
     {
         return Err(StatusCode::UNAUTHORIZED);
     }
+    tokio::time::sleep(Duration::from_millis(ln.delay_ms.load(Ordering::SeqCst))).await;
     assert!(
         body["value_msat"].as_str().is_some(),
         "LND takes value_msat as a string"

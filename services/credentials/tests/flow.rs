@@ -18,6 +18,15 @@ use nostr::{Event, EventBuilder, Filter, Keys, Kind, Tag, Timestamp};
 const MASTER: [u8; 32] = [42; 32];
 
 fn service(backend: &str, url: &str, dir: &std::path::Path) -> Credentials {
+    service_with(backend, url, dir, |_| {})
+}
+
+fn service_with(
+    backend: &str,
+    url: &str,
+    dir: &std::path::Path,
+    tune: impl FnOnce(&mut CredentialsConfig),
+) -> Credentials {
     std::fs::write(dir.join("mac"), "00ff").unwrap();
     std::fs::write(dir.join("rune"), "test-rune").unwrap();
     let payment = PaymentConfig {
@@ -26,7 +35,7 @@ fn service(backend: &str, url: &str, dir: &std::path::Path) -> Credentials {
         macaroon_file: "mac".into(),
         rune_file: "rune".into(),
     };
-    let cfg = CredentialsConfig {
+    let mut cfg = CredentialsConfig {
         kinds: vec![1],
         per_event: 1,
         epoch_secs: 3600,
@@ -34,6 +43,7 @@ fn service(backend: &str, url: &str, dir: &std::path::Path) -> Credentials {
         payment: payment.clone(),
         ..CredentialsConfig::default()
     };
+    tune(&mut cfg);
     Credentials::new(
         cfg,
         MASTER,
@@ -101,17 +111,35 @@ async fn buy(tn: &TestNode, ln: &Arc<Ln>, keys: &Keys, n: usize) -> Vec<Credenti
     wallet::finish(&pending, &minted, &announced).unwrap()
 }
 
+/// The credential tags that spend `creds` on a kind-1 note at `at`.
+fn spend_tags(keys: &Keys, creds: &[Credential], at: u64) -> Vec<Tag> {
+    let binding = scheme::binding_for(&keys.public_key(), 1, at, "");
+    creds
+        .iter()
+        .map(|c| Tag::parse(scheme::spend_tag(c, &binding).unwrap()).unwrap())
+        .collect()
+}
+
 /// A kind-1 note spending `creds`.
 fn note(keys: &Keys, creds: &[Credential], text: &str, at: u64) -> Event {
-    let binding = scheme::binding_for(&keys.public_key(), 1, at, "");
-    let tags = creds
-        .iter()
-        .map(|c| Tag::parse(scheme::spend_tag(c, &binding).unwrap()).unwrap());
+    note_with(keys, spend_tags(keys, creds, at), text, at)
+}
+
+fn note_with(keys: &Keys, tags: Vec<Tag>, text: &str, at: u64) -> Event {
     EventBuilder::text_note(text)
         .tags(tags)
         .custom_created_at(Timestamp::from_secs(at))
         .sign_with_keys(keys)
         .unwrap()
+}
+
+/// The same tag with the spend key's other parity (`02‖x` ↔ `03‖x`): the
+/// x-only binding signature still verifies.
+fn flip_parity(tag: &Tag) -> Tag {
+    let mut v = tag.as_slice().to_vec();
+    let flipped = if v[2].starts_with("02") { "03" } else { "02" };
+    v[2] = format!("{flipped}{}", &v[2][2..]);
+    Tag::parse(v).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,4 +403,246 @@ async fn epochs_rotate_with_the_node_clock() {
         .publish(&note(&maker, &creds[1..], "two later", now))
         .await;
     assert!(!ok && msg.contains("expired"), "{msg}");
+}
+
+/// The spent set is keyed on what the board signed (the x-coordinate), so
+/// the other parity of a spent key is the same, spent credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_cannot_be_spent_twice_by_flipping_its_parity() {
+    let (ln, url) = stand_in().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tn = node_with(service("lnd", &url, dir.path()), None);
+    let maker = Keys::generate();
+    let creds = buy(&tn, &ln, &maker, 2).await;
+    let mut c = tn.client().await;
+    let now = tn.node.now().as_secs();
+    // On two orders.
+    assert!(c.publish(&note(&maker, &creds[..1], "first", now)).await.0);
+    let tags: Vec<Tag> = spend_tags(&maker, &creds[..1], now + 1)
+        .iter()
+        .map(flip_parity)
+        .collect();
+    let (ok, msg) = c.publish(&note_with(&maker, tags, "again", now + 1)).await;
+    assert!(!ok && msg == "blocked: credential already spent", "{msg}");
+
+    // Twice in one order that needs two.
+    let dir2 = tempfile::tempdir().unwrap();
+    let tn2 = node_with(
+        service_with("lnd", &url, dir2.path(), |c| c.per_event = 2),
+        None,
+    );
+    let creds = buy(&tn2, &ln, &maker, 1).await;
+    let mut c2 = tn2.client().await;
+    let now = tn2.node.now().as_secs();
+    let tag = spend_tags(&maker, &creds, now).remove(0);
+    let twice = vec![tag.clone(), flip_parity(&tag)];
+    let (ok, msg) = c2.publish(&note_with(&maker, twice, "one paid", now)).await;
+    assert!(
+        !ok && msg == "invalid: the same credential is presented twice",
+        "{msg}"
+    );
+}
+
+/// A credential is spent only with the event's durable write: an order that
+/// a later service refuses, or a save that stores nothing, burns nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_order_burns_no_credential() {
+    let (ln, url) = stand_in().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tn = TestNode::builder()
+        .service("credentials", Arc::new(service("lnd", &url, dir.path())))
+        .service(
+            "pow",
+            Arc::new(civkit_plugin_pow::PowGate::new(
+                civkit_plugin_pow::PowConfig {
+                    min_difficulty: 8,
+                    kinds: vec![1],
+                },
+            )),
+        )
+        .build();
+    let maker = Keys::generate();
+    let creds = buy(&tn, &ln, &maker, 1).await;
+    let mut c = tn.client().await;
+    let now = tn.node.now().as_secs();
+    // Admitted by the credentials service, refused by the next one.
+    let mut lazy = note(&maker, &creds, "no work", now);
+    for at in now + 1..now + 500 {
+        if civkit_plugin_pow::leading_zero_bits(lazy.id.as_bytes()) < 8 {
+            break;
+        }
+        lazy = note(&maker, &creds, "no work", at);
+    }
+    let (ok, msg) = c.publish(&lazy).await;
+    assert!(!ok && msg.starts_with("pow:"), "{msg}");
+    // The same credential still pays for an order with the work done.
+    let worked = EventBuilder::text_note("with work")
+        .tags(spend_tags(&maker, &creds, now + 600))
+        .custom_created_at(Timestamp::from_secs(now + 600))
+        .pow(8)
+        .sign_with_keys(&maker)
+        .unwrap();
+    assert_eq!(c.publish(&worked).await, (true, String::new()));
+    let (ok, msg) = c
+        .publish(
+            &EventBuilder::text_note("third")
+                .tags(spend_tags(&maker, &creds, now + 601))
+                .custom_created_at(Timestamp::from_secs(now + 601))
+                .pow(8)
+                .sign_with_keys(&maker)
+                .unwrap(),
+        )
+        .await;
+    assert!(!ok && msg == "blocked: credential already spent", "{msg}");
+}
+
+/// A maker who missed the board's answer asks again and gets the same
+/// signatures; other blinded messages on the same paid quote get nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_issuance_is_sent_again() {
+    let (ln, url) = stand_in().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tn = node_with(service("lnd", &url, dir.path()), None);
+    let board = tn.node.keys().public_key();
+    let maker = Keys::generate();
+    let mut c = tn.client().await;
+    let f = Filter::new()
+        .kinds([Kind::from(QUOTE), Kind::from(MINT)])
+        .pubkey(maker.public_key());
+    c.req("answers", vec![f]).await;
+    assert!(
+        c.publish(&wallet::quote_request(&maker, &board, 2).unwrap())
+            .await
+            .0
+    );
+    let quote = wallet::open(&maker, &answer(&mut c, QUOTE).await).unwrap();
+    let qid = quote["quote"].as_str().unwrap().to_string();
+    ln.pay_all();
+    let pending = Pending::new(2).unwrap();
+    let mint = wallet::mint_request(&maker, &board, &qid, &pending).unwrap();
+    assert!(c.publish(&mint).await.0);
+    let first = wallet::open(&maker, &answer(&mut c, MINT).await).unwrap();
+    // The retry is a new event (the first was seen), with the same content.
+    let retry = wallet::mint_request(&maker, &board, &qid, &pending).unwrap();
+    assert_ne!(retry.id, mint.id);
+    assert!(c.publish(&retry).await.0);
+    let again = wallet::open(&maker, &answer(&mut c, MINT).await).unwrap();
+    assert_eq!(first, again, "the stored answer is re-sent");
+    let announced = tn.node.service_nip11()["civkit_credentials"]["pubkey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        wallet::finish(&pending, &again, &announced).unwrap().len(),
+        2
+    );
+    // Someone with other blinded messages cannot mint on the paid quote.
+    let other = wallet::mint_request(&maker, &board, &qid, &Pending::new(2).unwrap()).unwrap();
+    assert!(c.publish(&other).await.0);
+    let err = wallet::open(&maker, &answer(&mut c, MINT).await).unwrap();
+    assert!(
+        err["error"].as_str().unwrap().starts_with("blocked:"),
+        "{err}"
+    );
+}
+
+/// Quote requests are bounded per key and in total, backend calls are
+/// capped, and unpaid quotes are forgotten once their invoice expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quote_spam_is_bounded() {
+    let (ln, url) = stand_in().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tn = node_with(
+        service_with("lnd", &url, dir.path(), |c| {
+            c.max_open_quotes_per_author = 2;
+            c.max_open_quotes = 3;
+            c.max_backend_calls = 2;
+            c.invoice_expiry_secs = 1;
+        }),
+        None,
+    );
+    let board = tn.node.keys().public_key();
+    let spammer = Keys::generate();
+    let mut c = tn.client().await;
+    let f = Filter::new()
+        .kinds([Kind::from(QUOTE), Kind::from(MINT)])
+        .pubkey(spammer.public_key());
+    c.req("answers", vec![f]).await;
+    for _ in 0..2 {
+        assert!(
+            c.publish(&wallet::quote_request(&spammer, &board, 1).unwrap())
+                .await
+                .0
+        );
+        assert!(
+            wallet::open(&spammer, &answer(&mut c, QUOTE).await).unwrap()["invoice"].is_string()
+        );
+    }
+    let (ok, msg) = c
+        .publish(&wallet::quote_request(&spammer, &board, 1).unwrap())
+        .await;
+    assert!(!ok && msg.starts_with("rate-limited:"), "{msg}");
+    // Another key gets one more, then the board-wide bound holds.
+    let other = Keys::generate();
+    let mut oc = tn.client().await;
+    let of = Filter::new()
+        .kind(Kind::from(QUOTE))
+        .pubkey(other.public_key());
+    oc.req("answers", vec![of]).await;
+    assert!(
+        oc.publish(&wallet::quote_request(&other, &board, 1).unwrap())
+            .await
+            .0
+    );
+    answer(&mut oc, QUOTE).await;
+    let (ok, msg) = oc
+        .publish(&wallet::quote_request(&other, &board, 1).unwrap())
+        .await;
+    assert!(!ok && msg.starts_with("rate-limited:"), "{msg}");
+
+    // The unpaid quotes expire; the sweep forgets them and the keys may ask again.
+    tn.clock.advance(5);
+    let record_count = || async {
+        tn.node
+            .persister()
+            .kv_scan("credentials", b"quote:")
+            .await
+            .unwrap()
+            .len()
+    };
+    for _ in 0..50 {
+        if record_count().await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(record_count().await, 0, "expired unpaid quotes are deleted");
+
+    // A slow backend: at most two calls in flight, the rest told to retry.
+    ln.delay_ms
+        .store(1_000, std::sync::atomic::Ordering::SeqCst);
+    let makers: Vec<Keys> = (0..3).map(|_| Keys::generate()).collect();
+    let mut clients = Vec::new();
+    for m in &makers {
+        let mut mc = tn.client().await;
+        let f = Filter::new().kind(Kind::from(QUOTE)).pubkey(m.public_key());
+        mc.req("answers", vec![f]).await;
+        assert!(
+            mc.publish(&wallet::quote_request(m, &board, 1).unwrap())
+                .await
+                .0
+        );
+        clients.push(mc);
+    }
+    let mut busy = 0;
+    for (m, mc) in makers.iter().zip(clients.iter_mut()) {
+        let a = wallet::open(m, &answer(mc, QUOTE).await).unwrap();
+        if a["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("rate-limited: the board is busy"))
+        {
+            busy += 1;
+        }
+    }
+    assert_eq!(busy, 1, "two calls in flight, the third refused");
 }

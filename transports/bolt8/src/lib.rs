@@ -219,6 +219,9 @@ events_per_second = 0.0
 event_burst = 50
 auth_required = false
 max_event_bytes = 65536
+max_filter_values = 1000
+queries_per_second = 0.0
+query_burst = 50
 "#;
 
 /// Register the `bolt8` transport.

@@ -1,0 +1,314 @@
+//! The query planner and executor.
+//!
+//! Each filter is served from one index: a set of key prefixes whose entries
+//! are in result order (newest first, ties by lowest id). The prefixes are
+//! merged lazily, so a filter with thousands of authors reads only as many
+//! entries as its `limit` needs, not `limit` per author. Every query has a
+//! scan budget (index entries visited plus events loaded); a query that would
+//! exceed it is refused rather than served partly.
+//!
+//! `COUNT` counts index entries without loading events when the index
+//! expresses the whole filter, and loads events only to check the conditions
+//! it does not.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+
+use civkit_framework::kinds;
+use civkit_framework::persister::merge_results;
+use civkit_framework::{Error, Result};
+use nostr::filter::MatchEventOptions;
+use nostr::{Event, Filter, Timestamp};
+
+use crate::index::{
+    decode, event_key, inv, key, tag_hash, BY_AUTHOR, BY_AUTHOR_KIND, BY_KIND, BY_TAG, BY_TIME,
+    EXPIRY,
+};
+use crate::store_err;
+
+/// Bytes at the end of every index key: `inv` and the id.
+const SUFFIX: usize = 8 + 32;
+
+/// How one filter is served.
+struct Plan {
+    prefixes: Vec<Vec<u8>>,
+    /// The index expresses every condition of the filter (besides expiry),
+    /// so matching entries need not be loaded to be counted.
+    exact: bool,
+    /// One event may sit under several of the prefixes (several tag values).
+    overlapping: bool,
+}
+
+fn plan(f: &Filter) -> Plan {
+    let authors: Vec<[u8; 32]> = f.authors.iter().flatten().map(|p| p.to_bytes()).collect();
+    let kinds: Vec<[u8; 2]> = f
+        .kinds
+        .iter()
+        .flatten()
+        .map(|k| k.as_u16().to_be_bytes())
+        .collect();
+    let tags: Vec<_> = f
+        .generic_tags
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    let others = f.ids.is_some() || f.search.is_some();
+    if !authors.is_empty() && !kinds.is_empty() && authors.len() * kinds.len() <= 256 {
+        let mut prefixes = Vec::new();
+        for a in &authors {
+            for k in &kinds {
+                prefixes.push(key(BY_AUTHOR_KIND, &[a, k]));
+            }
+        }
+        return Plan {
+            prefixes,
+            exact: tags.is_empty() && !others,
+            overlapping: false,
+        };
+    }
+    if !authors.is_empty() {
+        return Plan {
+            prefixes: authors.iter().map(|a| key(BY_AUTHOR, &[a])).collect(),
+            exact: kinds.is_empty() && tags.is_empty() && !others,
+            overlapping: false,
+        };
+    }
+    if let Some((letter, values)) = tags.first() {
+        let l = letter.as_char() as u8;
+        return Plan {
+            prefixes: values
+                .iter()
+                .map(|v| key(BY_TAG, &[&[l], &tag_hash(v)]))
+                .collect(),
+            exact: kinds.is_empty() && tags.len() == 1 && !others,
+            overlapping: values.len() > 1,
+        };
+    }
+    if !kinds.is_empty() {
+        return Plan {
+            prefixes: kinds.iter().map(|k| key(BY_KIND, &[k])).collect(),
+            exact: !others,
+            overlapping: false,
+        };
+    }
+    Plan {
+        prefixes: vec![key(BY_TIME, &[])],
+        exact: !others,
+        overlapping: false,
+    }
+}
+
+/// Index entries of a plan within `since`/`until`, merged newest first and
+/// read lazily; yields each entry's `inv ‖ id` suffix, without repeats.
+struct Merged<'a> {
+    iters: Vec<sled::Iter>,
+    heap: BinaryHeap<Reverse<([u8; SUFFIX], usize)>>,
+    last: Option<[u8; SUFFIX]>,
+    budget: &'a mut Budget,
+}
+
+impl<'a> Merged<'a> {
+    fn new(tree: &sled::Tree, plan: &Plan, f: &Filter, budget: &'a mut Budget) -> Result<Self> {
+        let until = f.until.unwrap_or(Timestamp::from_secs(u64::MAX));
+        let since = f.since.unwrap_or(Timestamp::from_secs(0));
+        let (newest, oldest) = (inv(until), inv(since));
+        let mut m = Merged {
+            iters: Vec::with_capacity(plan.prefixes.len()),
+            heap: BinaryHeap::with_capacity(plan.prefixes.len()),
+            last: None,
+            budget,
+        };
+        if since > until {
+            return Ok(m);
+        }
+        for (i, prefix) in plan.prefixes.iter().enumerate() {
+            let start = [prefix.as_slice(), &newest[..]].concat();
+            let end = [prefix.as_slice(), &oldest[..], &[0xff; 32][..]].concat();
+            m.iters.push(tree.range(start..=end));
+            m.advance(i)?;
+        }
+        Ok(m)
+    }
+
+    fn advance(&mut self, i: usize) -> Result<()> {
+        if let Some(item) = self.iters[i].next() {
+            let (k, _) = item.map_err(store_err)?;
+            self.budget.spend(1)?;
+            let mut suffix = [0u8; SUFFIX];
+            suffix.copy_from_slice(&k[k.len() - SUFFIX..]);
+            self.heap.push(Reverse((suffix, i)));
+        }
+        Ok(())
+    }
+
+    fn next(&mut self) -> Result<Option<[u8; SUFFIX]>> {
+        while let Some(Reverse((suffix, i))) = self.heap.pop() {
+            self.advance(i)?;
+            if self.last == Some(suffix) {
+                continue;
+            }
+            self.last = Some(suffix);
+            return Ok(Some(suffix));
+        }
+        Ok(None)
+    }
+}
+
+/// The work one query may do: index entries visited plus events loaded.
+pub(crate) struct Budget {
+    left: usize,
+    max: usize,
+}
+
+impl Budget {
+    pub fn new(max: usize) -> Self {
+        Budget { left: max, max }
+    }
+    fn spend(&mut self, n: usize) -> Result<()> {
+        if self.left < n {
+            return Err(Error::Invalid(format!(
+                "the query would read more than {} stored entries; narrow its filters",
+                self.max
+            )));
+        }
+        self.left -= n;
+        Ok(())
+    }
+}
+
+fn load(tree: &sled::Tree, id: &[u8], budget: &mut Budget) -> Result<Option<Event>> {
+    budget.spend(1)?;
+    tree.get(event_key(id))
+        .map_err(store_err)?
+        .map(|b| decode(&b))
+        .transpose()
+}
+
+fn keep(f: &Filter, e: &Event, now: Timestamp) -> bool {
+    f.match_event(e, MatchEventOptions::default()) && !kinds::is_expired(e, now)
+}
+
+/// Events matching one filter, newest first, at most `limit`.
+fn query_filter(
+    tree: &sled::Tree,
+    f: &Filter,
+    now: Timestamp,
+    budget: &mut Budget,
+) -> Result<Vec<Event>> {
+    let limit = f.limit.unwrap_or(usize::MAX);
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    if let Some(ids) = f.ids.as_ref().filter(|ids| !ids.is_empty()) {
+        for id in ids {
+            if let Some(e) = load(tree, id.as_bytes(), budget)?.filter(|e| keep(f, e, now)) {
+                out.push(e);
+            }
+        }
+        out.sort_by(kinds::result_order);
+        out.truncate(limit);
+        return Ok(out);
+    }
+    let plan = plan(f);
+    let mut merged = Merged::new(tree, &plan, f, budget)?;
+    while out.len() < limit {
+        let Some(suffix) = merged.next()? else { break };
+        if let Some(e) = load(tree, &suffix[8..], merged.budget)?.filter(|e| keep(f, e, now)) {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
+/// Events matching any filter, newest first, de-duplicated.
+pub(crate) fn query(
+    tree: &sled::Tree,
+    filters: &[Filter],
+    now: Timestamp,
+    max_scan: usize,
+) -> Result<Vec<Event>> {
+    let mut budget = Budget::new(max_scan);
+    let mut out = Vec::new();
+    for f in filters {
+        out.extend(query_filter(tree, f, now, &mut budget)?);
+    }
+    Ok(merge_results(out))
+}
+
+/// How many stored events match any filter. `expired` lists the stored
+/// events that are expired at `now` (the sweep has not removed them yet);
+/// they are never counted.
+pub(crate) fn count(
+    tree: &sled::Tree,
+    filters: &[Filter],
+    now: Timestamp,
+    max_scan: usize,
+    expired: &[Event],
+) -> Result<u64> {
+    let mut budget = Budget::new(max_scan);
+    if let [f] = filters {
+        if f.ids.is_none() {
+            let plan = plan(f);
+            if plan.exact && !plan.overlapping {
+                // Every entry in range matches, except expired events.
+                let mut n: u64 = 0;
+                let mut merged = Merged::new(tree, &plan, f, &mut budget)?;
+                while merged.next()?.is_some() {
+                    n += 1;
+                }
+                let gone = expired
+                    .iter()
+                    .filter(|e| f.match_event(e, MatchEventOptions::default()))
+                    .count() as u64;
+                return Ok(n.saturating_sub(gone));
+            }
+        }
+    }
+    // Several filters, overlapping prefixes or conditions the index does not
+    // hold: collect matching ids (32 bytes each, bounded by the budget).
+    let mut ids: HashSet<[u8; 32]> = HashSet::new();
+    for f in filters {
+        if let Some(wanted) = f.ids.as_ref().filter(|ids| !ids.is_empty()) {
+            for id in wanted {
+                if load(tree, id.as_bytes(), &mut budget)?.is_some_and(|e| keep(f, &e, now)) {
+                    ids.insert(id.to_bytes());
+                }
+            }
+            continue;
+        }
+        let plan = plan(f);
+        let mut merged = Merged::new(tree, &plan, f, &mut budget)?;
+        while let Some(suffix) = merged.next()? {
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&suffix[8..]);
+            if ids.contains(&id) {
+                continue;
+            }
+            let matches = if plan.exact {
+                !expired.iter().any(|e| e.id.to_bytes() == id)
+            } else {
+                load(tree, &id, merged.budget)?.is_some_and(|e| keep(f, &e, now))
+            };
+            if matches {
+                ids.insert(id);
+            }
+        }
+    }
+    Ok(ids.len() as u64)
+}
+
+/// Stored events whose expiration is at or before `now`, at most `max`
+/// (the sweep removes them; until then queries must leave them out).
+pub(crate) fn expired(tree: &sled::Tree, now: Timestamp, max: usize) -> Result<Vec<Event>> {
+    let start = key(EXPIRY, &[]);
+    let end = key(EXPIRY, &[&now.as_secs().to_be_bytes(), &[0xff; 32]]);
+    let mut out = Vec::new();
+    for item in tree.range(start..=end).take(max) {
+        let (k, _) = item.map_err(store_err)?;
+        if let Some(b) = tree.get(event_key(&k[9..])).map_err(store_err)? {
+            out.push(decode(&b)?);
+        }
+    }
+    Ok(out)
+}
