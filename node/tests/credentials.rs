@@ -40,6 +40,42 @@ fn create(id: &str) -> Vec<String> {
     .collect()
 }
 
+/// A stranger who answers every quote request with a quote of its own,
+/// encrypted to the requester as the board's would be.
+async fn watcher(ws: &str) -> tokio::task::JoinHandle<()> {
+    use nostr_sdk::prelude::*;
+    let keys = Keys::generate();
+    let client = Client::new(keys.clone());
+    client.add_relay(ws).await.unwrap();
+    client.connect().await;
+    let f = Filter::new().kind(Kind::from(civkit_credentials::QUOTE_REQUEST));
+    client.subscribe(f, None).await.unwrap();
+    let mut notes = client.notifications();
+    tokio::spawn(async move {
+        while let Ok(n) = notes.recv().await {
+            let RelayPoolNotification::Event { event, .. } = n else {
+                continue;
+            };
+            let forged = serde_json::json!({
+                "quote": event.id.to_hex(), "invoice": "lnbc1attacker",
+                "amount_msat": 1, "count": 2, "expires_at": u64::MAX,
+            });
+            let text = nip44::encrypt(
+                keys.secret_key(),
+                &event.pubkey,
+                forged.to_string(),
+                nip44::Version::V2,
+            )
+            .unwrap();
+            let answer = EventBuilder::new(Kind::from(civkit_credentials::QUOTE), text)
+                .tags([Tag::public_key(event.pubkey), Tag::event(event.id)])
+                .sign_with_keys(&keys)
+                .unwrap();
+            let _ = client.send_event(&answer).await;
+        }
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buy_restart_then_spend_per_order() {
     let (ln, url) = stand_in().await;
@@ -65,6 +101,13 @@ async fn buy_restart_then_spend_per_order() {
         "orders need credentials first: {out}"
     );
 
+    // A watcher answers every quote request at once with its own invoice,
+    // while the board's Lightning node is slow. civkit-sample must take only
+    // the board's answer.
+    let _watcher = watcher(&ws).await;
+    ln.delay_ms
+        .store(1_500, std::sync::atomic::Ordering::SeqCst);
+
     // Buy two; the test plays the payer once the invoice exists.
     let buyer = {
         let (home, ws) = (home.clone(), ws.clone());
@@ -85,6 +128,10 @@ async fn buy_restart_then_spend_per_order() {
     assert!(
         out.contains("pay 4000 msat") && out.contains("lnbcrt4000n1standin"),
         "{out}"
+    );
+    assert!(
+        !out.contains("lnbc1attacker"),
+        "a forged answer was taken: {out}"
     );
     assert!(
         out.contains("received 2 credential(s)") && out.contains("DLEQ proofs checked"),

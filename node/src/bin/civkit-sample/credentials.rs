@@ -96,12 +96,15 @@ pub fn list(cli: &Cli) -> Result<()> {
 }
 
 /// Send a request to the board and wait for its encrypted answer, which
-/// arrives on the subscription the caller opened before (`notes`).
+/// arrives on the subscription the caller opened before (`notes`). Only an
+/// answer signed by the board's key counts: anyone can publish an event of
+/// the answer kinds tagged to us (with an invoice of their own).
 async fn ask(
     boards: &Boards,
     url: &str,
     notes: &mut tokio::sync::broadcast::Receiver<RelayPoolNotification>,
     keys: &Keys,
+    board: &nostr::PublicKey,
     request: &Event,
 ) -> Result<Value> {
     boards
@@ -120,7 +123,7 @@ async fn ask(
                 bail!("the connection to the board closed")
             }
         };
-        if event.tags.event_ids().any(|x| *x == request.id) {
+        if event.pubkey == *board && event.tags.event_ids().any(|x| *x == request.id) {
             return Ok(civkit_credentials::wallet::open(keys, &event)?);
         }
     }
@@ -146,6 +149,7 @@ pub async fn buy(cli: &Cli, count: usize, wait: u64) -> Result<()> {
     let mut notes = boards.client().notifications();
     let f = Filter::new()
         .kinds([Kind::from(QUOTE), Kind::from(MINT)])
+        .author(board)
         .pubkey(keys.public_key());
     boards.client().subscribe_to([url], f, None).await?;
     let bought = buy_on(
@@ -172,7 +176,7 @@ async fn buy_on(
 ) -> Result<()> {
     use civkit_credentials::wallet;
     let req = wallet::quote_request(keys, board, count)?;
-    let quote = ask(boards, url, notes, keys, &req).await?;
+    let quote = ask(boards, url, notes, keys, board, &req).await?;
     if let Some(e) = quote["error"].as_str() {
         bail!("the board refused the quote: {e}");
     }
@@ -186,7 +190,7 @@ async fn buy_on(
     let deadline = Instant::now() + Duration::from_secs(wait);
     loop {
         let req = wallet::mint_request(keys, board, &qid, &pending)?;
-        let answer = ask(boards, url, notes, keys, &req).await?;
+        let answer = ask(boards, url, notes, keys, board, &req).await?;
         match answer["error"].as_str() {
             Some(e) if e.starts_with("payment-required:") && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_secs(2)).await;
