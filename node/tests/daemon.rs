@@ -35,29 +35,19 @@ async fn next_json(ws: &mut Ws) -> Option<Value> {
     }
 }
 
-/// Every id that was answered `OK true` before the SIGKILL is there after a restart.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_during_ingest_loses_no_acknowledged_event() {
-    let tmp = tempfile::tempdir().unwrap();
-    write_config(tmp.path(), "");
-    let mut proc = start(tmp.path());
-    let url = relay_url(tmp.path());
+/// Stream each list of events on its own connection, collect the ids
+/// answered `OK true`, and SIGKILL the node once `kill_after` are in.
+async fn ingest_then_kill(
+    proc: &mut common::Proc,
+    url: &str,
+    streams: Vec<Vec<nostr::Event>>,
+    kill_after: usize,
+) -> HashSet<EventId> {
+    let total: usize = streams.iter().map(Vec::len).sum();
     let acked: Arc<Mutex<HashSet<EventId>>> = Arc::default();
-
-    // Pre-sign events so the clients keep the relay busy.
-    let writers = 4;
-    let per_writer = 1500;
     let mut tasks = Vec::new();
-    for w in 0..writers {
-        let keys = Keys::generate();
-        let events: Vec<_> = (0..per_writer)
-            .map(|i| {
-                EventBuilder::text_note(format!("w{w} #{i}"))
-                    .sign_with_keys(&keys)
-                    .unwrap()
-            })
-            .collect();
-        let url = url.clone();
+    for events in streams {
+        let url = url.to_string();
         let acked = acked.clone();
         tasks.push(tokio::spawn(async move {
             let c = ws(&url).await;
@@ -90,7 +80,7 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let n = acked.lock().unwrap().len();
-        if n >= 1000 {
+        if n >= kill_after {
             break;
         }
         assert!(
@@ -104,11 +94,55 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
     for t in tasks {
         let _ = t.await;
     }
-    let acked: Vec<EventId> = acked.lock().unwrap().iter().copied().collect();
-    assert!(
-        acked.len() < writers * per_writer,
-        "the kill must land mid-ingest"
-    );
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() < total, "the kill must land mid-ingest");
+    acked
+}
+
+/// Every stored event matching `filter` (each REQ's `limit` must cover it).
+async fn fetch(c: &mut Ws, sub: &str, filter: Filter) -> Vec<nostr::Event> {
+    c.send(Message::Text(
+        json!(["REQ", sub, filter]).to_string().into(),
+    ))
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    loop {
+        let v = next_json(c).await.expect("reply");
+        if v[0] == "EVENT" {
+            out.push(nostr::Event::from_json(v[2].to_string()).unwrap());
+        } else if v[0] == "EOSE" && v[1] == sub {
+            return out;
+        } else if v[0] == "CLOSED" {
+            panic!("{v}");
+        }
+    }
+}
+
+/// Every id that was answered `OK true` before the SIGKILL is there after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_ingest_loses_no_acknowledged_event() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_config(tmp.path(), "");
+    let mut proc = start(tmp.path());
+    let url = relay_url(tmp.path());
+    // Pre-sign events so the clients keep the relay busy.
+    let streams: Vec<Vec<nostr::Event>> = (0..4)
+        .map(|w| {
+            let keys = Keys::generate();
+            (0..1500)
+                .map(|i| {
+                    EventBuilder::text_note(format!("w{w} #{i}"))
+                        .sign_with_keys(&keys)
+                        .unwrap()
+                })
+                .collect()
+        })
+        .collect();
+    let acked: Vec<EventId> = ingest_then_kill(&mut proc, &url, streams, 1000)
+        .await
+        .into_iter()
+        .collect();
 
     drop(proc);
     let _proc = start(tmp.path());
@@ -117,17 +151,8 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
     let mut found = HashSet::new();
     for (n, chunk) in acked.chunks(400).enumerate() {
         let f = Filter::new().ids(chunk.iter().copied()).limit(500);
-        let sub = format!("check{n}");
-        c.send(Message::Text(json!(["REQ", sub, f]).to_string().into()))
-            .await
-            .unwrap();
-        loop {
-            let v = next_json(&mut c).await.expect("reply");
-            if v[0] == "EVENT" {
-                found.insert(EventId::from_hex(v[2]["id"].as_str().unwrap()).unwrap());
-            } else if v[0] == "EOSE" && v[1] == sub.as_str() {
-                break;
-            }
+        for e in fetch(&mut c, &format!("check{n}"), f).await {
+            found.insert(e.id);
         }
     }
     let lost: Vec<_> = acked.iter().filter(|id| !found.contains(id)).collect();
@@ -139,6 +164,145 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
     );
     eprintln!(
         "SIGKILL test: {} acknowledged events all present after restart",
+        acked.len()
+    );
+}
+
+/// SIGKILL during replaceable, addressable and deletion traffic: every
+/// acknowledged address holds its newest acknowledged version or a newer
+/// one (never none), and nothing acknowledged as deleted comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_replacement_and_deletion_keeps_the_newest() {
+    use nostr::{Kind, Tag, Timestamp};
+    let tmp = tempfile::tempdir().unwrap();
+    write_config(tmp.path(), "");
+    let mut proc = start(tmp.path());
+    let url = relay_url(tmp.path());
+    let base = Timestamp::now().as_secs() - 3_000;
+    let writers: Vec<Keys> = (0..4).map(|_| Keys::generate()).collect();
+    // Per writer, in created_at order: a replaceable version, an addressable
+    // version of one of three slots, a note, and a deletion (of the note
+    // just sent, or of a slot's address).
+    let slot = |i: u64| format!("slot{}", (i / 4) % 3);
+    let mut sent = Vec::new();
+    let streams: Vec<Vec<nostr::Event>> = writers
+        .iter()
+        .map(|k| {
+            let mut out: Vec<nostr::Event> = Vec::new();
+            for i in 0..1_200u64 {
+                let at = Timestamp::from_secs(base + i);
+                let b = match i % 4 {
+                    0 => EventBuilder::new(Kind::from(10_002), format!("v{i}")),
+                    1 => EventBuilder::new(Kind::from(30_078), format!("v{i}"))
+                        .tag(Tag::identifier(slot(i))),
+                    2 => EventBuilder::text_note(format!("n{i}")),
+                    _ if i % 8 == 3 => {
+                        let note = out.last().unwrap().id;
+                        EventBuilder::new(Kind::EventDeletion, "").tag(Tag::event(note))
+                    }
+                    _ => {
+                        let a = format!("30078:{}:{}", k.public_key(), slot(i - 2));
+                        EventBuilder::new(Kind::EventDeletion, "")
+                            .tag(Tag::parse(["a", a.as_str()]).unwrap())
+                    }
+                };
+                out.push(b.custom_created_at(at).sign_with_keys(k).unwrap());
+            }
+            sent.extend(out.clone());
+            out
+        })
+        .collect();
+    let acked = ingest_then_kill(&mut proc, &url, streams, 1_500).await;
+
+    drop(proc);
+    let _proc = start(tmp.path());
+    let url = relay_url(tmp.path());
+    let mut c = ws(&url).await;
+    let mut stored = Vec::new();
+    for (n, k) in writers.iter().enumerate() {
+        for kind in [10_002u16, 30_078, 1, 5] {
+            let f = Filter::new()
+                .author(k.public_key())
+                .kind(Kind::from(kind))
+                .limit(500);
+            stored.extend(fetch(&mut c, &format!("w{n}k{kind}"), f).await);
+        }
+    }
+    let stored_ids: HashSet<EventId> = stored.iter().map(|e| e.id).collect();
+    let address = |e: &nostr::Event| {
+        let d = e.tags.identifier().unwrap_or_default().to_string();
+        (e.pubkey, e.kind.as_u16(), d)
+    };
+    let acked_events: Vec<&nostr::Event> = sent.iter().filter(|e| acked.contains(&e.id)).collect();
+    // Newest address deletion per address, among those acknowledged and
+    // among all sent (an unacknowledged one may still have been stored).
+    let deletions_until = |events: &mut dyn Iterator<Item = &nostr::Event>| {
+        let mut until = std::collections::HashMap::new();
+        for e in events.filter(|e| e.kind == Kind::EventDeletion) {
+            for t in e.tags.iter().filter(|t| t.as_slice()[0] == "a") {
+                let d = t.as_slice()[1].splitn(3, ':').nth(2).unwrap().to_string();
+                let at = until
+                    .entry((e.pubkey, 30_078u16, d))
+                    .or_insert(e.created_at);
+                *at = (*at).max(e.created_at);
+            }
+        }
+        until
+    };
+    let acked_until = deletions_until(&mut acked_events.iter().copied());
+    let sent_until = deletions_until(&mut sent.iter());
+    let mut checked = 0;
+    for v in acked_events
+        .iter()
+        .filter(|e| [10_002, 30_078].contains(&e.kind.as_u16()))
+    {
+        let addr = address(v);
+        let held: Vec<_> = stored.iter().filter(|e| address(e) == addr).collect();
+        assert!(held.len() <= 1, "two versions at one address: {held:?}");
+        if let Some(t) = acked_until.get(&addr) {
+            assert!(
+                held.iter().all(|h| h.created_at > *t),
+                "a version deleted by an acknowledged deletion came back"
+            );
+        }
+        if sent_until.get(&addr).is_some_and(|t| *t >= v.created_at) {
+            continue; // may be deleted since
+        }
+        let h = held
+            .first()
+            .unwrap_or_else(|| panic!("acknowledged address {addr:?} is empty"));
+        assert!(
+            h.created_at >= v.created_at,
+            "an older version than acknowledged"
+        );
+        checked += 1;
+    }
+    // Notes deleted by an acknowledged deletion stay deleted; other
+    // acknowledged notes are there.
+    let targeted: HashSet<EventId> = sent
+        .iter()
+        .filter(|e| e.kind == Kind::EventDeletion)
+        .flat_map(|e| e.tags.event_ids().copied().collect::<Vec<_>>())
+        .collect();
+    for d in acked_events
+        .iter()
+        .filter(|e| e.kind == Kind::EventDeletion)
+    {
+        for id in d.tags.event_ids() {
+            assert!(
+                !stored_ids.contains(id),
+                "an acknowledged deletion was undone"
+            );
+        }
+    }
+    for n in acked_events.iter().filter(|e| e.kind == Kind::TextNote) {
+        if !targeted.contains(&n.id) {
+            assert!(stored_ids.contains(&n.id), "acknowledged note lost");
+        }
+    }
+    assert!(checked > 100, "too few live addresses checked: {checked}");
+    eprintln!(
+        "SIGKILL replacement test: {} acknowledged, {checked} address versions checked",
         acked.len()
     );
 }
