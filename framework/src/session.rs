@@ -268,12 +268,6 @@ impl Session {
     pub fn challenge(&self) -> &str {
         &self.challenge
     }
-    /// Accept `relay` tags naming this URL too (the one the client dialed).
-    pub fn add_relay_url(&mut self, url: &str) {
-        if let Ok(u) = url::Url::parse(url) {
-            self.relay_urls.push(u);
-        }
-    }
     /// Queue `["AUTH", <challenge>]` for the client.
     pub async fn send_auth_challenge(&self) {
         let msg = RelayMessage::auth(self.challenge.clone()).as_json();
@@ -661,10 +655,28 @@ impl Session {
                 == relay.host_str().map(str::to_ascii_lowercase)
                 && u.port_or_known_default() == relay.port_or_known_default()
         };
-        if !self.relay_urls.is_empty() && !self.relay_urls.iter().any(same) {
+        // Only the configured public URL counts; what the client says it
+        // dialed (its Host header) does not, or an AUTH signed for another
+        // relay could be replayed here. With no URL configured, only
+        // loopback names are accepted.
+        let accepted = if self.relay_urls.is_empty() {
+            is_loopback(&relay)
+        } else {
+            self.relay_urls.iter().any(same)
+        };
+        if !accepted {
             return Err(Rejection::invalid("relay tag names another relay"));
         }
         Ok(())
+    }
+}
+
+fn is_loopback(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     }
 }
 

@@ -14,8 +14,18 @@ pub struct NostrWsConfig {
     pub max_message_bytes: usize,
     /// Send a NIP-42 `AUTH` challenge when a client connects.
     pub auth_challenge: bool,
-    /// Seconds between websocket pings (0: never).
+    /// Seconds between websocket pings (0: never). A client that has not
+    /// answered the previous ping by the next one is disconnected.
     pub ping_interval_secs: u64,
+    /// Seconds one write to a client may take before the client is
+    /// disconnected (it stopped reading).
+    pub write_timeout_secs: u64,
+    /// Open websocket connections in total; more are refused at once (503).
+    pub max_connections: usize,
+    /// Open websocket connections from one IP address; more are refused at
+    /// once (429). 0: no per-address bound (behind a reverse proxy every
+    /// client has the proxy's address).
+    pub max_connections_per_ip: usize,
     /// Per-connection limits, enforced by the node's session.
     pub limits: SessionLimits,
 }
@@ -27,6 +37,9 @@ impl Default for NostrWsConfig {
             max_message_bytes: 128 * 1024,
             auth_challenge: true,
             ping_interval_secs: 30,
+            write_timeout_secs: 10,
+            max_connections: 10_000,
+            max_connections_per_ip: 100,
             limits: SessionLimits {
                 events_per_second: 50.0,
                 event_burst: 200,
@@ -44,8 +57,16 @@ listen = "127.0.0.1:7777"
 max_message_bytes = 131072
 # Send a NIP-42 AUTH challenge when a client connects.
 auth_challenge = true
-# Seconds between websocket pings (0: never).
+# Seconds between websocket pings (0: never). A client that has not answered
+# the previous ping by the next one is disconnected.
 ping_interval_secs = 30
+# Seconds one write to a client may take before it is disconnected.
+write_timeout_secs = 10
+# Open websocket connections in total; more are refused at once (503).
+max_connections = 10000
+# Open websocket connections from one IP address; more are refused (429).
+# 0: no per-address bound (behind a reverse proxy).
+max_connections_per_ip = 100
 
 # Per-connection limits, enforced by the node for this transport's sessions.
 [{table}.limits]

@@ -15,9 +15,10 @@ mod config;
 mod nip11;
 mod socket;
 
+use std::collections::HashMap;
 use std::future::IntoFuture;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
@@ -78,6 +79,53 @@ pub(crate) struct Shared {
     pub config: NostrWsConfig,
     pub node: Node,
     pub shutdown: Shutdown,
+    /// Open websocket connections per address.
+    pub open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One open connection, counted in [`Shared::open`] until dropped.
+pub(crate) struct Slot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Shared {
+    /// Count a new connection from `ip`, or say why it is refused.
+    fn admit(
+        self: &Arc<Self>,
+        ip: IpAddr,
+    ) -> std::result::Result<Slot, (StatusCode, &'static str)> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = open.values().sum();
+        if total >= self.config.max_connections {
+            return Err((StatusCode::SERVICE_UNAVAILABLE, "too many connections\n"));
+        }
+        let from_ip = open.entry(ip).or_default();
+        let per_ip = self.config.max_connections_per_ip;
+        if per_ip > 0 && *from_ip >= per_ip {
+            return Err((
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many connections from your address\n",
+            ));
+        }
+        *from_ip += 1;
+        Ok(Slot {
+            shared: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.shared.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -104,6 +152,7 @@ impl Transport for NostrWs {
             config: self.config,
             node,
             shutdown: shutdown.clone(),
+            open: Mutex::default(),
         });
         let app = Router::new().fallback(root).with_state(shared);
         // Replies are many small frames; do not let Nagle hold them back.
@@ -145,15 +194,14 @@ async fn root(
         return nip11::preflight();
     }
     if wants_websocket(&parts.headers) {
-        let host = parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(|h| format!("ws://{h}"));
+        let slot = match shared.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => return refusal.into_response(),
+        };
         return match axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &shared)
             .await
         {
-            Ok(ws) => socket::upgrade(ws, shared, peer, host),
+            Ok(ws) => socket::upgrade(ws, shared, peer, slot),
             Err(rejection) => rejection.into_response(),
         };
     }

@@ -1,6 +1,7 @@
 //! One websocket connection: frames in, session, outbox, frames out.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use civkit_framework::{Origin, Outgoing, Source};
 use futures_util::{SinkExt, StreamExt};
 use tracing::{debug, Instrument};
 
-use crate::Shared;
+use crate::{Shared, Slot};
 
 /// Close code for "policy violation".
 const CLOSE_POLICY: u16 = 1008;
@@ -21,7 +22,7 @@ pub(crate) fn upgrade(
     ws: WebSocketUpgrade,
     shared: Arc<Shared>,
     peer: SocketAddr,
-    host: Option<String>,
+    slot: Slot,
 ) -> Response {
     let max = shared.config.max_message_bytes;
     // Frames up to 4x our limit are read and answered with a NOTICE; larger
@@ -32,11 +33,11 @@ pub(crate) fn upgrade(
         .max_frame_size(max.saturating_mul(4))
         .on_upgrade(move |socket| {
             let span = tracing::debug_span!("connection", transport = %shared.instance);
-            serve(socket, shared, peer, host).instrument(span)
+            serve(socket, shared, peer, slot).instrument(span)
         })
 }
 
-async fn serve(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr, host: Option<String>) {
+async fn serve(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr, _slot: Slot) {
     let origin = Origin::new(
         shared.instance.clone(),
         Source::Network {
@@ -47,11 +48,12 @@ async fn serve(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr, host: O
     let (mut session, mut outbox) = shared
         .node
         .open_session(origin, shared.config.limits.clone());
-    if let Some(h) = host {
-        session.add_relay_url(&h);
-    }
     let (mut sink, mut stream) = socket.split();
     let ping_every = shared.config.ping_interval_secs;
+    let write_timeout = Duration::from_secs(shared.config.write_timeout_secs.max(1));
+    // Set by the reader on every pong; checked and cleared at each ping.
+    let ponged = Arc::new(AtomicBool::new(true));
+    let pong_seen = ponged.clone();
     let mut shutdown = shared.shutdown.clone();
     let mut writer = tokio::spawn(async move {
         let mut ping = tokio::time::interval(Duration::from_secs(ping_every.max(1)));
@@ -61,30 +63,35 @@ async fn serve(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr, host: O
                 out = outbox.next() => match out {
                     Some(Outgoing::Message(text)) => {
                         // Queue everything already waiting, then flush once.
-                        let mut ok = sink.feed(Message::Text(text.into())).await.is_ok();
+                        let mut ok = within(write_timeout, sink.feed(Message::Text(text.into()))).await;
                         while ok {
                             match outbox.try_next() {
-                                Some(more) => ok = sink.feed(Message::Text(more.into())).await.is_ok(),
+                                Some(more) => ok = within(write_timeout, sink.feed(Message::Text(more.into()))).await,
                                 None => break,
                             }
                         }
-                        if !ok || sink.flush().await.is_err() {
+                        if !ok || !within(write_timeout, sink.flush()).await {
                             break;
                         }
                     }
                     Some(Outgoing::Kick) => {
-                        let _ = sink.send(close(CLOSE_POLICY, "subscriber too slow")).await;
+                        within(write_timeout, sink.send(close(CLOSE_POLICY, "subscriber too slow"))).await;
                         break;
                     }
                     None => break,
                 },
                 _ = ping.tick(), if ping_every > 0 => {
-                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    if !pong_seen.swap(false, Ordering::Relaxed) {
+                        debug!("no pong since the last ping; dropping the client");
+                        within(write_timeout, sink.send(close(CLOSE_POLICY, "no pong"))).await;
+                        break;
+                    }
+                    if !within(write_timeout, sink.send(Message::Ping(Default::default()))).await {
                         break;
                     }
                 }
                 _ = shutdown.wait() => {
-                    let _ = sink.send(close(CLOSE_AWAY, "relay shutting down")).await;
+                    within(write_timeout, sink.send(close(CLOSE_AWAY, "relay shutting down"))).await;
                     break;
                 }
             }
@@ -117,7 +124,8 @@ async fn serve(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr, host: O
                     .notice("invalid: binary frames are not supported; send JSON text")
                     .await;
             }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Pong(_))) => ponged.store(true, Ordering::Relaxed),
+            Some(Ok(Message::Ping(_))) => {}
             Some(Ok(Message::Close(_))) | None => break,
             Some(Err(e)) => {
                 // Frames over the hard cap end here; tungstenite has already
@@ -129,6 +137,22 @@ async fn serve(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr, host: O
     }
     drop(session);
     writer.abort();
+}
+
+/// One write with a deadline: a client that stops reading makes writes block
+/// once the socket buffers fill. False when the write failed or timed out
+/// (the caller then drops the client).
+async fn within(
+    deadline: Duration,
+    write: impl std::future::Future<Output = Result<(), axum::Error>>,
+) -> bool {
+    match tokio::time::timeout(deadline, write).await {
+        Ok(r) => r.is_ok(),
+        Err(_) => {
+            debug!("write timed out; dropping the client");
+            false
+        }
+    }
 }
 
 fn close(code: u16, reason: &'static str) -> Message {

@@ -330,9 +330,17 @@ async fn nip42_auth_is_checked_and_visible_to_services() {
             "{why}: {r}"
         );
     }
-    // The URL the client dialed is also accepted.
+    // Only the configured URL counts, not the one the client dialed.
     c.send_json(send_auth(auth(&challenge, &h.url, now())))
         .await;
+    let r = c.recv_json().await;
+    assert_eq!(r[2], false, "{r}");
+    c.send_json(send_auth(auth(
+        &challenge,
+        "wss://relay.example.com",
+        now(),
+    )))
+    .await;
     let r = c.recv_json().await;
     assert_eq!(r[2], true, "{r}");
     assert_eq!(c.publish(&note).await, (true, String::new()));
@@ -346,6 +354,53 @@ async fn nip42_auth_is_checked_and_visible_to_services() {
     assert!(conns
         .iter()
         .any(|c| c.authenticated == Some(k.public_key().to_hex())));
+}
+
+/// An AUTH signed for another relay cannot be replayed by naming that relay
+/// in the `Host` header: with no URL configured, only loopback names pass.
+#[tokio::test]
+async fn nip42_auth_ignores_a_forged_host_header() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    type Ws = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+    async fn next_json(ws: &mut Ws) -> Value {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).unwrap(),
+                Some(Ok(_)) => continue,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    let (_tn, h) = relay(NostrWsConfig::default()).await;
+    let mut req = h.url.as_str().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Host", "victim-relay.example".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let first = next_json(&mut ws).await;
+    assert_eq!(first[0], "AUTH");
+    let challenge = first[1].as_str().unwrap().to_string();
+    let k = Keys::generate();
+    for (relay, accepted) in [
+        ("wss://victim-relay.example", false),
+        ("ws://localhost:7777", true),
+    ] {
+        let ev = EventBuilder::new(Kind::from(22242), "")
+            .tag(Tag::parse(["relay", relay]).unwrap())
+            .tag(Tag::parse(["challenge", challenge.as_str()]).unwrap())
+            .sign_with_keys(&k)
+            .unwrap();
+        ws.send(Message::Text(json!(["AUTH", ev]).to_string().into()))
+            .await
+            .unwrap();
+        let r = next_json(&mut ws).await;
+        assert_eq!(
+            (r[0].as_str(), r[2].as_bool()),
+            (Some("OK"), Some(accepted)),
+            "{relay}: {r}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -388,4 +443,81 @@ async fn ping_pong_and_clean_close() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("session not closed after the websocket closed");
+}
+
+/// A client that stops reading is dropped within two ping intervals even
+/// when nothing is sent to it: it never answers the ping.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped() {
+    let cfg = NostrWsConfig {
+        ping_interval_secs: 1,
+        write_timeout_secs: 1,
+        ..NostrWsConfig::default()
+    };
+    let (tn, h) = relay(cfg).await;
+    let stalled = h.raw().await; // never polled again: reads nothing, answers no ping
+    let mut live = connect(&h.url).await;
+    assert_eq!(tn.node.connections().len(), 2);
+    let started = std::time::Instant::now();
+    while tn.node.connections().len() > 1 && started.elapsed() < Duration::from_secs(10) {
+        // The live client keeps answering pings by reading.
+        let _ = live.recv_text(Duration::from_millis(100)).await;
+    }
+    assert_eq!(tn.node.connections().len(), 1, "the stalled client is gone");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let (ok, _) = live
+        .publish(&event(&Keys::generate(), 1, now(), "still served", &[]))
+        .await;
+    assert!(ok);
+    drop(stalled);
+}
+
+/// Connections beyond the caps are refused at once, per address and in total.
+#[tokio::test]
+async fn connection_caps_refuse_at_once() {
+    let status_of = |r: Result<_, tokio_tungstenite::tungstenite::Error>| match r {
+        Ok(_) => 101,
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("{e}"),
+    };
+    let cfg = NostrWsConfig {
+        max_connections_per_ip: 3,
+        ..NostrWsConfig::default()
+    };
+    let (_tn, h) = relay(cfg).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(
+            tokio_tungstenite::connect_async(h.url.as_str())
+                .await
+                .unwrap(),
+        );
+    }
+    let refused = tokio_tungstenite::connect_async(h.url.as_str())
+        .await
+        .map(|_| ());
+    assert_eq!(status_of(refused), 429);
+    drop(open.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let again = tokio_tungstenite::connect_async(h.url.as_str())
+        .await
+        .map(|_| ());
+    assert_eq!(status_of(again), 101, "a freed slot is reusable");
+
+    let cfg = NostrWsConfig {
+        max_connections: 2,
+        max_connections_per_ip: 0,
+        ..NostrWsConfig::default()
+    };
+    let (_tn, h) = relay(cfg).await;
+    let _a = tokio_tungstenite::connect_async(h.url.as_str())
+        .await
+        .unwrap();
+    let _b = tokio_tungstenite::connect_async(h.url.as_str())
+        .await
+        .unwrap();
+    let refused = tokio_tungstenite::connect_async(h.url.as_str())
+        .await
+        .map(|_| ());
+    assert_eq!(status_of(refused), 503);
 }
