@@ -61,7 +61,7 @@ struct SessionEntry {
     connected_at: Timestamp,
     /// Subscription id to its key in `Registry::subs`.
     subs: HashMap<SubscriptionId, u64>,
-    scope: Arc<[Filter]>,
+    scope: Scope,
     out: SessionTx,
 }
 
@@ -174,9 +174,31 @@ pub(crate) struct Hub {
     mode: FanOut,
 }
 
-/// True when a session with this scope may receive the event.
-pub(crate) fn in_scope(scope: &[Filter], event: &Event) -> bool {
-    scope.is_empty() || matches_any(scope, event)
+/// What a session may receive (history and live alike).
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// Every event.
+    Everything,
+    /// Events matching one of these filters; none: nothing at all.
+    Only(Arc<[Filter]>),
+}
+
+impl Scope {
+    /// Events matching one of `filters` (an empty list allows nothing).
+    pub fn only(filters: Vec<Filter>) -> Self {
+        Scope::Only(filters.into())
+    }
+    /// Nothing at all.
+    pub fn nothing() -> Self {
+        Scope::Only(Arc::from(Vec::new()))
+    }
+    /// True when a session with this scope may receive the event.
+    pub fn allows(&self, event: &Event) -> bool {
+        match self {
+            Scope::Everything => true,
+            Scope::Only(filters) => matches_any(filters, event),
+        }
+    }
 }
 
 /// True when one of `filters` matches the event (none: false).
@@ -202,13 +224,7 @@ impl Hub {
     }
 
     /// Register a session; returns its id.
-    pub fn open(
-        &self,
-        origin: Origin,
-        now: Timestamp,
-        scope: Arc<[Filter]>,
-        out: SessionTx,
-    ) -> u64 {
+    pub fn open(&self, origin: Origin, now: Timestamp, scope: Scope, out: SessionTx) -> u64 {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let entry = SessionEntry {
             origin,
@@ -321,7 +337,7 @@ impl Hub {
         let reg = self.read();
         let mut out = Vec::new();
         let mut push = |rec: &SubRecord, entry: &SessionEntry| {
-            if in_scope(&entry.scope, event) && matches_any(&rec.filters, event) {
+            if entry.scope.allows(event) && matches_any(&rec.filters, event) {
                 out.push((rec.session, rec.id.clone(), entry.out.clone()));
             }
         };
@@ -411,13 +427,13 @@ mod tests {
         (Hub::new(FanOut::Indexed), Hub::new(FanOut::Linear))
     }
 
-    fn open(hub: &Hub, scope: Vec<Filter>) -> u64 {
+    fn open(hub: &Hub, scope: Scope) -> u64 {
         let (tx, _rx) = mpsc::channel(1);
         // The receiver is dropped: sends fail with Closed, which fan_out ignores.
         hub.open(
             Origin::new("t", crate::Source::Memory { client: 0 }),
             Timestamp::from_secs(0),
-            scope.into(),
+            scope,
             SessionTx {
                 tx,
                 kick: Arc::default(),
@@ -470,10 +486,10 @@ mod tests {
         };
         let (indexed, linear) = hub_pair();
         for _ in 0..40 {
-            let scope: Vec<Filter> = if rng.below(4) == 0 {
-                vec![filter(&mut rng)]
+            let scope = if rng.below(4) == 0 {
+                Scope::only(vec![filter(&mut rng)])
             } else {
-                Vec::new()
+                Scope::Everything
             };
             let a = open(&indexed, scope.clone());
             let b = open(&linear, scope);
@@ -517,7 +533,7 @@ mod tests {
     #[test]
     fn the_subscription_cap_holds_and_replacing_does_not_count() {
         let hub = Hub::new(FanOut::Indexed);
-        let s = open(&hub, Vec::new());
+        let s = open(&hub, Scope::Everything);
         let f: Arc<[Filter]> = vec![Filter::new().kind(Kind::TextNote)].into();
         assert!(hub.subscribe(s, SubscriptionId::new("a"), f.clone(), 2));
         assert!(hub.subscribe(s, SubscriptionId::new("b"), f.clone(), 2));

@@ -49,7 +49,7 @@ pub mod testing;
 pub use clock::{Clock, SystemClock};
 pub use control::Control;
 pub use error::{Error, ErrorKind, Result};
-pub use hub::{ConnectionInfo, FanOut};
+pub use hub::{ConnectionInfo, FanOut, Scope};
 pub use node::{Node, NodeBuilder};
 pub use origin::{LocalOrigin, Origin, Source};
 pub use persister::{Claim, EventTable, Persister, SaveOutcome, StoreStats};

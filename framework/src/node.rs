@@ -22,11 +22,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nostr::{Event, Filter, Keys, Timestamp};
+use nostr::{Event, Keys, Timestamp};
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, warn};
 
-use crate::hub::{ConnectionInfo, FanOut, Hub, SessionTx};
+use crate::hub::{ConnectionInfo, FanOut, Hub, Scope, SessionTx};
 use crate::origin::{LocalOrigin, Origin};
 use crate::persister::Persister;
 use crate::pipeline::{lock, Core, CoreParts, NodeInfo};
@@ -109,19 +109,18 @@ impl Node {
     /// Open a session for a connection, peer or sender. Everything the
     /// session's remote end sends goes through it, and through nothing else.
     pub fn open_session(&self, origin: Origin, limits: SessionLimits) -> (Session, SessionOutbox) {
-        self.open_scoped_session(origin, limits, Vec::new())
+        self.open_scoped_session(origin, limits, Scope::Everything)
     }
 
-    /// Open a session that may only receive events matching one of `scope`
-    /// (history and live alike); an empty scope allows everything. Transports
-    /// use it for what a federated peer may subscribe to.
+    /// Open a session that may only receive what `scope` allows (history
+    /// and live alike). Transports use it for what a federated peer may
+    /// subscribe to.
     pub fn open_scoped_session(
         &self,
         origin: Origin,
         limits: SessionLimits,
-        scope: Vec<Filter>,
+        scope: Scope,
     ) -> (Session, SessionOutbox) {
-        let scope: Arc<[Filter]> = scope.into();
         let (tx, rx) = mpsc::channel(self.0.outbox_capacity.max(limits.max_limit + 16));
         let kick = Arc::new(Notify::new());
         let out = SessionTx {

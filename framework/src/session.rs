@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
-use crate::hub::{in_scope, matches_any};
+use crate::hub::{matches_any, Scope};
 use crate::kinds;
 use crate::origin::Origin;
 use crate::pipeline::Core;
@@ -187,7 +187,7 @@ pub struct Session {
     limits: SessionLimits,
     challenge: String,
     relay_urls: Vec<url::Url>,
-    scope: Arc<[Filter]>,
+    scope: Scope,
     tx: mpsc::Sender<String>,
     bucket: Bucket,
     query_bucket: Bucket,
@@ -232,7 +232,7 @@ impl Session {
         id: u64,
         origin: Origin,
         limits: SessionLimits,
-        scope: Arc<[Filter]>,
+        scope: Scope,
         tx: mpsc::Sender<String>,
     ) -> Self {
         let relay_urls = core
@@ -559,7 +559,7 @@ impl Session {
         }
         match self.core.persister.query(&filters, now).await {
             Ok(events) => {
-                let visible = |e: &&Event| self.core.serves(e, now) && in_scope(&self.scope, e);
+                let visible = |e: &&Event| self.core.serves(e, now) && self.scope.allows(e);
                 for e in events.iter().filter(visible) {
                     self.send(wire::event_message(sub_id.as_str(), &e.as_json()))
                         .await;

@@ -29,7 +29,7 @@ async fn board_on(dir: &std::path::Path, import_from: &[&str], ln_port: u16) -> 
         "[node]\ndata_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
          [transports.relay]\ntype = \"nostr-ws\"\nlisten = \"127.0.0.1:0\"\n\
          [services.board]\ntype = \"market-board\"\n\
-         [transports.ln]\ntype = \"bolt8\"\nlisten = \"127.0.0.1:{ln_port}\"\nredial_max_secs = 2\n",
+         [transports.ln]\ntype = \"bolt8\"\nlisten = \"127.0.0.1:{ln_port}\"\nredial_max_secs = 2\nstranger_export = [{{}}]\n",
         dir.display()
     );
     for peer in import_from {

@@ -341,7 +341,7 @@ async fn bolt8_bench(args: &Args, target: &str) -> Result<()> {
         move |msgs| {
             let c = c1.clone();
             async move {
-                c.lock().await.send(id, msgs);
+                c.lock().await.send(id, msgs)?;
                 Ok(())
             }
         },

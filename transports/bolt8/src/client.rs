@@ -9,14 +9,24 @@ use civkit_framework::{Error, Result};
 use lightning::bitcoin::secp256k1::PublicKey;
 use tokio::sync::mpsc;
 
-use crate::wire::{NostrHandler, NostrWire, WireEvent, CLIENT_MSG};
+use crate::wire::{NostrHandler, NostrWire, WireEvent, WireLimits, CLIENT_MSG};
 use crate::PeerMgr;
 
-/// A BOLT8 client with its own random node identity.
+/// A BOLT8 client with its own random node identity, talking to one board
+/// at a time.
 pub struct Bolt8Client {
     pm: Arc<PeerMgr>,
     handler: Arc<NostrHandler>,
-    events: mpsc::UnboundedReceiver<WireEvent>,
+    events: mpsc::Receiver<WireEvent>,
+    /// Messages of the connected board.
+    inbox: Option<mpsc::Receiver<NostrWire>>,
+    flow: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Bolt8Client {
+    fn drop(&mut self) {
+        self.flow.abort();
+    }
 }
 
 impl std::fmt::Debug for Bolt8Client {
@@ -31,13 +41,16 @@ impl Bolt8Client {
         let mut seed = [0u8; 32];
         getrandom::getrandom(&mut seed)
             .map_err(|e| Error::Invalid(format!("OS random source: {e}")))?;
-        let (tx, events) = mpsc::unbounded_channel();
-        let handler = Arc::new(NostrHandler::new(tx, 65_000));
+        let (tx, events) = mpsc::channel(16);
+        let handler = Arc::new(NostrHandler::new(tx, WireLimits::client()));
         let (pm, _) = crate::peer_manager(crate::keys_manager(&seed), handler.clone(), None)?;
+        let flow = crate::spawn_flow(pm.clone(), handler.clone());
         Ok(Bolt8Client {
             pm,
             handler,
             events,
+            inbox: None,
+            flow,
         })
     }
 
@@ -52,7 +65,10 @@ impl Bolt8Client {
         tokio::spawn(conn);
         loop {
             match tokio::time::timeout(Duration::from_secs(10), self.events.recv()).await {
-                Ok(Some(WireEvent::Connected { peer, .. })) if peer == id => return Ok(()),
+                Ok(Some(WireEvent::Connected { peer, inbox, .. })) if peer == id => {
+                    self.inbox = Some(inbox);
+                    return Ok(());
+                }
                 Ok(Some(_)) => continue,
                 _ => {
                     return Err(Error::Transport {
@@ -76,28 +92,31 @@ impl Bolt8Client {
         }
     }
 
-    /// Queue NIP-01 client messages for `id`, then send them.
-    pub fn send(&self, id: PublicKey, messages: impl IntoIterator<Item = String>) {
+    /// Queue NIP-01 client messages for `id`, then send them. `Err` when
+    /// more is queued than the board reads (`WireLimits::client`).
+    pub fn send(&self, id: PublicKey, messages: impl IntoIterator<Item = String>) -> Result<()> {
         for json in messages {
-            self.handler.queue(
-                id,
-                NostrWire {
-                    msg_type: CLIENT_MSG,
-                    json,
-                },
-            );
+            let msg = NostrWire {
+                msg_type: CLIENT_MSG,
+                json,
+            };
+            self.handler.queue(id, msg).map_err(|_| Error::Transport {
+                instance: "client".into(),
+                message: "the board does not read what it is sent".into(),
+            })?;
         }
         self.pm.process_events();
+        Ok(())
     }
 
-    /// The next relay message from any peer, or `None` after `timeout`.
+    /// The next relay message from the connected board, or `None` after
+    /// `timeout` or once it disconnected.
     pub async fn recv(&mut self, timeout: Duration) -> Option<String> {
-        loop {
-            match tokio::time::timeout(timeout, self.events.recv()).await {
-                Ok(Some(WireEvent::Message { msg, .. })) => return Some(msg.json),
-                Ok(Some(_)) => continue,
-                _ => return None,
-            }
-        }
+        let inbox = self.inbox.as_mut()?;
+        tokio::time::timeout(timeout, inbox.recv())
+            .await
+            .ok()
+            .flatten()
+            .map(|m| m.json)
     }
 }

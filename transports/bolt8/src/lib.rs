@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use civkit_framework::{
-    BuildContext, Error, Node, Registry, Result, SessionLimits, Shutdown, Transport,
+    BuildContext, Error, Node, Registry, Result, Scope, SessionLimits, Shutdown, Transport,
 };
 use lightning::bitcoin::secp256k1::PublicKey;
 use lightning::ln::msgs::OnionMessageHandler;
@@ -163,8 +163,18 @@ pub struct Bolt8Config {
     pub key_file: PathBuf,
     /// Peers to dial and what to import from and export to each.
     pub peers: Vec<PeerConfig>,
-    /// What peers without an `export` list may receive (empty: everything).
+    /// What configured peers without an `export` list may receive (empty: everything).
     pub default_export: Vec<serde_json::Value>,
+    /// What peers that are not configured may receive (empty: nothing).
+    pub stranger_export: Vec<serde_json::Value>,
+    /// Inbound peers that are not configured, connected at once; more are refused.
+    pub max_inbound_peers: usize,
+    /// Messages from one peer waiting for its session; a peer that sends
+    /// faster is disconnected.
+    pub peer_inbox_messages: usize,
+    /// Bytes waiting to go to one peer; a peer that does not read them is
+    /// disconnected.
+    pub peer_outbox_bytes: usize,
     /// Largest NIP-01 payload in one custom message, in bytes (BOLT8 caps messages at 65535).
     pub max_message_bytes: usize,
     /// Longest wait between redials of a dropped peer, in seconds.
@@ -180,6 +190,10 @@ impl Default for Bolt8Config {
             key_file: PathBuf::from("ln_node.key"),
             peers: Vec::new(),
             default_export: Vec::new(),
+            stranger_export: Vec::new(),
+            max_inbound_peers: 32,
+            peer_inbox_messages: 1_024,
+            peer_outbox_bytes: 8 << 20,
             max_message_bytes: 65_000,
             redial_max_secs: 60,
             limits: SessionLimits {
@@ -200,8 +214,16 @@ key_file = "ln_node.key"
 #   import = [{ kinds = [38383] }]          # filters to subscribe to on the peer
 #   export = [{ kinds = [38383] }]          # what the peer may receive (empty: default_export)
 peers = []
-# What peers without an export list may receive (empty: everything).
+# What configured peers without an export list may receive (empty: everything).
 default_export = []
+# What peers that are not configured may receive (empty: nothing).
+stranger_export = []
+# Inbound peers that are not configured, connected at once; more are refused.
+max_inbound_peers = 32
+# Messages from one peer waiting for its session; a faster sender is disconnected.
+peer_inbox_messages = 1024
+# Bytes waiting to go to one peer; a peer that does not read them is disconnected.
+peer_outbox_bytes = 8388608
 # Largest NIP-01 payload in one custom message, in bytes (BOLT8 caps messages at 65535).
 max_message_bytes = 65000
 # Longest wait between redials of a dropped peer, in seconds.
@@ -319,6 +341,10 @@ pub fn peer_manager(
         }
         None => Arc::new(IgnoringMessageHandler {}),
     };
+    let onion_handler: Arc<dyn OnionMessageHandler + Send + Sync> = Arc::new(wire::FlowGate {
+        inner: onion_handler,
+        handler: handler.clone(),
+    });
     let pm = Arc::new(PeerManager::new(
         MessageHandler {
             chan_handler: Arc::new(ErroringMessageHandler::new()),
@@ -354,6 +380,23 @@ pub async fn connect_outbound(
     stream.set_nodelay(true).ok()?;
     let std = stream.into_std().ok()?;
     Some(lightning_net_tokio::setup_outbound(pm, id, std))
+}
+
+/// Let LDK take queued custom messages as peers' send buffers drain
+/// (signalled through the onion-message handler), and at least every 100 ms.
+pub(crate) fn spawn_flow(
+    pm: Arc<PeerMgr>,
+    handler: Arc<NostrHandler>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = handler.wants_processing() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+            pm.process_events();
+        }
+    })
 }
 
 /// The Lightning node id of a seed (what `ln_node.key` holds).
@@ -434,6 +477,7 @@ struct ConfiguredPeer {
 pub(crate) struct Federation {
     peers: Vec<ConfiguredPeer>,
     default_export: Vec<Filter>,
+    stranger_export: Vec<Filter>,
 }
 
 impl Federation {
@@ -462,18 +506,30 @@ impl Federation {
         Ok(Federation {
             peers,
             default_export: filters(&cfg.default_export).map_err(at("default_export".into()))?,
+            stranger_export: filters(&cfg.stranger_export).map_err(at("stranger_export".into()))?,
         })
     }
 
+    /// Node ids of the configured peers.
+    fn ids(&self) -> std::collections::HashSet<PublicKey> {
+        self.peers.iter().map(|p| p.id).collect()
+    }
+
     /// What to import from a peer and what it may receive: (import, export).
-    pub fn of(&self, id: &PublicKey) -> (Vec<Filter>, Vec<Filter>) {
-        let entry = self.peers.iter().find(|p| &p.id == id);
-        let import = entry.map(|p| p.import.clone()).unwrap_or_default();
-        let export = match entry {
-            Some(p) if !p.export.is_empty() => p.export.clone(),
-            _ => self.default_export.clone(),
+    /// A configured peer gets its `export`, else `default_export` (empty:
+    /// everything); a stranger gets `stranger_export` (empty: nothing).
+    pub fn of(&self, id: &PublicKey) -> (Vec<Filter>, Scope) {
+        let Some(p) = self.peers.iter().find(|p| &p.id == id) else {
+            return (Vec::new(), Scope::only(self.stranger_export.clone()));
         };
-        (import, export)
+        let export = if !p.export.is_empty() {
+            Scope::only(p.export.clone())
+        } else if self.default_export.is_empty() {
+            Scope::Everything
+        } else {
+            Scope::only(self.default_export.clone())
+        };
+        (p.import.clone(), export)
     }
 }
 
@@ -481,8 +537,17 @@ impl Federation {
 impl Transport for Bolt8 {
     async fn run(self: Box<Self>, node: Node, shutdown: Shutdown) -> Result<()> {
         let instance = self.handle.instance.clone();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let handler = Arc::new(NostrHandler::new(tx, self.config.max_message_bytes));
+        let (tx, mut rx) = mpsc::channel(256);
+        let handler = Arc::new(NostrHandler::new(
+            tx,
+            wire::WireLimits {
+                max_message_bytes: self.config.max_message_bytes,
+                inbox_messages: self.config.peer_inbox_messages,
+                outbox_bytes: self.config.peer_outbox_bytes,
+                max_inbound_peers: self.config.max_inbound_peers,
+                trusted: self.federation.ids(),
+            },
+        ));
         let onion = lock(&self.handle.onion)
             .take()
             .map(|f| (f, Some(node.clone())));
@@ -525,6 +590,7 @@ impl Transport for Bolt8 {
                 }
             })
         };
+        let flow = spawn_flow(pm.clone(), rt.handler.clone());
         let events = {
             let rt = rt.clone();
             tokio::spawn(
@@ -560,6 +626,7 @@ impl Transport for Bolt8 {
         rt.node.unregister_control(&instance);
         lock(&rt.peers).clear();
         timer.abort();
+        flow.abort();
         events.abort();
         info!("BOLT8 transport stopped");
         Ok(())

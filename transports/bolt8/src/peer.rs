@@ -33,8 +33,9 @@ pub(crate) struct PeerStats {
 
 /// A connected peer as the transport tracks it.
 pub(crate) struct Connected {
-    pub inbox: mpsc::UnboundedSender<NostrWire>,
     pub stats: Arc<PeerStats>,
+    /// Which connection this is (a peer that reconnects gets a new one).
+    generation: u64,
     task: tokio::task::AbortHandle,
 }
 
@@ -44,9 +45,15 @@ impl Drop for Connected {
     }
 }
 
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
 pub(crate) fn on_wire_event(rt: &Arc<Runtime>, ev: WireEvent) {
     match ev {
-        WireEvent::Connected { peer, inbound } => {
+        WireEvent::Connected {
+            peer,
+            inbound,
+            inbox,
+        } => {
             info!(%peer, inbound, "peer connected");
             let stats = Arc::new(PeerStats {
                 connected_since: rt.node.now().as_secs(),
@@ -56,28 +63,22 @@ pub(crate) fn on_wire_event(rt: &Arc<Runtime>, ev: WireEvent) {
                 events_dropped: AtomicU64::new(0),
                 events_exported: AtomicU64::new(0),
             });
-            let (tx, rx) = mpsc::unbounded_channel();
+            let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
             let span = tracing::info_span!("peer", %peer);
-            let task =
-                tokio::spawn(peer_main(rt.clone(), peer, rx, stats.clone()).instrument(span));
+            let task = tokio::spawn(
+                peer_main(rt.clone(), peer, inbox, stats.clone(), generation).instrument(span),
+            );
             let entry = Connected {
-                inbox: tx,
                 stats,
+                generation,
                 task: task.abort_handle(),
             };
             lock(&rt.peers).insert(peer, entry);
             publish_peers(rt);
         }
         WireEvent::Disconnected { peer } => {
-            info!(%peer, "peer disconnected");
-            lock(&rt.peers).remove(&peer);
-            publish_peers(rt);
-        }
-        WireEvent::Message { peer, msg } => {
-            if let Some(p) = lock(&rt.peers).get(&peer) {
-                p.stats.messages_in.fetch_add(1, Ordering::Relaxed);
-                let _ = p.inbox.send(msg);
-            }
+            // The peer's task ends when its inbox does, and removes it.
+            debug!(%peer, "peer disconnected");
         }
     }
 }
@@ -89,17 +90,28 @@ fn publish_peers(rt: &Runtime) {
     rt.handle.peers.send_replace(ids);
 }
 
-/// Queue a message for a peer and let LDK send it.
-pub(crate) fn send(rt: &Runtime, peer: PublicKey, msg_type: u16, json: String) {
-    rt.handler.queue(peer, NostrWire { msg_type, json });
+/// Queue a message for a peer and let LDK send it; a peer whose queue is
+/// full does not read, and is disconnected.
+pub(crate) fn send(rt: &Runtime, peer: PublicKey, msg_type: u16, json: String) -> bool {
+    if rt
+        .handler
+        .queue(peer, NostrWire { msg_type, json })
+        .is_err()
+    {
+        warn!(%peer, "peer does not read what it is sent; disconnecting");
+        rt.pm.disconnect_by_node_id(peer);
+        return false;
+    }
     rt.pm.process_events();
+    true
 }
 
 async fn peer_main(
     rt: Arc<Runtime>,
     peer: PublicKey,
-    mut inbox: mpsc::UnboundedReceiver<NostrWire>,
+    mut inbox: mpsc::Receiver<NostrWire>,
     stats: Arc<PeerStats>,
+    generation: u64,
 ) {
     let origin = Origin::new(
         rt.handle.instance.clone(),
@@ -128,13 +140,15 @@ async fn peer_main(
                                 stats.events_exported.fetch_add(1, Ordering::Relaxed);
                             }
                             stats.messages_out.fetch_add(1, Ordering::Relaxed);
-                            rt.handler.queue(
-                                peer,
-                                NostrWire {
-                                    msg_type: RELAY_MSG,
-                                    json: text,
-                                },
-                            );
+                            let msg = NostrWire {
+                                msg_type: RELAY_MSG,
+                                json: text,
+                            };
+                            if rt.handler.queue(peer, msg).is_err() {
+                                warn!("peer does not read what it is sent; disconnecting");
+                                rt.pm.disconnect_by_node_id(peer);
+                                return;
+                            }
                         }
                         rt.pm.process_events();
                     }
@@ -157,12 +171,23 @@ async fn peer_main(
     }
 
     while let Some(msg) = inbox.recv().await {
+        stats.messages_in.fetch_add(1, Ordering::Relaxed);
         match msg.msg_type {
             CLIENT_MSG => session.handle_text(&msg.json).await,
             _ => import(&mut session, &msg.json, &stats).await,
         }
     }
+    // The inbox ends when the peer disconnects.
     writer.abort();
+    info!("peer disconnected");
+    // Remove our own entry, not a newer connection's. (Dropping it aborts
+    // this task, which has no await left.)
+    let mut peers = lock(&rt.peers);
+    if peers.get(&peer).is_some_and(|c| c.generation == generation) {
+        peers.remove(&peer);
+    }
+    drop(peers);
+    publish_peers(&rt);
 }
 
 /// A relay message from the peer, handed to the session; count what became of it.

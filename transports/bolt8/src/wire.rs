@@ -9,12 +9,17 @@
 //! Both are odd ("it's OK to be odd", BOLT1): a peer that does not speak
 //! civkit ignores them.
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use lightning::bitcoin::secp256k1::PublicKey;
-use lightning::ln::msgs::{DecodeError, Init, LightningError};
+use lightning::ln::msgs::{
+    BaseMessageHandler, DecodeError, ErrorAction, Init, LightningError, MessageSendEvent,
+    OnionMessage, OnionMessageHandler, WarningMessage,
+};
 use lightning::ln::peer_handler::CustomMessageHandler;
+use lightning::ln::types::ChannelId;
 use lightning::ln::wire::{CustomMessageReader, Type};
 use lightning::types::features::{InitFeatures, NodeFeatures};
 use lightning::util::ser::{LengthLimitedRead, Writeable, Writer};
@@ -47,43 +52,143 @@ impl Writeable for NostrWire {
 /// What the handler tells the transport.
 #[derive(Debug)]
 pub enum WireEvent {
-    Connected { peer: PublicKey, inbound: bool },
+    /// A peer finished the handshake; its messages arrive on `inbox`, which
+    /// ends when the peer disconnects.
+    Connected {
+        peer: PublicKey,
+        inbound: bool,
+        inbox: mpsc::Receiver<NostrWire>,
+    },
+    /// A peer left (best effort: the inbox ending is the reliable signal).
     Disconnected { peer: PublicKey },
-    Message { peer: PublicKey, msg: NostrWire },
 }
 
-/// Counters of dropped input, shown by `peers list`.
+/// Counters of dropped input and refused peers, shown by `peers list`.
 #[derive(Debug, Default)]
 pub struct WireCounters {
     pub oversized: AtomicU64,
     pub undecodable: AtomicU64,
+    /// Peers disconnected because they sent faster than their session reads.
+    pub inbox_overflows: AtomicU64,
+    /// Peers disconnected because they did not read what we sent.
+    pub outbox_overflows: AtomicU64,
+    /// Inbound connections refused over `max_inbound_peers`.
+    pub refused_inbound: AtomicU64,
 }
+
+/// Bounds of the handler's queues and connections.
+#[derive(Debug, Clone)]
+pub struct WireLimits {
+    /// Largest NIP-01 payload of one custom message.
+    pub max_message_bytes: usize,
+    /// Messages from one peer waiting for its session; one more disconnects it.
+    pub inbox_messages: usize,
+    /// Bytes waiting to go to one peer; more disconnects it (it does not read).
+    pub outbox_bytes: usize,
+    /// Inbound peers not in `trusted` connected at once; more are refused.
+    pub max_inbound_peers: usize,
+    /// Peers exempt from `max_inbound_peers` (the configured ones).
+    pub trusted: HashSet<PublicKey>,
+}
+
+impl WireLimits {
+    /// Limits for a tool or client with one or a few peers.
+    pub fn client() -> Self {
+        WireLimits {
+            max_message_bytes: 65_000,
+            inbox_messages: 4_096,
+            outbox_bytes: 64 << 20,
+            max_inbound_peers: 64,
+            trusted: HashSet::new(),
+        }
+    }
+}
+
+/// Messages LDK may take for one peer after it reported the peer's send
+/// buffer empty (below LDK's 32 messages between pings).
+const CREDIT: usize = 16;
+
+/// One peer's messages waiting to enter LDK's send buffer.
+#[derive(Default)]
+struct Outbox {
+    queue: VecDeque<NostrWire>,
+    bytes: usize,
+    /// Messages LDK may take now; refilled when LDK reports the buffer empty.
+    credit: usize,
+}
+
+/// A peer's queue is over its bound: it is not reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxFull;
 
 /// The `CustomMessageHandler` given to LDK.
 pub struct NostrHandler {
-    events: mpsc::UnboundedSender<WireEvent>,
-    pending: Mutex<Vec<(PublicKey, NostrWire)>>,
-    max_bytes: usize,
+    events: mpsc::Sender<WireEvent>,
+    inboxes: Mutex<HashMap<PublicKey, (mpsc::Sender<NostrWire>, bool)>>,
+    outboxes: Mutex<HashMap<PublicKey, Outbox>>,
+    limits: WireLimits,
+    /// Set when a peer's LDK send buffer drained and its outbox has more.
+    wake: tokio::sync::Notify,
     pub counters: WireCounters,
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl NostrHandler {
-    /// A handler reporting to `events`, refusing payloads over `max_bytes`.
-    pub fn new(events: mpsc::UnboundedSender<WireEvent>, max_bytes: usize) -> Self {
+    /// A handler reporting peers to `events`, within `limits`.
+    pub fn new(events: mpsc::Sender<WireEvent>, limits: WireLimits) -> Self {
         NostrHandler {
             events,
-            pending: Mutex::new(Vec::new()),
-            max_bytes,
+            inboxes: Mutex::default(),
+            outboxes: Mutex::default(),
+            limits,
+            wake: tokio::sync::Notify::new(),
             counters: WireCounters::default(),
         }
     }
 
-    /// Queue a message for a peer; `PeerManager::process_events` sends it.
-    pub fn queue(&self, peer: PublicKey, msg: NostrWire) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((peer, msg));
+    /// Queue a message for a peer; `PeerManager::process_events` sends it as
+    /// LDK's send buffer drains. `Err` when the peer's queue is over
+    /// `outbox_bytes` (the caller disconnects it).
+    pub fn queue(&self, peer: PublicKey, msg: NostrWire) -> Result<(), OutboxFull> {
+        let mut all = lock(&self.outboxes);
+        let out = all.entry(peer).or_insert_with(|| Outbox {
+            credit: CREDIT,
+            ..Outbox::default()
+        });
+        if out.bytes + msg.json.len() > self.limits.outbox_bytes {
+            self.counters
+                .outbox_overflows
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(OutboxFull);
+        }
+        out.bytes += msg.json.len();
+        out.queue.push_back(msg);
+        Ok(())
+    }
+
+    /// Bytes waiting to go to `peer`.
+    pub fn queued_bytes(&self, peer: &PublicKey) -> usize {
+        lock(&self.outboxes).get(peer).map_or(0, |o| o.bytes)
+    }
+
+    /// LDK's send buffer for `peer` is empty: let it take more.
+    fn drained(&self, peer: PublicKey) {
+        let mut all = lock(&self.outboxes);
+        if let Some(out) = all.get_mut(&peer) {
+            out.credit = CREDIT;
+            if !out.queue.is_empty() {
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// Resolves when a drained peer has more to send: run
+    /// `PeerManager::process_events` then.
+    pub async fn wants_processing(&self) {
+        self.wake.notified().await
     }
 }
 
@@ -95,51 +200,130 @@ impl CustomMessageReader for NostrHandler {
         msg_type: u16,
         buffer: &mut R,
     ) -> Result<Option<NostrWire>, DecodeError> {
-        if msg_type != CLIENT_MSG && msg_type != RELAY_MSG {
-            // Unknown: LDK ignores odd types and disconnects on even ones.
-            return Ok(None);
+        decode(
+            msg_type,
+            buffer,
+            self.limits.max_message_bytes,
+            &self.counters,
+        )
+    }
+}
+
+/// Read one custom message body: `None` for types that are not ours, an
+/// error (LDK disconnects) for bodies over `max_bytes` or not UTF-8.
+pub fn decode<R: lightning::io::Read>(
+    msg_type: u16,
+    buffer: &mut R,
+    max_bytes: usize,
+    counters: &WireCounters,
+) -> Result<Option<NostrWire>, DecodeError> {
+    if msg_type != CLIENT_MSG && msg_type != RELAY_MSG {
+        // Unknown: LDK ignores odd types and disconnects on even ones.
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = buffer
+            .read(&mut chunk)
+            .map_err(|_| DecodeError::ShortRead)?;
+        if n == 0 {
+            break;
         }
-        let mut bytes = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = buffer
-                .read(&mut chunk)
-                .map_err(|_| DecodeError::ShortRead)?;
-            if n == 0 {
-                break;
-            }
-            bytes.extend_from_slice(&chunk[..n]);
-            if bytes.len() > self.max_bytes {
-                self.counters.oversized.fetch_add(1, Ordering::Relaxed);
-                return Err(DecodeError::InvalidValue);
-            }
+        bytes.extend_from_slice(&chunk[..n]);
+        if bytes.len() > max_bytes {
+            counters.oversized.fetch_add(1, Ordering::Relaxed);
+            return Err(DecodeError::InvalidValue);
         }
-        match String::from_utf8(bytes) {
-            Ok(json) => Ok(Some(NostrWire { msg_type, json })),
-            Err(_) => {
-                self.counters.undecodable.fetch_add(1, Ordering::Relaxed);
-                Err(DecodeError::InvalidValue)
-            }
+    }
+    match String::from_utf8(bytes) {
+        Ok(json) => Ok(Some(NostrWire { msg_type, json })),
+        Err(_) => {
+            counters.undecodable.fetch_add(1, Ordering::Relaxed);
+            Err(DecodeError::InvalidValue)
         }
+    }
+}
+
+fn disconnect(why: &str) -> LightningError {
+    LightningError {
+        err: why.to_string(),
+        action: ErrorAction::DisconnectPeerWithWarning {
+            msg: WarningMessage {
+                channel_id: ChannelId([0; 32]),
+                data: why.to_string(),
+            },
+        },
     }
 }
 
 impl CustomMessageHandler for NostrHandler {
     fn handle_custom_message(&self, msg: NostrWire, peer: PublicKey) -> Result<(), LightningError> {
-        let _ = self.events.send(WireEvent::Message { peer, msg });
-        Ok(())
+        let inbox = lock(&self.inboxes).get(&peer).map(|(tx, _)| tx.clone());
+        match inbox.map(|tx| tx.try_send(msg)) {
+            Some(Err(mpsc::error::TrySendError::Full(_))) => {
+                self.counters
+                    .inbox_overflows
+                    .fetch_add(1, Ordering::Relaxed);
+                Err(disconnect("civkit: sending faster than the board reads"))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn get_and_clear_pending_msg(&self) -> Vec<(PublicKey, NostrWire)> {
-        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
+        let mut out = Vec::new();
+        for (peer, o) in lock(&self.outboxes).iter_mut() {
+            while o.credit > 0 {
+                let Some(m) = o.queue.pop_front() else { break };
+                o.bytes -= m.json.len();
+                o.credit -= 1;
+                out.push((*peer, m));
+            }
+        }
+        out
     }
 
     fn peer_disconnected(&self, peer: PublicKey) {
-        let _ = self.events.send(WireEvent::Disconnected { peer });
+        lock(&self.inboxes).remove(&peer);
+        lock(&self.outboxes).remove(&peer);
+        let _ = self.events.try_send(WireEvent::Disconnected { peer });
     }
 
     fn peer_connected(&self, peer: PublicKey, _msg: &Init, inbound: bool) -> Result<(), ()> {
-        let _ = self.events.send(WireEvent::Connected { peer, inbound });
+        let mut inboxes = lock(&self.inboxes);
+        if inbound && !self.limits.trusted.contains(&peer) {
+            let strangers = inboxes
+                .iter()
+                .filter(|(id, (_, inb))| *inb && !self.limits.trusted.contains(id))
+                .count();
+            if strangers >= self.limits.max_inbound_peers {
+                self.counters
+                    .refused_inbound
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(());
+            }
+        }
+        let (tx, rx) = mpsc::channel(self.limits.inbox_messages.max(1));
+        let event = WireEvent::Connected {
+            peer,
+            inbound,
+            inbox: rx,
+        };
+        // A full event queue means connections arrive faster than they are
+        // set up: refuse this one. (No listener: a handler used only for its
+        // types, as by the onion client.)
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.events.try_send(event) {
+            return Err(());
+        }
+        inboxes.insert(peer, (tx, inbound));
+        lock(&self.outboxes).insert(
+            peer,
+            Outbox {
+                credit: CREDIT,
+                ..Outbox::default()
+            },
+        );
         Ok(())
     }
 
@@ -149,5 +333,50 @@ impl CustomMessageHandler for NostrHandler {
 
     fn provided_init_features(&self, _peer: PublicKey) -> InitFeatures {
         InitFeatures::empty()
+    }
+}
+
+/// The onion-message handler LDK is given: the real one (or none), plus the
+/// one signal LDK gives about a peer's send buffer. LDK asks for the next
+/// onion message for a peer only when that peer's buffer is empty and it has
+/// answered recent pings; custom messages get that as their credit.
+pub(crate) struct FlowGate {
+    pub inner: Arc<dyn OnionMessageHandler + Send + Sync>,
+    pub handler: Arc<NostrHandler>,
+}
+
+impl BaseMessageHandler for FlowGate {
+    fn get_and_clear_pending_msg_events(&self) -> Vec<MessageSendEvent> {
+        self.inner.get_and_clear_pending_msg_events()
+    }
+    fn peer_disconnected(&self, their_node_id: PublicKey) {
+        self.inner.peer_disconnected(their_node_id)
+    }
+    fn provided_node_features(&self) -> NodeFeatures {
+        self.inner.provided_node_features()
+    }
+    fn provided_init_features(&self, their_node_id: PublicKey) -> InitFeatures {
+        self.inner.provided_init_features(their_node_id)
+    }
+    fn peer_connected(
+        &self,
+        their_node_id: PublicKey,
+        msg: &Init,
+        inbound: bool,
+    ) -> Result<(), ()> {
+        self.inner.peer_connected(their_node_id, msg, inbound)
+    }
+}
+
+impl OnionMessageHandler for FlowGate {
+    fn handle_onion_message(&self, peer_node_id: PublicKey, msg: &OnionMessage) {
+        self.inner.handle_onion_message(peer_node_id, msg)
+    }
+    fn next_onion_message_for_peer(&self, peer_node_id: PublicKey) -> Option<OnionMessage> {
+        self.handler.drained(peer_node_id);
+        self.inner.next_onion_message_for_peer(peer_node_id)
+    }
+    fn timer_tick_occurred(&self) {
+        self.inner.timer_tick_occurred()
     }
 }

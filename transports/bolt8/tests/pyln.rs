@@ -64,8 +64,14 @@ async fn pyln_as(
     serde_json::from_str(stdout.trim()).unwrap()
 }
 
+/// A board that serves everything to peers it does not know (the pyln
+/// peers here have random identities).
 async fn board() -> (TestNode, String, String, tempfile::TempDir) {
-    board_with(Bolt8Config::default()).await
+    board_with(Bolt8Config {
+        stranger_export: vec![serde_json::json!({})],
+        ..Bolt8Config::default()
+    })
+    .await
 }
 
 /// A test node with the bolt8 transport on a free port.
@@ -187,7 +193,7 @@ async fn channel_opens_are_refused_cleanly() {
 async fn export_filters_limit_what_a_peer_receives() {
     ensure_pyln();
     let (tn, id, addr, _dir) = board_with(Bolt8Config {
-        default_export: vec![serde_json::json!({ "kinds": [38383] })],
+        stranger_export: vec![serde_json::json!({ "kinds": [38383] })],
         ..Bolt8Config::default()
     })
     .await;
@@ -320,4 +326,71 @@ async fn a_hostile_peer_cannot_push_past_its_import_filter_or_rate() {
         14,
         "every other event was dropped and counted: {counters}"
     );
+}
+
+/// Peers the board does not know get nothing by default, and only
+/// `max_inbound_peers` of them may be connected at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_get_nothing_and_are_capped() {
+    ensure_pyln();
+    let (tn, id, addr, _dir) = board_with(Bolt8Config {
+        max_inbound_peers: 1,
+        ..Bolt8Config::default()
+    })
+    .await;
+    let mut local = tn.client().await;
+    let k = Keys::generate();
+    let now = nostr::Timestamp::now().as_secs();
+    assert!(
+        local
+            .publish(&event(&k, 1, now, "for friends", &[]))
+            .await
+            .0
+    );
+    let got = pyln(&id, &addr, "req", Some("{}")).await;
+    assert_eq!(got["eose"], true, "{got}");
+    assert_eq!(got["events"], serde_json::json!([]), "{got}");
+
+    // One stranger holds the only slot; the next is refused.
+    let holder = {
+        let (id, addr) = (id.clone(), addr.clone());
+        tokio::spawn(async move { pyln(&id, &addr, "stall", Some("{}")).await })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let refused = pyln(&id, &addr, "req", Some("{}")).await;
+    assert_eq!(refused["eose"], false, "over the cap: {refused}");
+    holder.await.unwrap();
+    let again = pyln(&id, &addr, "req", Some("{}")).await;
+    assert_eq!(again["eose"], true, "the slot is free again: {again}");
+}
+
+/// A peer that subscribes and stops reading is disconnected once what waits
+/// for it passes `peer_outbox_bytes`; the board's memory stays bounded and
+/// other peers keep their service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_is_disconnected() {
+    ensure_pyln();
+    let (tn, id, addr, _dir) = board_with(Bolt8Config {
+        stranger_export: vec![serde_json::json!({})],
+        peer_outbox_bytes: 200_000,
+        ..Bolt8Config::default()
+    })
+    .await;
+    let stalled = {
+        let (id, addr) = (id.clone(), addr.clone());
+        tokio::spawn(async move { pyln(&id, &addr, "stall", Some(r#"{"kinds":[1]}"#)).await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut local = tn.client().await;
+    let k = Keys::generate();
+    let now = nostr::Timestamp::now().as_secs();
+    let big = "x".repeat(30_000);
+    for i in 0..200 {
+        assert!(local.publish(&event(&k, 1, now - i, &big, &[])).await.0);
+    }
+    let got = stalled.await.unwrap();
+    assert_eq!(got["closed"], true, "the stalled peer was dropped: {got}");
+    let honest = pyln(&id, &addr, "req", Some(r#"{"kinds":[1],"limit":2}"#)).await;
+    assert_eq!(honest["eose"], true, "{honest}");
+    assert_eq!(honest["events"].as_array().unwrap().len(), 2);
 }

@@ -156,6 +156,24 @@ elif mode == "hostile-relay":
                 pass
         except TimedOut:
             pass
+elif mode == "stall":
+    # Subscribe, then stop reading for 8 s; report whether the board closed
+    # the connection meanwhile.
+    send(CLIENT_MSG, json.dumps(["REQ", "py", json.loads(arg)]).encode())
+    import time
+    time.sleep(8)
+    lc.connection.settimeout(2)
+    closed = False
+    try:
+        while True:
+            if recv() is None:
+                closed = True
+                break
+    except TimedOut:
+        pass
+    except OSError:  # the board closed it (broken pipe, reset)
+        closed = True
+    out["closed"] = closed
 elif mode == "oversized":
     out["closed"] = closed_after(lambda: send(CLIENT_MSG, b"[" + b" " * 65400 + b"]"))
 elif mode == "badutf8":

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use civkit_bolt8::wire::NostrHandler;
+use civkit_bolt8::wire::{NostrHandler, WireLimits};
 use civkit_bolt8::{OnionDeps, OnionFactory, PeerMgr};
 use civkit_framework::{Error, Result};
 use lightning::bitcoin::secp256k1::{PublicKey, Secp256k1};
@@ -102,10 +102,11 @@ impl OnionNode {
                 m
             })
         };
-        let (events, _) = mpsc::unbounded_channel();
+        // Onion messages only: NIP-01 custom messages are not used here.
+        let (events, _) = mpsc::channel(1);
         let (pm, node_id) = civkit_bolt8::peer_manager(
             civkit_bolt8::keys_manager(&seed),
-            Arc::new(NostrHandler::new(events, 65_000)),
+            Arc::new(NostrHandler::new(events, WireLimits::client())),
             Some((factory, None)),
         )?;
         let addr = match listen {
