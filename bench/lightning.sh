@@ -22,6 +22,7 @@ listen = "127.0.0.1:9792"
 type = "onion-messages"
 via = "ln"
 messages_per_sec_per_peer = 0.0
+messages_per_sec_total = 0.0
 TOML
   "$BIN/civkitd" --config "$dir/civkit.toml" & pid=$!
   wait_port 7792; wait_port 9792

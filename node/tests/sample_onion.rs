@@ -18,23 +18,23 @@ async fn sample(args: Vec<String>) -> (bool, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_create_via_onion_with_an_ephemeral_key() {
     let dir = tempfile::tempdir().unwrap();
+    // Bob is a peer the board's operator configured: the board dials him and
+    // uses him as the introduction node of its blinded path.
+    let local = Some("127.0.0.1:0".parse().unwrap());
+    let bob = OnionNode::start(vec![], local).await.unwrap();
     write_config(
         dir.path(),
-        "[services.board]\ntype = \"market-board\"\n\
-         [transports.ln]\ntype = \"bolt8\"\nlisten = \"127.0.0.1:0\"\n\
-         [transports.onion]\ntype = \"onion-messages\"\nvia = \"ln\"\n",
+        &format!(
+            "[services.board]\ntype = \"market-board\"\n\
+             [transports.onion]\ntype = \"onion-messages\"\nvia = \"ln\"\n\
+             [transports.ln]\ntype = \"bolt8\"\nlisten = \"127.0.0.1:0\"\n\
+             [[transports.ln.peers]]\naddress = \"{}@{}\"\n",
+            bob.node_id,
+            bob.addr.unwrap()
+        ),
     );
     let _board = start(dir.path());
     let ws = relay_url(dir.path());
-    let ln = status(dir.path())["endpoints"]["ln"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("ln://")
-        .to_string();
-    let (board_id, board_addr) = civkit_bolt8::parse_address(&ln).unwrap();
-    let local = Some("127.0.0.1:0".parse().unwrap());
-    let bob = OnionNode::start(vec![], local).await.unwrap();
-    bob.connect(board_id, board_addr).await.unwrap();
     let alice = OnionNode::start(vec![], local).await.unwrap();
     alice.connect(bob.node_id, bob.addr.unwrap()).await.unwrap();
 

@@ -23,12 +23,21 @@ async fn billy(
     dir: &std::path::Path,
     onion_extra: &str,
 ) -> (Daemon, String, PublicKey, SocketAddr) {
+    billy_with(dir, "", onion_extra).await
+}
+
+/// Billy's board, with extra lines for its bolt8 and onion tables.
+async fn billy_with(
+    dir: &std::path::Path,
+    ln_extra: &str,
+    onion_extra: &str,
+) -> (Daemon, String, PublicKey, SocketAddr) {
     let cfg = format!(
         "[node]\ndata_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
          [transports.relay]\ntype = \"nostr-ws\"\nlisten = \"127.0.0.1:0\"\n\
          [services.board]\ntype = \"market-board\"\n\
-         [transports.ln]\ntype = \"bolt8\"\nlisten = \"127.0.0.1:0\"\n\
-         [transports.onion]\ntype = \"onion-messages\"\nvia = \"ln\"\n{onion_extra}",
+         [transports.onion]\ntype = \"onion-messages\"\nvia = \"ln\"\n{onion_extra}\n\
+         [transports.ln]\ntype = \"bolt8\"\nlisten = \"127.0.0.1:0\"\n{ln_extra}",
         dir.display()
     );
     let d = Daemon::start(&Config::from_toml(&cfg).unwrap(), &components::registry())
@@ -115,9 +124,14 @@ async fn mary_alice_bob_billy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_the_boards_blinded_path_and_without_a_reply_path() {
     let dir = tempfile::tempdir().unwrap();
-    let (billy, _ws, billy_id, billy_addr) = billy(dir.path(), "").await;
+    // Bob is a peer Billy's operator configured; Billy dials him.
     let bob = OnionNode::start(vec![], local()).await.unwrap();
-    bob.connect(billy_id, billy_addr).await.unwrap();
+    let ln_extra = format!(
+        "[[transports.ln.peers]]\naddress = \"{}@{}\"\n",
+        bob.node_id,
+        bob.addr.unwrap()
+    );
+    let (billy, _ws, billy_id, billy_addr) = billy_with(dir.path(), &ln_extra, "").await;
     // The board publishes a blinded path whose introduction node is its peer Bob.
     let mut path_hex = String::new();
     for _ in 0..100 {
@@ -138,6 +152,23 @@ async fn through_the_boards_blinded_path_and_without_a_reply_path() {
         "the board's blinded path goes through its peer"
     );
     let path = civkit_onion::parse_blinded_path(&path_hex).unwrap();
+
+    // Strangers who connect (onion-capable ones too) never become the
+    // introduction node, and the published path does not change.
+    let mut strangers = Vec::new();
+    for _ in 0..6 {
+        let s = OnionNode::start(vec![], None).await.unwrap();
+        s.connect(billy_id, billy_addr).await.unwrap();
+        strangers.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    strangers.truncate(2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        billy.endpoint("onion").unwrap(),
+        format!("onion://{path_hex}"),
+        "the path stays put while strangers come and go"
+    );
 
     // Mary is connected to Bob only and never learns Billy's node id.
     let mut mary = OnionNode::start(vec![], None).await.unwrap();
@@ -186,7 +217,8 @@ async fn through_the_boards_blinded_path_and_without_a_reply_path() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn floods_and_malformed_payloads_are_dropped_and_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let extra = "messages_per_sec_per_peer = 2.0\nburst = 3\nmax_message_bytes = 2000\n";
+    let extra = "messages_per_sec_per_peer = 2.0\nburst = 3\nmax_message_bytes = 2000\n\
+                 messages_per_sec_total = 4.0\nburst_total = 8\n";
     let (billy, _ws, billy_id, billy_addr) = billy(dir.path(), extra).await;
     let mut mary = OnionNode::start(vec![], None).await.unwrap();
     mary.connect(billy_id, billy_addr).await.unwrap();
@@ -199,6 +231,22 @@ async fn floods_and_malformed_payloads_are_dropped_and_counted() {
             Some(reply.clone()),
         )
         .unwrap();
+    }
+    // Fresh identities cost nothing: each sends within its own budget, and
+    // the global one stops them together.
+    for i in 0..6 {
+        let sybil = OnionNode::start(vec![], None).await.unwrap();
+        sybil.connect(billy_id, billy_addr).await.unwrap();
+        for j in 0..3 {
+            let e = order(&Keys::generate(), &format!("sybil-{i}-{j}"), "EUR");
+            sybil
+                .send(
+                    Destination::Node(billy_id),
+                    json!(["EVENT", e]).to_string(),
+                    None,
+                )
+                .unwrap();
+        }
     }
     let big = format!("[\"REQ\",\"x\",{{\"search\":\"{}\"}}]", "a".repeat(5000));
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -214,6 +262,10 @@ async fn floods_and_malformed_payloads_are_dropped_and_counted() {
     }
     assert!(
         status["dropped_over_budget"].as_u64() >= Some(10),
+        "{status}"
+    );
+    assert!(
+        status["dropped_over_global_budget"].as_u64() >= Some(5),
         "{status}"
     );
     assert!(status["dropped_malformed"].as_u64() >= Some(1), "{status}");
@@ -321,4 +373,34 @@ async fn onion_gateways_must_name_their_own_bolt8_transport() {
          [transports.o2]\ntype = \"onion-messages\"\nvia = \"ln\"\n")
     .await;
     assert!(e.contains("two onion-message transports"), "{e}");
+}
+
+/// One onion message causes at most `max_replies_per_message` replies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_onion_message_causes_a_bounded_number_of_replies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (billy, ws, billy_id, billy_addr) =
+        billy(dir.path(), "max_replies_per_message = 5\n").await;
+    let maker = Client::new(Keys::generate());
+    maker.add_relay(&ws).await.unwrap();
+    maker.connect().await;
+    for i in 0..12 {
+        let o = order(&Keys::generate(), &format!("many-{i}"), "EUR");
+        assert!(maker.send_event(&o).await.unwrap().failed.is_empty());
+    }
+    let mut mary = OnionNode::start(vec![], None).await.unwrap();
+    mary.connect(billy_id, billy_addr).await.unwrap();
+    let reply = mary.reply_path(&[]).unwrap();
+    let req = json!(["REQ", "all", {"kinds": [38383], "limit": 20}]).to_string();
+    mary.send(Destination::Node(billy_id), req, Some(reply))
+        .unwrap();
+    let mut got = 0;
+    while mary.reply(Duration::from_secs(3)).await.is_some() {
+        got += 1;
+    }
+    assert_eq!(got, 5, "12 events and EOSE, cut to 5");
+    let status = billy.node.control_statuses()["onion"].clone();
+    assert_eq!(status["replies_dropped"].as_u64(), Some(8), "{status}");
+    maker.shutdown().await;
+    billy.shutdown().await.unwrap();
 }

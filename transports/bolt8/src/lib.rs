@@ -72,6 +72,16 @@ pub struct OnionDeps {
 pub type OnionFactory =
     Box<dyn Fn(OnionDeps) -> Arc<dyn OnionMessageHandler + Send + Sync> + Send + Sync>;
 
+/// A connected peer, as riders (the onion layer) see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub node_id: PublicKey,
+    /// Listed in this transport's `peers` config.
+    pub configured: bool,
+    /// Its `init` says it supports onion messages.
+    pub onion_messages: bool,
+}
+
 /// What a bolt8 transport instance hands the transports that ride on it
 /// (the onion-message gateway), when it is built: its Lightning identity,
 /// its connected peers as they change, and a place for the onion layer.
@@ -80,7 +90,7 @@ pub struct Bolt8Handle {
     keys: Arc<KeysManager>,
     node_id: PublicKey,
     onion: Mutex<Option<OnionFactory>>,
-    peers: tokio::sync::watch::Sender<Vec<PublicKey>>,
+    peers: tokio::sync::watch::Sender<Vec<PeerInfo>>,
 }
 
 impl std::fmt::Debug for Bolt8Handle {
@@ -106,7 +116,7 @@ impl Bolt8Handle {
         self.node_id
     }
     /// Connected peers, sorted by node id; changes when one connects or leaves.
-    pub fn peers(&self) -> tokio::sync::watch::Receiver<Vec<PublicKey>> {
+    pub fn peers(&self) -> tokio::sync::watch::Receiver<Vec<PeerInfo>> {
         self.peers.subscribe()
     }
     /// Plug the onion-message layer in (before the transport runs). One per
@@ -511,7 +521,7 @@ impl Federation {
     }
 
     /// Node ids of the configured peers.
-    fn ids(&self) -> std::collections::HashSet<PublicKey> {
+    pub(crate) fn ids(&self) -> std::collections::HashSet<PublicKey> {
         self.peers.iter().map(|p| p.id).collect()
     }
 

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::wire::{NostrWire, WireEvent, CLIENT_MSG, RELAY_MSG};
-use crate::{lock, Runtime};
+use crate::{lock, PeerInfo, Runtime};
 
 /// Subscription id of the import subscription on a peer.
 pub(crate) const IMPORT_SUB: &str = "civkit-import";
@@ -34,6 +34,7 @@ pub(crate) struct PeerStats {
 /// A connected peer as the transport tracks it.
 pub(crate) struct Connected {
     pub stats: Arc<PeerStats>,
+    info: PeerInfo,
     /// Which connection this is (a peer that reconnects gets a new one).
     generation: u64,
     task: tokio::task::AbortHandle,
@@ -52,6 +53,7 @@ pub(crate) fn on_wire_event(rt: &Arc<Runtime>, ev: WireEvent) {
         WireEvent::Connected {
             peer,
             inbound,
+            onion_messages,
             inbox,
         } => {
             info!(%peer, inbound, "peer connected");
@@ -70,6 +72,11 @@ pub(crate) fn on_wire_event(rt: &Arc<Runtime>, ev: WireEvent) {
             );
             let entry = Connected {
                 stats,
+                info: PeerInfo {
+                    node_id: peer,
+                    configured: rt.federation.ids().contains(&peer),
+                    onion_messages,
+                },
                 generation,
                 task: task.abort_handle(),
             };
@@ -85,9 +92,9 @@ pub(crate) fn on_wire_event(rt: &Arc<Runtime>, ev: WireEvent) {
 
 /// Tell riders (the onion layer) who is connected now, sorted by node id.
 fn publish_peers(rt: &Runtime) {
-    let mut ids: Vec<PublicKey> = lock(&rt.peers).keys().copied().collect();
-    ids.sort();
-    rt.handle.peers.send_replace(ids);
+    let mut peers: Vec<PeerInfo> = lock(&rt.peers).values().map(|c| c.info).collect();
+    peers.sort_by_key(|p| p.node_id);
+    rt.handle.peers.send_replace(peers);
 }
 
 /// Queue a message for a peer and let LDK send it; a peer whose queue is

@@ -57,6 +57,8 @@ pub enum WireEvent {
     Connected {
         peer: PublicKey,
         inbound: bool,
+        /// The peer's `init` says it forwards onion messages.
+        onion_messages: bool,
         inbox: mpsc::Receiver<NostrWire>,
     },
     /// A peer left (best effort: the inbox ending is the reliable signal).
@@ -290,7 +292,7 @@ impl CustomMessageHandler for NostrHandler {
         let _ = self.events.try_send(WireEvent::Disconnected { peer });
     }
 
-    fn peer_connected(&self, peer: PublicKey, _msg: &Init, inbound: bool) -> Result<(), ()> {
+    fn peer_connected(&self, peer: PublicKey, msg: &Init, inbound: bool) -> Result<(), ()> {
         let mut inboxes = lock(&self.inboxes);
         if inbound && !self.limits.trusted.contains(&peer) {
             let strangers = inboxes
@@ -308,6 +310,7 @@ impl CustomMessageHandler for NostrHandler {
         let event = WireEvent::Connected {
             peer,
             inbound,
+            onion_messages: msg.features.supports_onion_messages(),
             inbox: rx,
         };
         // A full event queue means connections arrive faster than they are

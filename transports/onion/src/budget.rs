@@ -1,5 +1,8 @@
-//! Onion jamming defence: a token bucket per forwarding peer in front of
-//! LDK's `OnionMessenger`. Messages over budget are dropped and counted.
+//! Onion jamming defence: a token bucket per forwarding peer, and one for
+//! all peers together, in front of LDK's `OnionMessenger`. Node ids cost
+//! nothing and a peer's bucket starts full when it reconnects, so the global
+//! bucket is what bounds the work onion messages can cause. Messages over
+//! either budget are dropped and counted.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -14,42 +17,70 @@ use lightning::types::features::{InitFeatures, NodeFeatures};
 
 use crate::gateway::Counters;
 
-/// An onion-message handler with per-peer budgets.
+/// A rate: `rate` per second (0: unlimited) with bursts of `burst`.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    pub rate: f64,
+    pub burst: u32,
+}
+
+/// A token bucket's state: tokens and when they were counted.
+type Bucket = (f64, Instant);
+
+fn take(bucket: &mut Bucket, r: Rate, now: Instant) -> bool {
+    let burst = f64::from(r.burst.max(1));
+    bucket.0 = (bucket.0 + now.duration_since(bucket.1).as_secs_f64() * r.rate).min(burst);
+    bucket.1 = now;
+    if bucket.0 >= 1.0 {
+        bucket.0 -= 1.0;
+        true
+    } else {
+        false
+    }
+}
+
+/// An onion-message handler with per-peer and global budgets.
 pub struct Budgeted<H> {
     inner: Arc<H>,
-    rate: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<PublicKey, (f64, Instant)>>,
+    per_peer: Rate,
+    total: Rate,
+    buckets: Mutex<(HashMap<PublicKey, Bucket>, Bucket)>,
     counters: Arc<Counters>,
 }
 
 impl<H> Budgeted<H> {
-    /// `rate` messages per second per peer, bursts of `burst`.
-    pub fn new(inner: Arc<H>, rate: f64, burst: u32, counters: Arc<Counters>) -> Self {
+    /// `per_peer` messages from each peer, `total` from all peers together.
+    pub fn new(inner: Arc<H>, per_peer: Rate, total: Rate, counters: Arc<Counters>) -> Self {
+        let now = Instant::now();
         Budgeted {
             inner,
-            rate,
-            burst: f64::from(burst.max(1)),
-            buckets: Mutex::default(),
+            per_peer,
+            total,
+            buckets: Mutex::new((HashMap::new(), (f64::from(total.burst.max(1)), now))),
             counters,
         }
     }
 
     fn allow(&self, peer: PublicKey) -> bool {
-        if self.rate <= 0.0 {
-            return true;
-        }
         let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let (tokens, last) = buckets.entry(peer).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
+        let mut guard = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let (peers, global) = &mut *guard;
+        if self.per_peer.rate > 0.0 {
+            let fresh = (f64::from(self.per_peer.burst.max(1)), now);
+            if !take(peers.entry(peer).or_insert(fresh), self.per_peer, now) {
+                self.counters
+                    .dropped_over_budget
+                    .fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
         }
+        if self.total.rate > 0.0 && !take(global, self.total, now) {
+            self.counters
+                .dropped_over_global_budget
+                .fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 }
 
@@ -61,6 +92,7 @@ impl<H: OnionMessageHandler> BaseMessageHandler for Budgeted<H> {
         self.buckets
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .0
             .remove(&their_node_id);
         self.inner.peer_disconnected(their_node_id)
     }
@@ -86,9 +118,6 @@ impl<H: OnionMessageHandler> OnionMessageHandler for Budgeted<H> {
         if self.allow(peer_node_id) {
             self.inner.handle_onion_message(peer_node_id, msg)
         } else {
-            self.counters
-                .dropped_over_budget
-                .fetch_add(1, Ordering::Relaxed);
             tracing::debug!(peer = %peer_node_id, "onion message over budget; dropped");
         }
     }

@@ -21,6 +21,12 @@ pub struct Counters {
     pub received: AtomicU64,
     /// Dropped because a peer went over its budget.
     pub dropped_over_budget: AtomicU64,
+    /// Dropped because all peers together went over the global budget.
+    pub dropped_over_global_budget: AtomicU64,
+    /// Dropped because `max_sessions` messages were already being handled.
+    pub dropped_busy: AtomicU64,
+    /// Replies not sent: over `max_replies_per_message`, or the reply queue was full.
+    pub replies_dropped: AtomicU64,
     /// Dropped because the NIP-01 TLV was too big or not UTF-8.
     pub dropped_malformed: AtomicU64,
     /// NIP-01 client messages handed to the node.
@@ -36,6 +42,9 @@ impl Counters {
         serde_json::json!({
             "received": g(&self.received),
             "dropped_over_budget": g(&self.dropped_over_budget),
+            "dropped_over_global_budget": g(&self.dropped_over_global_budget),
+            "dropped_busy": g(&self.dropped_busy),
+            "replies_dropped": g(&self.replies_dropped),
             "dropped_malformed": g(&self.dropped_malformed),
             "handled": g(&self.handled),
             "replies": g(&self.replies),
@@ -54,6 +63,10 @@ pub struct Gateway {
     pub(crate) pending: Pending,
     pub(crate) wake: Arc<dyn Fn() + Send + Sync>,
     pub(crate) counters: Arc<Counters>,
+    /// One permit per onion message being handled.
+    pub(crate) sessions: Arc<tokio::sync::Semaphore>,
+    pub(crate) max_replies: usize,
+    pub(crate) max_pending: usize,
 }
 
 impl CustomOnionMessageHandler for Gateway {
@@ -68,6 +81,11 @@ impl CustomOnionMessageHandler for Gateway {
         if msg.tlv_type != CLIENT_TLV {
             return None;
         }
+        let Ok(permit) = self.sessions.clone().try_acquire_owned() else {
+            self.counters.dropped_busy.fetch_add(1, Ordering::Relaxed);
+            debug!("onion sessions at their cap; message dropped");
+            return None;
+        };
         self.counters.handled.fetch_add(1, Ordering::Relaxed);
         let origin = Origin::new(
             self.instance.clone(),
@@ -81,8 +99,10 @@ impl CustomOnionMessageHandler for Gateway {
             self.wake.clone(),
             self.counters.clone(),
         );
+        let (max_replies, max_pending) = (self.max_replies, self.max_pending);
         // The pipeline is async; answer from a task once it is done.
         tokio::spawn(async move {
+            let _permit = permit;
             let (mut session, mut outbox) = node.open_session(origin, limits);
             session.handle_text(&msg.json).await;
             // One message, one session: nothing stays subscribed for a sender
@@ -98,13 +118,22 @@ impl CustomOnionMessageHandler for Gateway {
             };
             {
                 let mut q = pending.lock().unwrap_or_else(|p| p.into_inner());
-                for json in replies {
-                    counters.replies.fetch_add(1, Ordering::Relaxed);
+                let n = replies.len();
+                let mut queued = 0;
+                for json in replies.into_iter().take(max_replies) {
+                    if q.len() >= max_pending {
+                        break;
+                    }
+                    queued += 1;
                     q.push((
                         NostrOnion::relay(json),
                         responder.clone().respond().into_instructions(),
                     ));
                 }
+                counters.replies.fetch_add(queued, Ordering::Relaxed);
+                counters
+                    .replies_dropped
+                    .fetch_add(n as u64 - queued, Ordering::Relaxed);
             }
             wake();
         });

@@ -24,7 +24,7 @@ pub mod router;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use civkit_bolt8::{Bolt8Handle, LdkTracing, OnionDeps, OnionFactory};
+use civkit_bolt8::{Bolt8Handle, LdkTracing, OnionDeps, OnionFactory, PeerInfo};
 use civkit_framework::{
     BuildContext, Control, Error, Node, Registry, Result, SessionLimits, Shutdown, Transport,
 };
@@ -84,6 +84,16 @@ pub struct OnionConfig {
     pub messages_per_sec_per_peer: f64,
     /// Burst of onion messages a peer may send above the rate.
     pub burst: u32,
+    /// Onion messages accepted per second from all peers together (0: no limit).
+    pub messages_per_sec_total: f64,
+    /// Burst of onion messages above the total rate.
+    pub burst_total: u32,
+    /// Onion messages being handled at once; more are dropped.
+    pub max_sessions: usize,
+    /// Replies one onion message may cause; more are dropped.
+    pub max_replies_per_message: usize,
+    /// Replies waiting to be sent; more are dropped.
+    pub max_pending_replies: usize,
     /// Largest NIP-01 payload in one onion message, in bytes.
     pub max_message_bytes: usize,
     /// Limits of each sender's session, enforced by the node.
@@ -96,6 +106,11 @@ impl Default for OnionConfig {
             via: "ln".into(),
             messages_per_sec_per_peer: 50.0,
             burst: 100,
+            messages_per_sec_total: 500.0,
+            burst_total: 1_000,
+            max_sessions: 64,
+            max_replies_per_message: 25,
+            max_pending_replies: 1_024,
             max_message_bytes: 30_000,
             limits: SessionLimits {
                 max_limit: 20,
@@ -112,6 +127,16 @@ via = "ln"
 messages_per_sec_per_peer = 50.0
 # Burst of onion messages a peer may send above the rate.
 burst = 100
+# Onion messages accepted per second from all peers together (0: no limit).
+messages_per_sec_total = 500.0
+# Burst of onion messages above the total rate.
+burst_total = 1000
+# Onion messages being handled at once; more are dropped.
+max_sessions = 64
+# Replies one onion message may cause (a REQ's events, EOSE); more are dropped.
+max_replies_per_message = 25
+# Replies waiting to be sent; more are dropped.
+max_pending_replies = 1024
 # Largest NIP-01 payload in one onion message, in bytes.
 max_message_bytes = 30000
 
@@ -174,6 +199,9 @@ fn gateway_handler(
         pending: Arc::new(Mutex::new(Vec::new())),
         wake: deps.wake,
         counters: counters.clone(),
+        sessions: Arc::new(tokio::sync::Semaphore::new(cfg.max_sessions.max(1))),
+        max_replies: cfg.max_replies_per_message,
+        max_pending: cfg.max_pending_replies,
     });
     let inner = Arc::new(messenger(
         deps.keys.clone(),
@@ -182,8 +210,14 @@ fn gateway_handler(
     ));
     Arc::new(budget::Budgeted::new(
         inner,
-        cfg.messages_per_sec_per_peer,
-        cfg.burst,
+        budget::Rate {
+            rate: cfg.messages_per_sec_per_peer,
+            burst: cfg.burst,
+        },
+        budget::Rate {
+            rate: cfg.messages_per_sec_total,
+            burst: cfg.burst_total,
+        },
         counters.clone(),
     ))
 }
@@ -213,6 +247,19 @@ fn blinded_path_hex(b: &Bolt8Handle, peers: &[PublicKey]) -> Option<String> {
     paths.first().map(|p| hex::encode(p.encode()))
 }
 
+/// The introduction node of the published path: the current one while it
+/// stays eligible, else the lowest eligible node id; `None` (the board
+/// itself) when no configured peer that forwards onion messages is connected.
+pub fn introduction(peers: &[PeerInfo], current: Option<PublicKey>) -> Option<PublicKey> {
+    let eligible = |p: &&PeerInfo| p.configured && p.onion_messages;
+    if let Some(c) = current {
+        if peers.iter().filter(eligible).any(|p| p.node_id == c) {
+            return Some(c);
+        }
+    }
+    peers.iter().filter(eligible).map(|p| p.node_id).min()
+}
+
 /// Parse a hex blinded path (as published by a board).
 pub fn parse_blinded_path(hex_path: &str) -> Result<BlindedMessagePath> {
     let bytes = hex::decode(hex_path.trim())
@@ -238,7 +285,8 @@ impl std::fmt::Debug for OnionTransport {
 
 struct OnionControl {
     counters: Arc<Counters>,
-    bolt8: Arc<Bolt8Handle>,
+    /// The blinded path the board publishes (hex).
+    path: Arc<Mutex<Option<String>>>,
 }
 
 #[async_trait]
@@ -247,8 +295,8 @@ impl Control for OnionControl {
         match command {
             "stats" => Ok(self.counters.snapshot()),
             "path" => {
-                let peers = self.bolt8.peers().borrow().clone();
-                Ok(serde_json::json!({ "blinded_path": blinded_path_hex(&self.bolt8, &peers) }))
+                let path = self.path.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                Ok(serde_json::json!({ "blinded_path": path }))
             }
             other => Err(Error::Unsupported(format!(
                 "onion command `{other}` (stats, path)"
@@ -263,25 +311,30 @@ impl Control for OnionControl {
 #[async_trait]
 impl Transport for OnionTransport {
     async fn run(self: Box<Self>, node: Node, mut shutdown: Shutdown) -> Result<()> {
+        let path: Arc<Mutex<Option<String>>> = Arc::default();
         let control = OnionControl {
             counters: self.counters.clone(),
-            bolt8: self.bolt8.clone(),
+            path: path.clone(),
         };
         node.register_control(&self.instance, Arc::new(control));
         tracing::info!(instance = %self.instance, via = %self.bolt8.instance(), "onion-message gateway ready");
-        // Publish how to reach us: a blinded path through our first peer. A
-        // path is randomized each time it is built, so build one only when
-        // that introduction peer changes (otherwise the endpoint, and the
-        // board policy that lists it, would change every time).
+        // Publish how to reach us: a blinded path whose introduction node is
+        // a configured peer that is connected and forwards onion messages,
+        // or the board itself. Strangers who connect never become it. A path
+        // is randomized each time it is built, so build one only when the
+        // introduction node changes (the endpoint, and the board policy that
+        // lists it, stay put otherwise).
         let mut peers = self.bolt8.peers();
         let mut intro: Option<Option<PublicKey>> = None;
         loop {
             let now = peers.borrow_and_update().clone();
-            let first = now.first().copied();
-            if intro != Some(first) {
-                if let Some(path) = blinded_path_hex(&self.bolt8, &now) {
-                    node.set_endpoint(&self.instance, format!("onion://{path}"));
-                    intro = Some(first);
+            let next = introduction(&now, intro.flatten());
+            if intro != Some(next) {
+                let hops: Vec<PublicKey> = next.into_iter().collect();
+                if let Some(p) = blinded_path_hex(&self.bolt8, &hops) {
+                    node.set_endpoint(&self.instance, format!("onion://{p}"));
+                    *path.lock().unwrap_or_else(|p| p.into_inner()) = Some(p);
+                    intro = Some(next);
                 }
             }
             tokio::select! {
