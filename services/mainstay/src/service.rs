@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use civkit_framework::{Error, Origin, Result, Service, ServiceContext, Shutdown};
+use civkit_framework::{
+    Admission, Error, Origin, Rejection, Result, Service, ServiceContext, Shutdown,
+};
 use nostr::Event;
 use serde_json::{json, Value};
 use tracing::{info, warn};
@@ -41,6 +43,9 @@ pub struct MainstayConfig {
     pub poll_secs: u64,
     /// Longest wait between retries when Mainstay fails, in seconds.
     pub max_backoff_secs: u64,
+    /// Longest one request to Mainstay may take, in seconds. Rounds keep
+    /// closing every `round_secs` whatever Mainstay does.
+    pub request_timeout_secs: u64,
 }
 
 impl Default for MainstayConfig {
@@ -53,6 +58,7 @@ impl Default for MainstayConfig {
             round_secs: 600,
             poll_secs: 60,
             max_backoff_secs: 600,
+            request_timeout_secs: 30,
         }
     }
 }
@@ -71,13 +77,38 @@ round_secs = 600
 poll_secs = 60
 # Longest wait between retries when Mainstay fails, in seconds.
 max_backoff_secs = 600
+# Longest one request to Mainstay may take, in seconds (rounds close regardless).
+request_timeout_secs = 30
 "#;
+
+/// What the notary does in the background; each keeps its own last error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Task {
+    Round,
+    Send,
+    Poll,
+}
+
+impl Task {
+    fn name(self) -> &'static str {
+        match self {
+            Task::Round => "round",
+            Task::Send => "send",
+            Task::Poll => "poll",
+        }
+    }
+}
 
 #[derive(Default)]
 struct Counters {
     bad_proofs: AtomicU64,
     send_failures: AtomicU64,
-    last_error: Mutex<Option<String>>,
+    /// The standing error of each task with the unix time it happened;
+    /// cleared when that task next succeeds.
+    errors: Mutex<std::collections::BTreeMap<Task, (String, u64)>>,
+    /// Bad proofs already counted (by txid and root), so a poll that sees
+    /// the same bad proof again does not count it again.
+    seen_bad: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 /// The notary service.
@@ -85,7 +116,9 @@ struct Counters {
 pub struct Notary {
     cfg: Arc<MainstayConfig>,
     api: Arc<Mainstay>,
-    seq: Arc<AtomicU64>,
+    /// The last acceptance sequence number handed out; read from the store
+    /// (the highest one recorded) on first use, then only grows.
+    seq: Arc<tokio::sync::OnceCell<AtomicU64>>,
     counters: Arc<Counters>,
 }
 
@@ -118,26 +151,58 @@ fn kv_err(e: impl std::fmt::Display) -> Error {
 impl Notary {
     /// A notary sending to `api`.
     pub fn new(cfg: MainstayConfig, api: Mainstay) -> Self {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or_default();
         Notary {
             cfg: Arc::new(cfg),
             api: Arc::new(api),
-            // Acceptance order; starts from the clock so it keeps growing across restarts.
-            seq: Arc::new(AtomicU64::new(now)),
+            seq: Arc::default(),
             counters: Arc::default(),
         }
     }
 
-    fn note_error(&self, e: crate::error::Error) {
-        warn!(error = %e, kind = ?e.kind(), "mainstay");
-        *self
-            .counters
-            .last_error
+    /// The next acceptance sequence number: persisted (as the keys of
+    /// pending events and the last round's `seq`), so it keeps growing
+    /// across restarts whatever the clock does.
+    async fn next_seq(&self, ctx: &ServiceContext) -> Result<u64> {
+        let counter = self
+            .seq
+            .get_or_try_init(|| async {
+                let last = Self::last(ctx).await?.map_or(0, |(_, s)| s);
+                let pending = ctx
+                    .kv_scan(b"pending:")
+                    .await?
+                    .iter()
+                    .filter_map(|(k, _)| number(k, "pending:"))
+                    .max()
+                    .unwrap_or(0);
+                Ok::<_, Error>(AtomicU64::new(last.max(pending)))
+            })
+            .await?;
+        Ok(counter.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+
+    fn errors(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<Task, (String, u64)>> {
+        self.counters
+            .errors
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn note(
+        &self,
+        ctx: &ServiceContext,
+        task: Task,
+        r: std::result::Result<(), crate::error::Error>,
+    ) {
+        match r {
+            Ok(()) => {
+                self.errors().remove(&task);
+            }
+            Err(e) => {
+                warn!(error = %e, kind = ?e.kind(), task = task.name(), "mainstay");
+                self.errors()
+                    .insert(task, (e.to_string(), ctx.now().as_secs()));
+            }
+        }
     }
 
     async fn last(ctx: &ServiceContext) -> Result<Option<(u64, u64)>> {
@@ -167,17 +232,25 @@ impl Notary {
     /// Close a round over the pending events (none: no round).
     pub async fn close_round(&self, ctx: &ServiceContext) -> Result<Option<Round>> {
         let last = Self::last(ctx).await?;
-        let covered = last.map_or(0, |(_, s)| s);
-        let pending: Vec<(u64, String)> = ctx
-            .kv_scan(b"pending:")
-            .await?
-            .into_iter()
-            .filter_map(|(k, v)| Some((number(&k, "pending:")?, hex::encode(v))))
-            .filter(|(s, _)| *s > covered)
-            .collect();
+        // Every pending event, in acceptance order, however late it was
+        // written; one already in a round (a crash between writing a round
+        // and clearing its pending entries) is only cleared.
+        let mut pending: Vec<(u64, String)> = Vec::new();
+        for (k, v) in ctx.kv_scan(b"pending:").await? {
+            let Some(seq) = number(&k, "pending:") else {
+                continue;
+            };
+            let id = hex::encode(v);
+            if Self::indexed(ctx, &format!("event:{id}")).await?.is_some() {
+                ctx.kv_delete(&k).await?;
+            } else {
+                pending.push((seq, id));
+            }
+        }
         let Some(max_seq) = pending.iter().map(|(s, _)| *s).max() else {
             return Ok(None);
         };
+        let max_seq = max_seq.max(last.map_or(0, |(_, s)| s));
         let (n, previous) = match last {
             Some((n, _)) => (
                 n + 1,
@@ -221,13 +294,14 @@ impl Notary {
         Ok(Some(round))
     }
 
-    /// Send the latest round's commitment (it chains all earlier ones).
-    pub async fn send_latest(&self, ctx: &ServiceContext) -> crate::error::Result<bool> {
+    /// Send the latest round's commitment unless it was sent (it chains
+    /// all earlier ones).
+    pub async fn send_latest(&self, ctx: &ServiceContext) -> crate::error::Result<()> {
         let Some((n, _)) = Self::last(ctx).await? else {
-            return Ok(false);
+            return Ok(());
         };
         if ctx.kv_get(&key("sent:", n)).await?.is_some() {
-            return Ok(false);
+            return Ok(());
         }
         let round = Self::round(ctx, n)
             .await?
@@ -235,7 +309,7 @@ impl Notary {
         self.api.send(&round.commitment).await?;
         ctx.kv_put(&key("sent:", n), &[1]).await?;
         info!(round = n, "commitment sent to Mainstay");
-        Ok(true)
+        Ok(())
     }
 
     /// Fetch the latest slot proof; store it if it verifies and attests one of our rounds.
@@ -244,7 +318,15 @@ impl Notary {
             return Ok(None);
         };
         if !proof::verify(&p).unwrap_or(false) {
-            self.counters.bad_proofs.fetch_add(1, Ordering::Relaxed);
+            let first_time = self
+                .counters
+                .seen_bad
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((p.txid.clone(), p.merkle_root.clone()));
+            if first_time {
+                self.counters.bad_proofs.fetch_add(1, Ordering::Relaxed);
+            }
             return Err(crate::error::Error::Document(format!(
                 "Mainstay's proof for txid {} does not verify; not stored",
                 p.txid
@@ -309,7 +391,8 @@ impl Notary {
             "last_attested": attested,
             "bad_proofs": self.counters.bad_proofs.load(Ordering::Relaxed),
             "send_failures": self.counters.send_failures.load(Ordering::Relaxed),
-            "last_error": self.counters.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            "errors": self.errors().iter().map(|(t, (m, at))| (t.name().to_string(), json!({ "error": m, "at": at }))).collect::<serde_json::Map<_, _>>(),
+            "last_error": self.errors().values().max_by_key(|(_, at)| *at).map(|(m, at)| json!({ "error": m, "at": at })),
         }))
     }
 
@@ -362,7 +445,7 @@ pub fn verify_document(doc: &Value) -> crate::error::Result<String> {
         serde_json::from_value(doc["rounds"].clone()).map_err(|e| bad(format!("rounds: {e}")))?;
     let first = chain.first().ok_or_else(|| bad("no rounds".into()))?;
     if inclusion.commitment != doc["event"].as_str().unwrap_or_default()
-        || !proof::verify(&inclusion).unwrap_or(false)
+        || !rounds::verify_inclusion(&inclusion).unwrap_or(false)
     {
         return Err(bad(
             "the event's path does not reach a round commitment".into()
@@ -388,60 +471,122 @@ pub fn verify_document(doc: &Value) -> crate::error::Result<String> {
 
 #[async_trait]
 impl Service for Notary {
-    async fn on_stored(&self, ctx: &ServiceContext, _origin: &Origin, event: &Event) {
+    /// Take the event's place in acceptance order now, and record it as
+    /// pending with the event's own durable write (a claim): an event that
+    /// is stored is always in the pending set, one that is not never is.
+    async fn admit_event(
+        &self,
+        ctx: &ServiceContext,
+        _origin: &Origin,
+        event: &Event,
+    ) -> Admission {
         if !self.cfg.kinds.contains(&event.kind.as_u16()) {
-            return;
+            return Admission::Accept;
         }
-        // Order is taken here; the write is not awaited on the pipeline's path.
-        let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
-        let (ctx, id) = (ctx.clone(), event.id.to_bytes());
-        tokio::spawn(async move {
-            if let Err(e) = ctx.kv_put(&key("pending:", seq), &id).await {
-                warn!(error = %e, "could not queue an event for notarization");
+        match self.next_seq(ctx).await {
+            Ok(seq) => Admission::AcceptClaiming {
+                keys: vec![(key("pending:", seq), event.id.to_bytes().to_vec())],
+                taken: Rejection::error("the notary's sequence repeated; retry"),
+            },
+            Err(e) => {
+                warn!(error = %e, "could not read the notary's sequence");
+                Admission::Reject(Rejection::error("the notary cannot record the event"))
             }
-        });
+        }
     }
 
-    async fn run(&self, ctx: ServiceContext, mut shutdown: Shutdown) -> Result<()> {
-        let round_every = Duration::from_secs(self.cfg.round_secs.max(1));
-        let poll_every = Duration::from_secs(self.cfg.poll_secs.max(1));
-        let max_backoff = Duration::from_secs(self.cfg.max_backoff_secs.max(1));
-        let start = tokio::time::Instant::now();
-        let (mut next_round, mut next_send, mut next_poll) =
-            (start + round_every, start, start + poll_every);
-        let mut backoff = Duration::from_secs(1);
-        loop {
-            let now = tokio::time::Instant::now();
-            if now >= next_round {
-                if let Err(e) = self.close_round(&ctx).await {
-                    self.note_error(e.into());
-                }
-                next_round = now + round_every;
-                next_send = now;
+    async fn run(&self, ctx: ServiceContext, shutdown: Shutdown) -> Result<()> {
+        // Three clocks, so that a Mainstay that hangs or fails never holds
+        // up the rounds: rounds close every `round_secs`; the latest round
+        // is sent with backoff; proofs are polled every `poll_secs`. Every
+        // request has its own deadline.
+        let deadline = Duration::from_secs(self.cfg.request_timeout_secs.max(1));
+        let timed = |what: &'static str| {
+            move |r: std::result::Result<crate::error::Result<()>, tokio::time::error::Elapsed>| {
+                r.unwrap_or_else(|_| {
+                    Err(crate::error::Error::BadAnswer(format!(
+                        "Mainstay did not answer the {what} within {} s",
+                        deadline.as_secs()
+                    )))
+                })
             }
-            if now >= next_send {
-                match self.send_latest(&ctx).await {
-                    Ok(_) => backoff = Duration::from_secs(1),
-                    Err(e) => {
-                        self.counters.send_failures.fetch_add(1, Ordering::Relaxed);
-                        self.note_error(e);
-                        backoff = (backoff * 2).min(max_backoff);
+        };
+        let round_closed = Arc::new(tokio::sync::Notify::new());
+        let rounds = {
+            let (this, ctx, mut sd, closed) = (
+                self.clone(),
+                ctx.clone(),
+                shutdown.clone(),
+                round_closed.clone(),
+            );
+            async move {
+                let every = Duration::from_secs(this.cfg.round_secs.max(1));
+                loop {
+                    tokio::select! {
+                        _ = sd.wait() => return,
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                    let r = this.close_round(&ctx).await;
+                    if matches!(r, Ok(Some(_))) {
+                        closed.notify_one();
+                    }
+                    this.note(&ctx, Task::Round, r.map(|_| ()).map_err(Into::into));
+                }
+            }
+        };
+        let sender = {
+            let (this, ctx, mut sd, closed) = (
+                self.clone(),
+                ctx.clone(),
+                shutdown.clone(),
+                round_closed.clone(),
+            );
+            async move {
+                let max_backoff = Duration::from_secs(this.cfg.max_backoff_secs.max(1));
+                let mut backoff = Duration::from_secs(1);
+                loop {
+                    let r = timed("commitment")(
+                        tokio::time::timeout(deadline, this.send_latest(&ctx)).await,
+                    );
+                    let wait = match &r {
+                        Ok(()) => {
+                            backoff = Duration::from_secs(1);
+                            max_backoff
+                        }
+                        Err(_) => {
+                            this.counters.send_failures.fetch_add(1, Ordering::Relaxed);
+                            backoff = (backoff * 2).min(max_backoff);
+                            backoff
+                        }
+                    };
+                    this.note(&ctx, Task::Send, r);
+                    tokio::select! {
+                        _ = sd.wait() => return,
+                        _ = closed.notified() => {}
+                        _ = tokio::time::sleep(wait) => {}
                     }
                 }
-                next_send = now + backoff;
             }
-            if now >= next_poll {
-                if let Err(e) = self.poll(&ctx).await {
-                    self.note_error(e);
+        };
+        let poller = {
+            let (this, ctx, mut sd) = (self.clone(), ctx.clone(), shutdown.clone());
+            async move {
+                let every = Duration::from_secs(this.cfg.poll_secs.max(1));
+                loop {
+                    tokio::select! {
+                        _ = sd.wait() => return,
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                    let r = timed("proof request")(
+                        tokio::time::timeout(deadline, this.poll(&ctx))
+                            .await
+                            .map(|r| r.map(|_| ())),
+                    );
+                    this.note(&ctx, Task::Poll, r);
                 }
-                next_poll = now + poll_every;
             }
-            let wake = next_round.min(next_send).min(next_poll);
-            tokio::select! {
-                _ = shutdown.wait() => break,
-                _ = tokio::time::sleep_until(wake) => {}
-            }
-        }
+        };
+        tokio::join!(rounds, sender, poller);
         Ok(())
     }
 

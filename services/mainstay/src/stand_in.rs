@@ -13,8 +13,42 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::proof::SlotProof;
+use crate::proof::{Op, SlotProof};
 use crate::rounds;
+
+/// Mainstay's slot tree over a power-of-two number of slot commitments
+/// (display hex): double SHA-256 of the pair in internal order, as its
+/// proofs (`crate::proof`) fold. Returns the root and each slot's ops.
+fn slot_tree(leaves: &[String]) -> (String, Vec<Vec<Op>>) {
+    use nostr::hashes::{sha256d, Hash};
+    let internal = |h: &str| {
+        let mut b: [u8; 32] = hex::decode(h).unwrap().try_into().unwrap();
+        b.reverse();
+        b
+    };
+    let display = |mut b: [u8; 32]| {
+        b.reverse();
+        hex::encode(b)
+    };
+    let mut level: Vec<[u8; 32]> = leaves.iter().map(|l| internal(l)).collect();
+    let mut paths: Vec<Vec<Op>> = vec![Vec::new(); leaves.len()];
+    let mut index: Vec<usize> = (0..leaves.len()).collect();
+    while level.len() > 1 {
+        for (slot, i) in index.iter_mut().enumerate() {
+            let sibling = *i ^ 1;
+            paths[slot].push(Op {
+                append: i.is_multiple_of(2),
+                commitment: display(level[sibling]),
+            });
+            *i /= 2;
+        }
+        level = level
+            .chunks(2)
+            .map(|c| sha256d::Hash::hash(&[c[0], c[1]].concat()).to_byte_array())
+            .collect();
+    }
+    (display(level[0]), paths)
+}
 
 /// The stand-in's state.
 #[derive(Default)]
@@ -48,14 +82,13 @@ impl StandIn {
                     .unwrap_or_else(|| rounds::GENESIS.to_string())
             })
             .collect();
-        // Reuse the round tree to build the slot tree and its paths.
-        let tree = rounds::build(0, rounds::GENESIS, leaves.clone()).unwrap();
+        let (root, paths) = slot_tree(&leaves);
         // A real transaction paying to the base key tweaked by the slot root,
         // spending the previous attestation.
         let key = crate::chain::tweaked_key(
             crate::chain::MAINNET_BASE_KEY,
             crate::chain::MAINNET_CHAIN_CODE,
-            &tree.root,
+            &root,
         )
         .unwrap();
         let prev = self.last_txid.lock().unwrap().unwrap_or_else(|| {
@@ -89,12 +122,16 @@ impl StandIn {
         let mut proofs = self.proofs.lock().unwrap();
         for (i, c) in leaves.iter().enumerate() {
             if slots.contains_key(&(i as u64)) {
-                let mut p = rounds::inclusion(&tree, i).unwrap();
-                p.ops.pop(); // the slot tree has no chaining step
-                p.merkle_root = tree.root.clone();
-                p.commitment = c.clone();
-                p.txid = txid.to_string();
-                proofs.insert(i as u64, p);
+                proofs.insert(
+                    i as u64,
+                    SlotProof {
+                        commitment: c.clone(),
+                        merkle_root: root.clone(),
+                        ops: paths[i].clone(),
+                        txid: txid.to_string(),
+                        height: Value::Null,
+                    },
+                );
             }
         }
     }

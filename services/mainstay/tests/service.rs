@@ -16,10 +16,14 @@ use nostr::{EventBuilder, Keys};
 use serde_json::{json, Value};
 
 fn notary(url: &str) -> Notary {
+    notary_of(url, vec![1])
+}
+
+fn notary_of(url: &str, kinds: Vec<u16>) -> Notary {
     let cfg = MainstayConfig {
         url: url.into(),
         position: 3,
-        kinds: vec![1],
+        kinds,
         round_secs: 1,
         poll_secs: 1,
         max_backoff_secs: 2,
@@ -142,12 +146,18 @@ async fn an_outage_queues_rounds_without_slowing_ingestion() {
     })
     .await;
     assert_eq!(s["last_round_unsent"], true);
-    assert!(s["last_error"].as_str().unwrap().contains("503"), "{s}");
+    let err = &s["errors"]["send"];
+    assert!(err["error"].as_str().unwrap().contains("503"), "{s}");
+    assert!(
+        err["at"].as_u64().unwrap() > 0,
+        "errors carry their time: {s}"
+    );
     *mainstay.down.lock().unwrap() = false;
-    until(&tn, "sent after recovery", |s| {
+    let s = until(&tn, "sent after recovery", |s| {
         s["last_round_unsent"] == false
     })
     .await;
+    assert!(s["errors"].get("send").is_none(), "cleared on success: {s}");
     mainstay.attest();
     until(&tn, "attested after recovery", |s| {
         !s["last_attested"].is_null()
@@ -177,6 +187,63 @@ async fn a_proof_that_does_not_verify_is_reported_not_stored() {
     })
     .await;
     assert!(s["last_attested"].is_null(), "{s}");
+    // Polled again and again, the same bad proof counts once.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(status(&tn).await["bad_proofs"], 1);
+}
+
+/// A Mainstay that accepts connections and never answers: rounds keep
+/// closing on their clock, and the requests fail on their own deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_mainstay_does_not_stop_the_round_clock() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock); // read nothing, answer nothing
+        }
+    });
+    let cfg = MainstayConfig {
+        url: url.clone(),
+        position: 3,
+        kinds: vec![1],
+        round_secs: 1,
+        poll_secs: 1,
+        max_backoff_secs: 1,
+        request_timeout_secs: 1,
+        ..MainstayConfig::default()
+    };
+    let api = Mainstay {
+        url,
+        position: 3,
+        token: "test-token".into(),
+    };
+    let tn = TestNode::builder()
+        .service("notary", Arc::new(Notary::new(cfg, api)))
+        .build();
+    let started = std::time::Instant::now();
+    for round in 0..3u64 {
+        publish_notes(&tn, 2).await;
+        until(&tn, "a round closes while Mainstay hangs", |s| {
+            s["last_round"].as_u64() >= Some(round)
+        })
+        .await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        started.elapsed()
+    );
+    let s = status(&tn).await;
+    assert!(
+        s["errors"]["send"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer"),
+        "{s}"
+    );
+    assert_eq!(s["last_round_unsent"], true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,5 +281,63 @@ async fn rounds_survive_a_restart_and_keep_chaining() {
         rounds[1].events.len(),
         2,
         "no event of round 0 is counted again"
+    );
+}
+
+/// An event recorded late (a pending entry numbered below the last round's
+/// highest) still lands in the next round, and an event that a later
+/// service refuses leaves nothing pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_and_refused_events_are_handled_by_the_round_clock() {
+    let (_mainstay, url) = stand_in::start().await;
+    let tn = TestNode::builder()
+        .service("notary", Arc::new(notary_of(&url, vec![1, 7])))
+        .service(
+            "pow",
+            Arc::new(civkit_plugin_pow::PowGate::new(
+                civkit_plugin_pow::PowConfig {
+                    min_difficulty: 30,
+                    kinds: vec![7],
+                },
+            )),
+        )
+        .build();
+    publish_notes(&tn, 3).await;
+    until(&tn, "round 0", |s| s["last_round"] == 0).await;
+    let late = hex::decode("ab".repeat(32)).unwrap();
+    tn.node
+        .persister()
+        .kv_put(
+            "notary",
+            &[b"pending:".as_slice(), &1u64.to_be_bytes()].concat(),
+            &late,
+        )
+        .await
+        .unwrap();
+    let s = until(&tn, "round 1", |s| s["last_round"] == 1).await;
+    assert_eq!(s["pending_events"], 0, "{s}");
+    let rounds = tn
+        .node
+        .service_admin("notary", "rounds", Value::Null)
+        .await
+        .unwrap();
+    assert_eq!(rounds[1]["events"], json!(["ab".repeat(32)]), "{rounds}");
+
+    // Kind 7 is notarized only if stored: the pow gate after the notary refuses it.
+    let mut c = tn.client().await;
+    let refused = EventBuilder::new(nostr::Kind::from(7), "+")
+        .sign_with_keys(&Keys::generate())
+        .unwrap();
+    let (ok, msg) = c.publish(&refused).await;
+    assert!(!ok && msg.starts_with("pow:"), "{msg}");
+    let pending = tn
+        .node
+        .persister()
+        .kv_scan("notary", b"pending:")
+        .await
+        .unwrap();
+    assert!(
+        pending.is_empty(),
+        "a refused event is not pending: {pending:?}"
     );
 }
