@@ -76,6 +76,11 @@ fn example_covers_every_key_and_builds() {
         );
     }
 
+    // What an operator must fill in: the slot's staychain start.
+    let text = text.replace(
+        "staychain_start = \"\"",
+        &format!("staychain_start = \"{}\"", "ab".repeat(32)),
+    );
     let cfg = Config::from_toml(&text).expect("the example is a valid config");
     let dir = tempfile::tempdir().unwrap();
     // Files an operator provides (the Mainstay slot token).

@@ -72,8 +72,10 @@ async fn verify_history_catches_a_board_that_drops_an_order() {
          [transports.relay]\ntype = \"nostr-ws\"\nlisten = \"127.0.0.1:0\"\n\
          [services.board]\ntype = \"market-board\"\norder = 1\n\
          [services.notary]\ntype = \"mainstay\"\norder = 2\nurl = \"{url}\"\nposition = 3\nkinds = [38383]\n\
-         round_secs = 2\npoll_secs = 1\nmax_backoff_secs = 2\n",
-        data.display()
+         round_secs = 2\npoll_secs = 1\nmax_backoff_secs = 2\n\
+         [services.notary.chain]\nurl = \"{url}\"\nstaychain_start = \"{start}\"\nmin_confirmations = 1\n",
+        data.display(),
+        start = stand_in::STAYCHAIN_START,
     );
     let d = Daemon::start(&Config::from_toml(&cfg).unwrap(), &components::registry())
         .await
@@ -123,7 +125,18 @@ async fn verify_history_catches_a_board_that_drops_an_order() {
     mainstay.attest();
     until(&d, "round 1 attested", |s| s["last_attested"]["round"] == 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (ok, out) = sample_async(&["--board", &ws, "verify-history", "--esplora", &url]).await;
+    let (ok, out) = sample_async(&[
+        "--board",
+        &ws,
+        "verify-history",
+        "--esplora",
+        &url,
+        "--staychain-start",
+        stand_in::STAYCHAIN_START,
+        "--min-confirmations",
+        "1",
+    ])
+    .await;
     assert!(!ok, "a dropped order fails the check: {out}");
     assert!(
         out.contains("2 attestation transaction(s) verified on chain"),

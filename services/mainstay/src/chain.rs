@@ -29,6 +29,8 @@ pub const MAINNET_CHAIN_CODE: &str =
 pub trait ChainSource: Send + Sync {
     /// The transaction with this txid (display hex).
     async fn transaction(&self, txid: &str) -> Result<Transaction>;
+    /// How many blocks confirm the transaction (0: unconfirmed).
+    async fn confirmations(&self, txid: &str) -> Result<u64>;
 }
 
 async fn http(
@@ -61,10 +63,9 @@ pub struct BitcoindRpc {
     pub password: String,
 }
 
-#[async_trait]
-impl ChainSource for BitcoindRpc {
-    async fn transaction(&self, txid: &str) -> Result<Transaction> {
-        let body = json!({ "jsonrpc": "1.0", "id": "civkit", "method": "getrawtransaction", "params": [txid, false] });
+impl BitcoindRpc {
+    async fn call(&self, method: &str, params: Value) -> Result<Value> {
+        let body = json!({ "jsonrpc": "1.0", "id": "civkit", "method": method, "params": params });
         let text = http(
             "POST",
             self.url.clone(),
@@ -77,11 +78,23 @@ impl ChainSource for BitcoindRpc {
         if !v["error"].is_null() {
             return Err(Error::BadAnswer(format!("bitcoind: {}", v["error"])));
         }
+        Ok(v["result"].clone())
+    }
+}
+
+#[async_trait]
+impl ChainSource for BitcoindRpc {
+    async fn transaction(&self, txid: &str) -> Result<Transaction> {
+        let result = self.call("getrawtransaction", json!([txid, false])).await?;
         decode_tx(
-            v["result"]
+            result
                 .as_str()
                 .ok_or_else(|| Error::BadAnswer("bitcoind: no result".into()))?,
         )
+    }
+    async fn confirmations(&self, txid: &str) -> Result<u64> {
+        let result = self.call("getrawtransaction", json!([txid, true])).await?;
+        Ok(result["confirmations"].as_u64().unwrap_or(0))
     }
 }
 
@@ -90,18 +103,39 @@ pub struct Esplora {
     pub url: String,
 }
 
+impl Esplora {
+    async fn get(&self, path: &str) -> Result<String> {
+        http(
+            "GET",
+            format!("{}/{path}", self.url.trim_end_matches('/')),
+            None,
+            None,
+        )
+        .await
+    }
+}
+
 #[async_trait]
 impl ChainSource for Esplora {
     async fn transaction(&self, txid: &str) -> Result<Transaction> {
-        decode_tx(
-            &http(
-                "GET",
-                format!("{}/tx/{txid}/hex", self.url.trim_end_matches('/')),
-                None,
-                None,
-            )
-            .await?,
-        )
+        decode_tx(&self.get(&format!("tx/{txid}/hex")).await?)
+    }
+    async fn confirmations(&self, txid: &str) -> Result<u64> {
+        let status: Value = serde_json::from_str(&self.get(&format!("tx/{txid}/status")).await?)
+            .map_err(|e| Error::BadAnswer(format!("Esplora tx status is not JSON: {e}")))?;
+        let Some(height) = status["block_height"]
+            .as_u64()
+            .filter(|_| status["confirmed"] == true)
+        else {
+            return Ok(0);
+        };
+        let tip: u64 = self
+            .get("blocks/tip/height")
+            .await?
+            .trim()
+            .parse()
+            .map_err(|_| Error::BadAnswer("Esplora tip height is not a number".into()))?;
+        Ok(tip.saturating_sub(height) + 1)
     }
 }
 
@@ -156,13 +190,15 @@ pub fn paying_scripts(key: &PublicKey) -> Vec<ScriptBuf> {
 }
 
 /// Check that `txid` attests `merkle_root` under the base key: a single
-/// output paying to the tweaked key.
+/// output paying to the tweaked key, confirmed by at least
+/// `min_confirmations` blocks.
 pub async fn check_attestation(
     chain: &dyn ChainSource,
     base_key: &str,
     chain_code: &str,
     txid: &str,
     merkle_root: &str,
+    min_confirmations: u64,
 ) -> Result<Transaction> {
     let tx = chain.transaction(txid).await?;
     if tx.compute_txid().to_string() != txid {
@@ -182,20 +218,74 @@ pub async fn check_attestation(
             "attestation {txid} does not pay to the base key tweaked by {merkle_root}"
         )));
     }
+    let confirmations = chain.confirmations(txid).await?;
+    if confirmations < min_confirmations {
+        return Err(Error::Chain(format!(
+            "attestation {txid} has {confirmations} confirmation(s), fewer than {min_confirmations}"
+        )));
+    }
     Ok(tx)
 }
 
-/// Check staychain continuity over txids, newest first: each spends the next.
-pub async fn check_staychain(chain: &dyn ChainSource, txids: &[String]) -> Result<()> {
-    for pair in txids.windows(2) {
-        let newer = chain.transaction(&pair[0]).await?;
-        let older = Txid::from_str(&pair[1])
-            .map_err(|e| Error::Document(format!("txid {}: {e}", pair[1])))?;
-        if !newer.input.iter().any(|i| i.previous_output.txid == older) {
-            return Err(Error::Chain(format!(
-                "{} does not spend {}: the staychain is broken",
-                pair[0], pair[1]
-            )));
+/// Walk the staychain back from `from`, each transaction to the one its
+/// first input spends, until `stop` says a txid is known good (the slot's
+/// configured first transaction, or one verified before). Returns the
+/// txids walked, newest first, the stopping one last. Anyone can make a
+/// transaction that pays a tweaked key; only the ones linked to the slot's
+/// start are Mainstay's.
+pub async fn walk_staychain(
+    chain: &dyn ChainSource,
+    from: &str,
+    stop: impl Fn(&str) -> bool + Send,
+    max_steps: usize,
+) -> Result<Vec<String>> {
+    let mut walked = vec![from.to_string()];
+    let mut current = from.to_string();
+    for _ in 0..max_steps {
+        if stop(&current) {
+            return Ok(walked);
+        }
+        let tx = chain.transaction(&current).await?;
+        if tx.is_coinbase() {
+            break;
+        }
+        let prev = tx
+            .input
+            .first()
+            .ok_or_else(|| Error::Chain(format!("{current} spends nothing")))?
+            .previous_output
+            .txid
+            .to_string();
+        walked.push(prev.clone());
+        current = prev;
+    }
+    Err(Error::Chain(format!(
+        "{from} does not lead back to the slot's staychain start within {max_steps} transactions"
+    )))
+}
+
+/// Check the attestations of a history, newest first: each is on the
+/// staychain that leads back to `start`, in this order.
+pub async fn check_staychain(
+    chain: &dyn ChainSource,
+    txids: &[String],
+    start: &str,
+    max_steps: usize,
+) -> Result<()> {
+    let Some(newest) = txids.first() else {
+        return Ok(());
+    };
+    Txid::from_str(start).map_err(|e| Error::Document(format!("staychain start {start}: {e}")))?;
+    let walked = walk_staychain(chain, newest, |t| t == start, max_steps).await?;
+    let mut at = 0;
+    for txid in txids {
+        match walked[at..].iter().position(|w| w == txid) {
+            Some(i) => at += i,
+            None => {
+                return Err(Error::Chain(format!(
+                    "{txid} is not on the staychain from {newest} back to {start}"
+                )))
+            }
         }
     }
     Ok(())

@@ -48,12 +48,18 @@ impl Mainstay {
             None,
         )
         .await?;
-        let body = v.get("response").cloned().unwrap_or(v);
-        if body.is_null() || body.get("merkle_root").is_none() {
-            return Ok(None);
-        }
-        serde_json::from_value(body)
-            .map(Some)
-            .map_err(|e| Error::BadAnswer(format!("the proof is not a slot proof: {e}")))
+        proof_from_answer(v)
     }
+}
+
+/// The slot proof in an answer of `commitment/latestproof` (bare, or under
+/// `response`); `None` when there is none yet.
+pub fn proof_from_answer(v: Value) -> Result<Option<SlotProof>> {
+    let body = v.get("response").cloned().unwrap_or(v);
+    if body.is_null() || body.get("merkle_root").is_none() {
+        return Ok(None);
+    }
+    serde_json::from_value(body)
+        .map(Some)
+        .map_err(|e| Error::BadAnswer(format!("the proof is not a slot proof: {e}")))
 }

@@ -29,7 +29,61 @@ use std::sync::Arc;
 use civkit_framework::{BuildContext, Registry, Service};
 
 pub use error::{Error, ErrorKind};
-pub use service::{verify_document, MainstayConfig, Notary};
+pub use service::{verify_document, ChainConfig, MainstayConfig, Notary};
+
+/// The chain source of a `[services.<name>.chain]` table (`None` for
+/// `backend = "none"`); `key` is the table's path for errors.
+pub fn chain_source(
+    cfg: &ChainConfig,
+    data_dir: &std::path::Path,
+    key: &str,
+) -> civkit_framework::Result<Option<Arc<dyn chain::ChainSource>>> {
+    use civkit_framework::Error;
+    let need = |v: &str, what: &str| {
+        if v.is_empty() {
+            Err(Error::config(format!("{key}.{what}"), "is required"))
+        } else {
+            Ok(())
+        }
+    };
+    if cfg.backend != "none" {
+        need(&cfg.url, "url")?;
+        need(&cfg.staychain_start, "staychain_start")?;
+        if cfg.staychain_start.parse::<bitcoin::Txid>().is_err() {
+            return Err(Error::config(
+                format!("{key}.staychain_start"),
+                "is not a txid",
+            ));
+        }
+        chain::tweaked_key(&cfg.base_key, &cfg.chain_code, &"00".repeat(32))
+            .map_err(|e| Error::config(format!("{key}.base_key"), e))?;
+    }
+    match cfg.backend.as_str() {
+        "esplora" => Ok(Some(Arc::new(chain::Esplora {
+            url: cfg.url.clone(),
+        }))),
+        "bitcoind" => {
+            need(&cfg.password_file, "password_file")?;
+            let path = data_dir.join(&cfg.password_file);
+            let password = std::fs::read_to_string(&path).map_err(|e| {
+                Error::config(
+                    format!("{key}.password_file"),
+                    format!("{}: {e}", path.display()),
+                )
+            })?;
+            Ok(Some(Arc::new(chain::BitcoindRpc {
+                url: cfg.url.clone(),
+                user: cfg.user.clone(),
+                password: password.trim().to_string(),
+            })))
+        }
+        "none" => Ok(None),
+        other => Err(Error::config(
+            format!("{key}.backend"),
+            format!("`{other}`: choose esplora, bitcoind or none"),
+        )),
+    }
+}
 
 /// Register the `mainstay` service.
 pub fn register(registry: &mut Registry) {
@@ -50,7 +104,12 @@ pub fn register(registry: &mut Registry) {
                 position: cfg.position,
                 token: token.trim().to_string(),
             };
-            Ok(Arc::new(Notary::new(cfg, api)) as Arc<dyn Service>)
+            let chain = chain_source(
+                &cfg.chain,
+                &ctx.data_dir,
+                &format!("services.{}.chain", ctx.instance),
+            )?;
+            Ok(Arc::new(Notary::new(cfg, api, chain)) as Arc<dyn Service>)
         },
     );
 }

@@ -46,6 +46,51 @@ pub struct MainstayConfig {
     /// Longest one request to Mainstay may take, in seconds. Rounds keep
     /// closing every `round_secs` whatever Mainstay does.
     pub request_timeout_secs: u64,
+    /// Where attestations are checked on the Bitcoin chain before a round
+    /// counts as attested.
+    pub chain: ChainConfig,
+}
+
+/// `[services.<name>.chain]`: the chain source and what an attestation must be.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChainConfig {
+    /// `esplora`, `bitcoind`, or `none` (testing only: attestations are
+    /// trusted without a chain check; must be chosen explicitly).
+    pub backend: String,
+    /// Esplora base URL, or bitcoind's RPC URL (bitcoind needs `-txindex`).
+    pub url: String,
+    /// bitcoind RPC user.
+    pub user: String,
+    /// File with the bitcoind RPC password, relative to node.data_dir.
+    pub password_file: String,
+    /// Mainstay's base public key (hex).
+    pub base_key: String,
+    /// Chain code of the base key (hex).
+    pub chain_code: String,
+    /// The first transaction of the slot's staychain (from Mainstay): every
+    /// attestation must lead back to it.
+    pub staychain_start: String,
+    /// Confirmations an attestation needs.
+    pub min_confirmations: u64,
+    /// Longest walk back along the staychain, in transactions.
+    pub max_staychain_steps: usize,
+}
+
+impl Default for ChainConfig {
+    fn default() -> Self {
+        ChainConfig {
+            backend: "esplora".into(),
+            url: "https://blockstream.info/api".into(),
+            user: String::new(),
+            password_file: String::new(),
+            base_key: crate::chain::MAINNET_BASE_KEY.into(),
+            chain_code: crate::chain::MAINNET_CHAIN_CODE.into(),
+            staychain_start: String::new(),
+            min_confirmations: 3,
+            max_staychain_steps: 100_000,
+        }
+    }
 }
 
 impl Default for MainstayConfig {
@@ -59,6 +104,7 @@ impl Default for MainstayConfig {
             poll_secs: 60,
             max_backoff_secs: 600,
             request_timeout_secs: 30,
+            chain: ChainConfig::default(),
         }
     }
 }
@@ -79,6 +125,25 @@ poll_secs = 60
 max_backoff_secs = 600
 # Longest one request to Mainstay may take, in seconds (rounds close regardless).
 request_timeout_secs = 30
+
+# Where attestations are checked on the Bitcoin chain before a round counts as attested.
+[{table}.chain]
+# esplora, bitcoind, or none (testing only: attestations trusted unchecked).
+backend = "esplora"
+# Esplora base URL, or bitcoind's RPC URL (bitcoind needs -txindex).
+url = "https://blockstream.info/api"
+# bitcoind RPC user, and a file with its password (relative to node.data_dir).
+user = ""
+password_file = ""
+# Mainstay's base public key and chain code (hex).
+base_key = "03e31877426407458858948993f6af1fc70dd2928a328dec6cdf5c215770e40ed2"
+chain_code = "14df7ece79e83f0f479a37832d770294014edc6884b0c8bfa2e0aaf51fb00229"
+# The first transaction of your slot's staychain, from Mainstay (required).
+staychain_start = ""
+# Confirmations an attestation needs.
+min_confirmations = 3
+# Longest walk back along the staychain, in transactions.
+max_staychain_steps = 100000
 "#;
 
 /// What the notary does in the background; each keeps its own last error.
@@ -116,6 +181,8 @@ struct Counters {
 pub struct Notary {
     cfg: Arc<MainstayConfig>,
     api: Arc<Mainstay>,
+    /// `None` only with `chain.backend = "none"`.
+    chain: Option<Arc<dyn crate::chain::ChainSource>>,
     /// The last acceptance sequence number handed out; read from the store
     /// (the highest one recorded) on first use, then only grows.
     seq: Arc<tokio::sync::OnceCell<AtomicU64>>,
@@ -150,10 +217,18 @@ fn kv_err(e: impl std::fmt::Display) -> Error {
 
 impl Notary {
     /// A notary sending to `api`.
-    pub fn new(cfg: MainstayConfig, api: Mainstay) -> Self {
+    pub fn new(
+        cfg: MainstayConfig,
+        api: Mainstay,
+        chain: Option<Arc<dyn crate::chain::ChainSource>>,
+    ) -> Self {
+        if chain.is_none() {
+            warn!("the notary trusts Mainstay's attestations without checking them on chain (chain.backend = none; testing only)");
+        }
         Notary {
             cfg: Arc::new(cfg),
             api: Arc::new(api),
+            chain,
             seq: Arc::default(),
             counters: Arc::default(),
         }
@@ -340,6 +415,9 @@ impl Notary {
             return Ok(None);
         };
         if ctx.kv_get(&key("proof:", n)).await?.is_none() {
+            if !self.on_chain(ctx, &p).await? {
+                return Ok(None);
+            }
             let bytes = serde_json::to_vec(&p)
                 .map_err(|e| crate::error::Error::Document(format!("proof of round {n}: {e}")))?;
             ctx.kv_put(&key("proof:", n), &bytes).await?;
@@ -347,6 +425,49 @@ impl Notary {
             self.publish_round(ctx, &r, Some(&p)).await;
         }
         Ok(Some(n))
+    }
+
+    /// Whether the attestation `p` is Mainstay's on the chain: its
+    /// transaction pays the base key tweaked by the proof's root, is deep
+    /// enough, and leads back along the staychain to the slot's start.
+    /// `false` while it is not deep enough yet; an error when it is not an
+    /// attestation of this slot.
+    async fn on_chain(&self, ctx: &ServiceContext, p: &SlotProof) -> crate::error::Result<bool> {
+        use crate::chain;
+        let Some(source) = &self.chain else {
+            return Ok(true);
+        };
+        let c = &self.cfg.chain;
+        if source.confirmations(&p.txid).await? < c.min_confirmations {
+            return Ok(false);
+        }
+        chain::check_attestation(
+            source.as_ref(),
+            &c.base_key,
+            &c.chain_code,
+            &p.txid,
+            &p.merkle_root,
+            c.min_confirmations,
+        )
+        .await?;
+        let verified: std::collections::HashSet<String> = ctx
+            .kv_scan(b"chain:")
+            .await?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k["chain:".len()..]).into_owned())
+            .collect();
+        let start = c.staychain_start.clone();
+        let walked = chain::walk_staychain(
+            source.as_ref(),
+            &p.txid,
+            move |t| t == start || verified.contains(t),
+            c.max_staychain_steps,
+        )
+        .await?;
+        for t in walked {
+            ctx.kv_put(format!("chain:{t}").as_bytes(), &[1]).await?;
+        }
+        Ok(true)
     }
 
     /// Publish a round (and its proof once attested) as an addressable event
@@ -389,6 +510,7 @@ impl Notary {
             "pending_events": pending,
             "last_round_unsent": unsent,
             "last_attested": attested,
+            "on_chain_check": self.chain.is_some(),
             "bad_proofs": self.counters.bad_proofs.load(Ordering::Relaxed),
             "send_failures": self.counters.send_failures.load(Ordering::Relaxed),
             "errors": self.errors().iter().map(|(t, (m, at))| (t.name().to_string(), json!({ "error": m, "at": at }))).collect::<serde_json::Map<_, _>>(),

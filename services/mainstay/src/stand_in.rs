@@ -65,7 +65,17 @@ pub struct StandIn {
     pub txs: Mutex<BTreeMap<String, String>>,
     /// The last attestation, spent by the next.
     pub last_txid: Mutex<Option<bitcoin::Txid>>,
+    /// Height of each attestation's block: the n-th attestation is in
+    /// block n; the tip is the number of attestations plus `extra_blocks`.
+    pub heights: Mutex<BTreeMap<String, u64>>,
+    /// Blocks mined on top of the last attestation.
+    pub extra_blocks: Mutex<u64>,
 }
+
+/// The staychain's start: the transaction the stand-in's first attestation
+/// spends (configure it as `staychain_start`).
+pub const STAYCHAIN_START: &str =
+    "5222ffe08bfd4ca0db30d261b2d54d0b6e3faed5276be422e5e6ac32c450ccd7";
 
 impl StandIn {
     /// Attest the current slot commitments: build the slot tree (8 slots,
@@ -91,11 +101,11 @@ impl StandIn {
             &root,
         )
         .unwrap();
-        let prev = self.last_txid.lock().unwrap().unwrap_or_else(|| {
-            "5222ffe08bfd4ca0db30d261b2d54d0b6e3faed5276be422e5e6ac32c450ccd7"
-                .parse()
-                .unwrap()
-        });
+        let prev = self
+            .last_txid
+            .lock()
+            .unwrap()
+            .unwrap_or_else(|| STAYCHAIN_START.parse().unwrap());
         let tx = bitcoin::Transaction {
             version: bitcoin::transaction::Version::TWO,
             lock_time: bitcoin::absolute::LockTime::ZERO,
@@ -119,6 +129,7 @@ impl StandIn {
             bitcoin::consensus::encode::serialize_hex(&tx),
         );
         *self.last_txid.lock().unwrap() = Some(txid);
+        self.heights.lock().unwrap().insert(txid.to_string(), *n);
         let mut proofs = self.proofs.lock().unwrap();
         for (i, c) in leaves.iter().enumerate() {
             if slots.contains_key(&(i as u64)) {
@@ -191,14 +202,34 @@ async fn tx_hex(
     }
 }
 
+async fn tx_status(
+    State(s): State<Arc<StandIn>>,
+    axum::extract::Path(txid): axum::extract::Path<String>,
+) -> (StatusCode, Json<Value>) {
+    match s.heights.lock().unwrap().get(&txid) {
+        Some(h) => (
+            StatusCode::OK,
+            Json(json!({ "confirmed": true, "block_height": h })),
+        ),
+        None => (StatusCode::NOT_FOUND, Json(Value::Null)),
+    }
+}
+
+async fn tip(State(s): State<Arc<StandIn>>) -> String {
+    (*s.attestations.lock().unwrap() + *s.extra_blocks.lock().unwrap()).to_string()
+}
+
 /// Start the stand-in on a free port; returns it and its base URL (also an
-/// Esplora endpoint for the fake staychain: `GET /tx/{txid}/hex`).
+/// Esplora endpoint for the fake staychain: `GET /tx/{txid}/hex`,
+/// `/tx/{txid}/status`, `/blocks/tip/height`).
 pub async fn start() -> (Arc<StandIn>, String) {
     let state = Arc::new(StandIn::default());
     let app = Router::new()
         .route("/commitment/send", post(send))
         .route("/commitment/latestproof", get(latest))
         .route("/tx/{txid}/hex", get(tx_hex))
+        .route("/tx/{txid}/status", get(tx_status))
+        .route("/blocks/tip/height", get(tip))
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

@@ -18,7 +18,11 @@ use civkit_mainstay::chain::{
 };
 use serde_json::{json, Value};
 
-type Txs = Arc<HashMap<String, String>>;
+/// Raw transactions by txid, with the height of the block that holds them.
+type Txs = Arc<HashMap<String, (String, u64)>>;
+
+/// The chain tip of the stand-ins.
+const TIP: u64 = 100;
 
 async fn rpc(
     State(txs): State<Txs>,
@@ -33,8 +37,12 @@ async fn rpc(
     }
     assert_eq!(body["method"], "getrawtransaction");
     let txid = body["params"][0].as_str().unwrap_or_default();
+    let verbose = body["params"][1] == true;
     Ok(Json(match txs.get(txid) {
-        Some(hex) => json!({ "result": hex, "error": null, "id": "civkit" }),
+        Some((hex, height)) if verbose => {
+            json!({ "result": { "hex": hex, "confirmations": TIP - height + 1 }, "error": null, "id": "civkit" })
+        }
+        Some((hex, _)) => json!({ "result": hex, "error": null, "id": "civkit" }),
         None => {
             json!({ "result": null, "error": { "code": -5, "message": "No such transaction" }, "id": "civkit" })
         }
@@ -42,13 +50,25 @@ async fn rpc(
 }
 
 async fn esplora(State(txs): State<Txs>, Path(txid): Path<String>) -> Result<String, StatusCode> {
-    txs.get(&txid).cloned().ok_or(StatusCode::NOT_FOUND)
+    txs.get(&txid)
+        .map(|t| t.0.clone())
+        .ok_or(StatusCode::NOT_FOUND)
+}
+
+async fn esplora_status(
+    State(txs): State<Txs>,
+    Path(txid): Path<String>,
+) -> Result<Json<Value>, StatusCode> {
+    let (_, height) = txs.get(&txid).ok_or(StatusCode::NOT_FOUND)?;
+    Ok(Json(json!({ "confirmed": true, "block_height": height })))
 }
 
 async fn serve(txs: Txs) -> String {
     let app = Router::new()
         .route("/", post(rpc))
         .route("/tx/{txid}/hex", get(esplora))
+        .route("/tx/{txid}/status", get(esplora_status))
+        .route("/blocks/tip/height", get(|| async { TIP.to_string() }))
         .with_state(txs);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
@@ -93,14 +113,16 @@ async fn attestations_and_the_staychain_check_through_bitcoind_and_esplora() {
         .unwrap();
     let t0 = tx(genesis_input, pays_to(ROOT0), 1);
     let t1 = tx(t0.compute_txid(), pays_to(ROOT1), 1);
-    let stray = tx(genesis_input, pays_to(ROOT1), 1);
+    // Anyone can pay the tweaked key; this one is not on the slot's staychain.
+    let elsewhere: Txid = "11".repeat(32).parse().unwrap();
+    let stray = tx(elsewhere, pays_to(ROOT1), 1);
     let two_outputs = tx(t0.compute_txid(), pays_to(ROOT1), 2);
     let hex = |t: &Transaction| bitcoin::consensus::encode::serialize_hex(t);
     let mut map = HashMap::new();
-    for t in [&t0, &t1, &stray, &two_outputs] {
-        map.insert(t.compute_txid().to_string(), hex(t));
+    for (t, height) in [(&t0, 91), (&t1, TIP), (&stray, 95), (&two_outputs, 96)] {
+        map.insert(t.compute_txid().to_string(), (hex(t), height));
     }
-    map.insert("00".repeat(32), "not a transaction".into());
+    map.insert("00".repeat(32), ("not a transaction".into(), 1));
     let url = serve(Arc::new(map)).await;
     let sources: Vec<Box<dyn ChainSource>> = vec![
         Box::new(BitcoindRpc {
@@ -113,32 +135,54 @@ async fn attestations_and_the_staychain_check_through_bitcoind_and_esplora() {
     let (id0, id1) = (t0.compute_txid().to_string(), t1.compute_txid().to_string());
     for s in &sources {
         let s = s.as_ref();
-        chain::check_attestation(s, MAINNET_BASE_KEY, MAINNET_CHAIN_CODE, &id1, ROOT1)
+        chain::check_attestation(s, MAINNET_BASE_KEY, MAINNET_CHAIN_CODE, &id1, ROOT1, 1)
             .await
             .unwrap();
+        let shallow =
+            chain::check_attestation(s, MAINNET_BASE_KEY, MAINNET_CHAIN_CODE, &id1, ROOT1, 2).await;
+        assert!(
+            shallow
+                .unwrap_err()
+                .to_string()
+                .contains("1 confirmation(s)"),
+            "too few confirmations"
+        );
         let wrong =
-            chain::check_attestation(s, MAINNET_BASE_KEY, MAINNET_CHAIN_CODE, &id1, ROOT0).await;
+            chain::check_attestation(s, MAINNET_BASE_KEY, MAINNET_CHAIN_CODE, &id1, ROOT0, 1).await;
         assert!(
             wrong.unwrap_err().to_string().contains("does not pay"),
             "another root is refused"
         );
         let two = two_outputs.compute_txid().to_string();
         assert!(
-            chain::check_attestation(s, MAINNET_BASE_KEY, MAINNET_CHAIN_CODE, &two, ROOT1)
+            chain::check_attestation(s, MAINNET_BASE_KEY, MAINNET_CHAIN_CODE, &two, ROOT1, 1)
                 .await
                 .unwrap_err()
                 .to_string()
                 .contains("2 outputs")
         );
-        chain::check_staychain(s, &[id1.clone(), id0.clone()])
+        let start = genesis_input.to_string();
+        chain::check_staychain(s, &[id1.clone(), id0.clone()], &start, 100)
             .await
             .unwrap();
-        let broken =
-            chain::check_staychain(s, &[stray.compute_txid().to_string(), id0.clone()]).await;
-        assert!(broken
+        // One attestation is walked back to the start too.
+        chain::check_staychain(s, std::slice::from_ref(&id1), &start, 100)
+            .await
+            .unwrap();
+        // A transaction paying the tweaked key but off the slot's staychain.
+        let forged =
+            chain::check_staychain(s, &[stray.compute_txid().to_string()], &start, 100).await;
+        assert!(
+            forged.is_err(),
+            "an attestation off the staychain is refused"
+        );
+        let reordered = chain::check_staychain(s, &[id0.clone(), id1.clone()], &start, 100).await;
+        assert!(reordered
             .unwrap_err()
             .to_string()
-            .contains("staychain is broken"));
+            .contains("is not on the staychain"));
+        let short = chain::check_staychain(s, std::slice::from_ref(&id1), &start, 1).await;
+        assert!(short.unwrap_err().to_string().contains("within 1"));
         assert!(
             s.transaction(&"00".repeat(32)).await.is_err(),
             "garbage is an error"

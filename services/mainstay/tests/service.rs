@@ -11,7 +11,7 @@ use civkit_framework::testing::{TestNode, WireClient};
 use civkit_framework::Persister;
 use civkit_mainstay::client::Mainstay;
 use civkit_mainstay::stand_in::{self, StandIn};
-use civkit_mainstay::{verify_document, MainstayConfig, Notary};
+use civkit_mainstay::{verify_document, ChainConfig, MainstayConfig, Notary};
 use nostr::{EventBuilder, Keys};
 use serde_json::{json, Value};
 
@@ -19,11 +19,27 @@ fn notary(url: &str) -> Notary {
     notary_of(url, vec![1])
 }
 
+/// The stand-in's Esplora endpoints as the chain source, one confirmation.
+fn chain_of(url: &str) -> ChainConfig {
+    ChainConfig {
+        url: url.into(),
+        staychain_start: stand_in::STAYCHAIN_START.into(),
+        min_confirmations: 1,
+        ..ChainConfig::default()
+    }
+}
+
 fn notary_of(url: &str, kinds: Vec<u16>) -> Notary {
+    notary_with(url, kinds, chain_of(url))
+}
+
+fn notary_with(url: &str, kinds: Vec<u16>, chain: ChainConfig) -> Notary {
+    let source = civkit_mainstay::chain_source(&chain, std::path::Path::new("."), "chain").unwrap();
     let cfg = MainstayConfig {
         url: url.into(),
         position: 3,
         kinds,
+        chain,
         round_secs: 1,
         poll_secs: 1,
         max_backoff_secs: 2,
@@ -34,7 +50,7 @@ fn notary_of(url: &str, kinds: Vec<u16>) -> Notary {
         position: 3,
         token: "test-token".into(),
     };
-    Notary::new(cfg, api)
+    Notary::new(cfg, api, source)
 }
 
 fn node(url: &str, persister: Option<Arc<dyn Persister>>) -> TestNode {
@@ -220,7 +236,7 @@ async fn a_hung_mainstay_does_not_stop_the_round_clock() {
         token: "test-token".into(),
     };
     let tn = TestNode::builder()
-        .service("notary", Arc::new(Notary::new(cfg, api)))
+        .service("notary", Arc::new(Notary::new(cfg, api, None)))
         .build();
     let started = std::time::Instant::now();
     for round in 0..3u64 {
@@ -340,4 +356,65 @@ async fn late_and_refused_events_are_handled_by_the_round_clock() {
         pending.is_empty(),
         "a refused event is not pending: {pending:?}"
     );
+}
+
+/// A proof whose transaction pays the right tweaked key but is not on the
+/// slot's staychain is not an attestation, and neither is one that is not
+/// deep enough yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_attestations_on_the_staychain_and_deep_enough_count() {
+    let (mainstay, url) = stand_in::start().await;
+    let tn = TestNode::builder()
+        .service(
+            "notary",
+            Arc::new(notary_with(
+                &url,
+                vec![1],
+                ChainConfig {
+                    min_confirmations: 2,
+                    ..chain_of(&url)
+                },
+            )),
+        )
+        .build();
+    publish_notes(&tn, 2).await;
+    until(&tn, "sent", |s| {
+        s["last_round"] == 0 && s["last_round_unsent"] == false
+    })
+    .await;
+    mainstay.attest();
+    // One confirmation of two: not attested yet, and no error either.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let s = status(&tn).await;
+    assert!(s["last_attested"].is_null(), "{s}");
+    assert!(s["errors"].get("poll").is_none(), "{s}");
+
+    // A look-alike: same root, same tweaked key, spending something else.
+    let good = mainstay.proofs.lock().unwrap().get(&3).unwrap().clone();
+    let real: bitcoin::Transaction = bitcoin::consensus::encode::deserialize_hex(
+        mainstay.txs.lock().unwrap().get(&good.txid).unwrap(),
+    )
+    .unwrap();
+    let mut stray = real.clone();
+    stray.input[0].previous_output.txid = "11".repeat(32).parse().unwrap();
+    let stray_id = stray.compute_txid().to_string();
+    mainstay.txs.lock().unwrap().insert(
+        stray_id.clone(),
+        bitcoin::consensus::encode::serialize_hex(&stray),
+    );
+    mainstay.heights.lock().unwrap().insert(stray_id.clone(), 1);
+    mainstay.proofs.lock().unwrap().get_mut(&3).unwrap().txid = stray_id;
+    *mainstay.extra_blocks.lock().unwrap() = 5;
+    let s = until(&tn, "the look-alike is refused", |s| {
+        s["errors"]["poll"]["error"].is_string()
+    })
+    .await;
+    assert!(s["last_attested"].is_null(), "{s}");
+
+    // The real one, deep enough now, counts.
+    mainstay.proofs.lock().unwrap().insert(3, good);
+    until(&tn, "attested on chain", |s| {
+        s["last_attested"]["round"] == 0
+    })
+    .await;
 }

@@ -59,7 +59,7 @@ impl OnionMessageContents for NostrOnion {
 }
 
 /// Read a NIP-01 TLV of `tlv_type`: at most `max` bytes of UTF-8, or `None`.
-pub(crate) fn read_tlv<R: lightning::io::Read>(
+pub fn read_tlv<R: lightning::io::Read>(
     tlv_type: u64,
     buffer: &mut R,
     max: usize,

@@ -7,10 +7,19 @@ use nostr::{Filter, Kind};
 use crate::boards::{nip11_of, Boards};
 use crate::{Cli, ORDER_KIND};
 
+/// What `--esplora` checks on chain.
+pub struct OnChain<'a> {
+    pub esplora: &'a str,
+    pub base_key: &'a str,
+    pub chain_code: &'a str,
+    pub staychain_start: &'a str,
+    pub min_confirmations: u64,
+}
+
 pub async fn verify(
     cli: &Cli,
     seen_file: Option<&std::path::Path>,
-    chain: Option<(&str, &str, &str)>,
+    chain: Option<&OnChain<'_>>,
 ) -> Result<()> {
     use civkit_mainstay::history::{self, OrderStatus, PublishedRound, ROUND_KIND};
     let url = cli.boards.first().ok_or_else(|| anyhow!("give --board"))?;
@@ -59,10 +68,10 @@ pub async fn verify(
             OrderStatus::Missing => println!("{id} MISSING from the board's history"),
         }
     }
-    if let Some((esplora, base_key, chain_code)) = chain {
+    if let Some(c) = chain {
         use civkit_mainstay::chain as btc;
         let source = btc::Esplora {
-            url: esplora.to_string(),
+            url: c.esplora.to_string(),
         };
         let mut attested: Vec<(u64, String, String)> = rounds
             .iter()
@@ -75,19 +84,27 @@ pub async fn verify(
         attested.sort_by_key(|a| std::cmp::Reverse(a.0));
         let mut txids: Vec<String> = Vec::new();
         for (round, txid, root) in &attested {
-            btc::check_attestation(&source, base_key, chain_code, txid, root)
-                .await
-                .map_err(|e| anyhow!("round {round}: {e}"))?;
+            btc::check_attestation(
+                &source,
+                c.base_key,
+                c.chain_code,
+                txid,
+                root,
+                c.min_confirmations,
+            )
+            .await
+            .map_err(|e| anyhow!("round {round}: {e}"))?;
             if txids.last() != Some(txid) {
                 txids.push(txid.clone());
             }
         }
-        btc::check_staychain(&source, &txids)
+        btc::check_staychain(&source, &txids, c.staychain_start, 1_000_000)
             .await
             .map_err(|e| anyhow!(e))?;
         println!(
-            "{} attestation transaction(s) verified on chain, staychain continuous",
-            txids.len()
+            "{} attestation transaction(s) verified on chain, on the staychain from {}",
+            txids.len(),
+            c.staychain_start
         );
     }
     if report.is_clean() {

@@ -85,6 +85,13 @@ enum Command {
         /// Chain code of the base key.
         #[arg(long, default_value = civkit_mainstay::chain::MAINNET_CHAIN_CODE)]
         chain_code: String,
+        /// The first transaction of the board's slot staychain (from Mainstay);
+        /// every attestation must lead back to it. Required with --esplora.
+        #[arg(long, requires = "esplora")]
+        staychain_start: Option<String>,
+        /// Confirmations each attestation needs.
+        #[arg(long, default_value_t = 3)]
+        min_confirmations: u64,
     },
     /// Anti-spam credentials of the first --board.
     Credentials {
@@ -249,11 +256,23 @@ async fn run(cli: Cli) -> Result<()> {
             esplora,
             base_key,
             chain_code,
+            staychain_start,
+            min_confirmations,
         } => {
-            let chain = esplora
-                .as_ref()
-                .map(|url| (url.as_str(), base_key.as_str(), chain_code.as_str()));
-            history::verify(&cli, seen.as_deref(), chain).await
+            let chain = match (esplora, staychain_start) {
+                (Some(url), Some(start)) => Some(history::OnChain {
+                    esplora: url,
+                    base_key,
+                    chain_code,
+                    staychain_start: start,
+                    min_confirmations: *min_confirmations,
+                }),
+                (Some(_), None) => anyhow::bail!(
+                    "--esplora needs --staychain-start: the first transaction of the board's Mainstay slot"
+                ),
+                _ => None,
+            };
+            history::verify(&cli, seen.as_deref(), chain.as_ref()).await
         }
         Command::Credentials { command } => match command {
             CredentialsCommand::Buy { count, wait } => credentials::buy(&cli, *count, *wait).await,
