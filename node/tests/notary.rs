@@ -60,26 +60,31 @@ async fn order(home: &str, ws: &str, id: &str) -> String {
         .to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_history_catches_a_board_that_drops_an_order() {
-    let (mainstay, url) = stand_in::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+/// A board with a notary on a stand-in Mainstay; its data dir under `dir`.
+async fn notarized_board(dir: &std::path::Path, url: &str) -> Daemon {
+    let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("mainstay.token"), "test-token").unwrap();
     let cfg = format!(
         "[node]\ndata_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
          [transports.relay]\ntype = \"nostr-ws\"\nlisten = \"127.0.0.1:0\"\n\
          [services.board]\ntype = \"market-board\"\norder = 1\n\
-         [services.notary]\ntype = \"mainstay\"\norder = 2\nurl = \"{url}\"\nposition = 3\nkinds = [38383]\n\
+         [services.notary]\ntype = \"mainstay\"\norder = 2\nurl = \"{url}\"\nposition = 3\nkinds = [38383, 5]\n\
          round_secs = 2\npoll_secs = 1\nmax_backoff_secs = 2\n\
          [services.notary.chain]\nurl = \"{url}\"\nstaychain_start = \"{start}\"\nmin_confirmations = 1\n",
         data.display(),
         start = stand_in::STAYCHAIN_START,
     );
-    let d = Daemon::start(&Config::from_toml(&cfg).unwrap(), &components::registry())
+    Daemon::start(&Config::from_toml(&cfg).unwrap(), &components::registry())
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_history_catches_a_board_that_drops_an_order() {
+    let (mainstay, url) = stand_in::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = notarized_board(dir.path(), &url).await;
     let ws = d.endpoint("relay").unwrap();
     let home = dir.path().join("maker").display().to_string();
     assert!(sample_async(&["--home", &home, "keygen"]).await.0);
@@ -152,5 +157,109 @@ async fn verify_history_catches_a_board_that_drops_an_order() {
         .await
         .unwrap();
     assert!(civkit_mainstay::verify_document(&doc).is_ok(), "{doc}");
+    d.shutdown().await.unwrap();
+}
+
+/// An order the history holds and the board stops serving is reported as
+/// withheld, unless its author deleted it (NIP-09) and the deletion is
+/// notarized too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_history_catches_a_board_that_withholds_an_attested_order() {
+    use nostr::JsonUtil;
+    let (mainstay, url) = stand_in::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = notarized_board(dir.path(), &url).await;
+    let ws = d.endpoint("relay").unwrap();
+    let home = dir.path().join("maker").display().to_string();
+    assert!(sample_async(&["--home", &home, "keygen"]).await.0);
+    let kept = order(&home, &ws, "kept").await;
+    let hidden = order(&home, &ws, "hidden").await;
+    let canceled = order(&home, &ws, "canceled").await;
+    until(&d, "round 0 sent", |s| {
+        s["last_round"] == 0 && s["last_round_unsent"] == false
+    })
+    .await;
+    mainstay.attest();
+    until(&d, "round 0 attested", |s| s["last_attested"]["round"] == 0).await;
+
+    // The taker kept what it saw.
+    let ids: Vec<nostr::EventId> = [&kept, &hidden, &canceled]
+        .iter()
+        .map(|h| nostr::EventId::from_hex(h).unwrap())
+        .collect();
+    let events = d
+        .node
+        .persister()
+        .query(&[nostr::Filter::new().ids(ids)], d.node.now())
+        .await
+        .unwrap();
+    let seen = dir.path().join("seen.jsonl");
+    std::fs::write(
+        &seen,
+        events
+            .iter()
+            .map(|e| e.as_json() + "\n")
+            .collect::<String>(),
+    )
+    .unwrap();
+
+    // The operator quietly deletes one; the maker cancels another (NIP-09).
+    let hidden_id = nostr::EventId::from_hex(&hidden).unwrap();
+    assert_eq!(
+        d.node
+            .persister()
+            .delete_events(&[hidden_id])
+            .await
+            .unwrap(),
+        1
+    );
+    let (ok, out) = sample_async(&[
+        "--home", &home, "--board", &ws, "order", "cancel", "canceled",
+    ])
+    .await;
+    assert!(ok, "{out}");
+    until(&d, "the deletion is notarized", |s| s["last_round"] == 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let seen = seen.display().to_string();
+    let (ok, out) = sample_async(&["--board", &ws, "verify-history", "--seen", &seen]).await;
+    assert!(!ok, "a withheld order fails the check: {out}");
+    assert!(
+        out.contains(&format!("{hidden} WITHHELD: in round 0")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{canceled} in round 0, deleted by its author")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("{kept} attested: round 0")), "{out}");
+    assert!(
+        out.contains("Mainstay's latest attestation of slot 3 is a published round"),
+        "{out}"
+    );
+
+    // Round 1 is attested, then its published event is deleted through the
+    // operator's store: Mainstay's slot shows the history is cut short.
+    until(&d, "round 1 sent", |s| s["last_round_unsent"] == false).await;
+    mainstay.attest();
+    until(&d, "round 1 attested", |s| s["last_attested"]["round"] == 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let round_events = d
+        .node
+        .persister()
+        .query(
+            &[nostr::Filter::new()
+                .kind(nostr::Kind::from(civkit_mainstay::history::ROUND_KIND))
+                .identifier("1")],
+            d.node.now(),
+        )
+        .await
+        .unwrap();
+    let ids: Vec<nostr::EventId> = round_events.iter().map(|e| e.id).collect();
+    assert!(!ids.is_empty());
+    d.node.persister().delete_events(&ids).await.unwrap();
+    let (ok, out) = sample_async(&["--board", &ws, "verify-history"]).await;
+    assert!(!ok, "{out}");
+    assert!(out.contains("in no round the board publishes"), "{out}");
     d.shutdown().await.unwrap();
 }

@@ -26,6 +26,44 @@ pub enum OrderStatus {
     Pending { round: u64 },
     /// In no published round: the board left it out of its history.
     Missing,
+    /// In round `round`, no longer served, and nothing the board serves and
+    /// notarized explains why: the board withholds an order its history holds.
+    Withheld { round: u64 },
+    /// In round `round`, no longer served because a notarized event explains it.
+    Gone { round: u64, why: Gone },
+}
+
+/// Why an order the history holds is no longer served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Gone {
+    /// Its author deleted it (NIP-09) with `deletion`, itself in a round.
+    DeletedByAuthor { deletion: String },
+    /// A newer version at the same address, `by`, in a round.
+    Replaced { by: String },
+    /// Its NIP-40 expiration has passed.
+    Expired,
+}
+
+/// An order a taker saw, and what the board serves about it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub id: String,
+    /// The board serves it now.
+    pub served: bool,
+    /// When not served: what the board serves that would explain it (the
+    /// explanation counts only if it is itself notarized, or is an expiry).
+    pub explained_by: Option<Gone>,
+}
+
+impl Seen {
+    /// A seen order the board serves.
+    pub fn served(id: impl Into<String>) -> Self {
+        Seen {
+            id: id.into(),
+            served: true,
+            explained_by: None,
+        }
+    }
 }
 
 /// The report of [`check`].
@@ -38,15 +76,19 @@ pub struct Report {
 }
 
 impl Report {
-    /// True when the history holds together and no seen order is missing.
+    /// True when the history holds together and no seen order is missing
+    /// or withheld.
     pub fn is_clean(&self) -> bool {
         self.history_errors.is_empty()
-            && !self.orders.iter().any(|(_, s)| *s == OrderStatus::Missing)
+            && !self
+                .orders
+                .iter()
+                .any(|(_, s)| matches!(s, OrderStatus::Missing | OrderStatus::Withheld { .. }))
     }
 }
 
 /// Check a board's published rounds against the orders a taker saw.
-pub fn check(mut published: Vec<PublishedRound>, seen: &[String]) -> Report {
+pub fn check(mut published: Vec<PublishedRound>, seen: &[Seen]) -> Report {
     published.sort_by_key(|p| p.round.number);
     let mut errors = Vec::new();
     let rounds: Vec<Round> = published.iter().map(|p| p.round.clone()).collect();
@@ -73,20 +115,41 @@ pub fn check(mut published: Vec<PublishedRound>, seen: &[String]) -> Report {
             }
         }
     }
+    let round_of = |id: &str| {
+        rounds
+            .iter()
+            .find(|r| r.events.iter().any(|e| e == id))
+            .map(|r| r.number)
+    };
     let orders = seen
         .iter()
-        .map(|id| {
-            let status = match rounds.iter().find(|r| r.events.iter().any(|e| e == id)) {
+        .map(|s| {
+            let status = match round_of(&s.id) {
                 None => OrderStatus::Missing,
-                Some(r) => match attested.iter().find(|(n, _)| *n >= r.number) {
+                Some(round) if !s.served => {
+                    let notarized = match &s.explained_by {
+                        Some(Gone::DeletedByAuthor { deletion: e })
+                        | Some(Gone::Replaced { by: e }) => round_of(e).is_some(),
+                        Some(Gone::Expired) => true,
+                        None => false,
+                    };
+                    match (&s.explained_by, notarized) {
+                        (Some(why), true) => OrderStatus::Gone {
+                            round,
+                            why: why.clone(),
+                        },
+                        _ => OrderStatus::Withheld { round },
+                    }
+                }
+                Some(round) => match attested.iter().find(|(n, _)| *n >= round) {
                     Some((_, txid)) => OrderStatus::Attested {
-                        round: r.number,
+                        round,
                         txid: txid.clone(),
                     },
-                    None => OrderStatus::Pending { round: r.number },
+                    None => OrderStatus::Pending { round },
                 },
             };
-            (id.clone(), status)
+            (s.id.clone(), status)
         })
         .collect();
     Report {

@@ -35,7 +35,8 @@ pub struct MainstayConfig {
     pub position: u64,
     /// File with the slot's API token, relative to node.data_dir.
     pub token_file: String,
-    /// Event kinds notarized.
+    /// Event kinds notarized (orders, and the NIP-09 deletions that explain
+    /// why an order in the history is no longer served).
     pub kinds: Vec<u16>,
     /// Seconds between rounds.
     pub round_secs: u64,
@@ -99,7 +100,7 @@ impl Default for MainstayConfig {
             url: "https://mainstay.xyz/api/v1".into(),
             position: 0,
             token_file: "mainstay.token".into(),
-            kinds: vec![38383],
+            kinds: vec![38383, 5],
             round_secs: 600,
             poll_secs: 60,
             max_backoff_secs: 600,
@@ -115,8 +116,8 @@ url = "https://mainstay.xyz/api/v1"
 position = 0
 # File with the slot's API token, relative to node.data_dir.
 token_file = "mainstay.token"
-# Event kinds notarized.
-kinds = [38383]
+# Event kinds notarized (orders, and the NIP-09 deletions that explain an order's end).
+kinds = [38383, 5]
 # Seconds between rounds.
 round_secs = 600
 # Seconds between proof polls.
@@ -593,6 +594,22 @@ pub fn verify_document(doc: &Value) -> crate::error::Result<String> {
 
 #[async_trait]
 impl Service for Notary {
+    /// Where takers find the slot that attests this board's rounds, to check
+    /// that the board publishes every round Mainstay attests.
+    fn nip11_extra(&self, _now: nostr::Timestamp) -> serde_json::Map<String, Value> {
+        let mut m = serde_json::Map::new();
+        m.insert(
+            "civkit_notary".into(),
+            json!({
+                "mainstay": self.api.url,
+                "position": self.cfg.position,
+                "kinds": self.cfg.kinds,
+                "staychain_start": self.cfg.chain.staychain_start,
+            }),
+        );
+        m
+    }
+
     /// Take the event's place in acceptance order now, and record it as
     /// pending with the event's own durable write (a claim): an event that
     /// is stored is always in the pending set, one that is not never is.

@@ -190,9 +190,15 @@ pub fn mainstay(data: &[u8]) {
     }
     let _ = client::proof_from_answer(v.clone());
     if let Ok(published) = serde_json::from_value::<Vec<history::PublishedRound>>(v.clone()) {
-        let seen: Vec<String> = published
+        let seen: Vec<history::Seen> = published
             .iter()
             .flat_map(|p| p.round.events.clone())
+            .enumerate()
+            .map(|(i, id)| history::Seen {
+                id,
+                served: i % 2 == 0,
+                explained_by: (i % 3 == 0).then_some(history::Gone::Expired),
+            })
             .collect();
         let _ = history::check(published, &seen);
     }
