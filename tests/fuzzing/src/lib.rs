@@ -6,7 +6,7 @@
 //! the real fixtures in `../shared/fixtures`. None of them may panic,
 //! whatever the bytes; each checks the invariants it can.
 //!
-//! Long runs: `bash fuzz/run.sh [seconds per target]` (see `docs/SECURITY.md`).
+//! Long runs: `bash fuzz/run.sh [seconds per target]` (see `SECURITY.md`).
 
 #![forbid(unsafe_code)]
 

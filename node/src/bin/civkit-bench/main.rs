@@ -5,6 +5,8 @@
 //! Give `--pid` of the relay process to read its CPU time and resident memory
 //! from /proc.
 
+mod hostile;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -73,6 +75,16 @@ struct Args {
     /// Connections that hold the subscriptions of `--fanout-subs`.
     #[arg(long, default_value_t = 1000)]
     fanout_conns: usize,
+    /// Instead of the full run: honest clients alone, then the same clients
+    /// while attackers run (whole-store COUNTs, REQs with a thousand
+    /// authors, slow readers, a connection flood, and with `--bolt8-peer`
+    /// an onion flood), this many seconds each; prints honest latencies and
+    /// the relay's memory for both, then checks every acknowledged event.
+    #[arg(long)]
+    hostile_secs: Option<u64>,
+    /// The board's `<node id>@host:port`, for the onion flood of `--hostile-secs`.
+    #[arg(long)]
+    bolt8_peer: Option<String>,
 }
 
 fn clk_tck() -> u64 {
@@ -576,6 +588,9 @@ async fn main() -> Result<()> {
     }
     if let Some(subs) = args.fanout_subs {
         return fanout_bench(&args, subs).await;
+    }
+    if let Some(secs) = args.hostile_secs {
+        return hostile::run(&args, secs).await;
     }
     let url = args.url.as_str();
 
