@@ -57,6 +57,10 @@ pub struct SledConfig {
     /// Most stored entries (index entries visited plus events read) one
     /// `REQ` or `COUNT` may read; a query that needs more is refused.
     pub max_scan: usize,
+    /// Queries that may read more stored entries than this (and every
+    /// `COUNT` that is not of the whole store) run one at a time, so that
+    /// expensive queries from anyone cannot take every core from cheap ones.
+    pub heavy_query_entries: usize,
 }
 
 impl Default for SledConfig {
@@ -66,6 +70,7 @@ impl Default for SledConfig {
             cache_mib: 256,
             max_batch: 4096,
             max_scan: 200_000,
+            heavy_query_entries: 1_000,
         }
     }
 }
@@ -78,6 +83,8 @@ cache_mib = 256
 max_batch = 4096
 # Most stored entries one REQ or COUNT may read; a query that needs more is refused.
 max_scan = 200000
+# Queries that may read more entries than this (and COUNTs) run one at a time.
+heavy_query_entries = 1000
 "#;
 
 /// Register the `sled` persister.
@@ -101,6 +108,10 @@ pub struct SledPersister {
     thread: Option<std::thread::JoinHandle<()>>,
     shared: Arc<Shared>,
     max_scan: usize,
+    heavy_query_entries: usize,
+    /// Cheap queries run up to one per core; heavy ones one at a time.
+    light: Arc<tokio::sync::Semaphore>,
+    heavy: Arc<tokio::sync::Semaphore>,
     path: PathBuf,
 }
 
@@ -161,6 +172,11 @@ impl SledPersister {
             thread: Some(thread),
             shared,
             max_scan: cfg.max_scan.max(1),
+            heavy_query_entries: cfg.heavy_query_entries,
+            light: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
+            heavy: Arc::new(tokio::sync::Semaphore::new(1)),
             path: path.to_path_buf(),
         })
     }
@@ -175,14 +191,30 @@ impl SledPersister {
             .map_err(|_| store_err("the writer thread has stopped"))?
     }
 
-    async fn blocking<T: Send + 'static>(
+    /// Run a read on the blocking pool, after taking a permit of the gate
+    /// its cost (in stored entries, at most) calls for.
+    async fn read<T: Send + 'static>(
         &self,
+        cost: usize,
         f: impl FnOnce(&sled::Tree) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let tree = self.tree.clone();
-        tokio::task::spawn_blocking(move || f(&tree))
+        let gate = if cost > self.heavy_query_entries {
+            &self.heavy
+        } else {
+            &self.light
+        };
+        let permit = gate
+            .clone()
+            .acquire_owned()
             .await
-            .map_err(store_err)?
+            .map_err(|_| store_err("the store is closing"))?;
+        let tree = self.tree.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f(&tree)
+        })
+        .await
+        .map_err(store_err)?
     }
 }
 
@@ -216,20 +248,24 @@ impl Persister for SledPersister {
     }
     async fn query(&self, filters: &[Filter], now: Timestamp) -> Result<Vec<Event>> {
         let (filters, max) = (filters.to_vec(), self.max_scan);
-        self.blocking(move |t| query::query(t, &filters, now, max))
+        let cost = query::query_cost(&filters, max);
+        self.read(cost, move |t| query::query(t, &filters, now, max))
             .await
     }
     async fn count(&self, filters: &[Filter], now: Timestamp) -> Result<u64> {
         let (filters, max) = (filters.to_vec(), self.max_scan);
         let total = self.shared.events.load(Ordering::Relaxed);
-        self.blocking(move |t| {
+        let whole_store = |f: &Filter| {
+            let mut f = f.clone();
+            f.limit = None;
+            f == Filter::new()
+        };
+        let whole = filters.iter().any(whole_store);
+        // The whole store is a counter; anything else reads its range.
+        let cost = if whole { 0 } else { max };
+        self.read(cost, move |t| {
             let expired = query::expired(t, now, max)?;
-            let whole_store = |f: &Filter| {
-                let mut f = f.clone();
-                f.limit = None;
-                f == Filter::new()
-            };
-            if filters.iter().any(whole_store) {
+            if whole {
                 return Ok(total.saturating_sub(expired.len() as u64));
             }
             query::count(t, &filters, now, max, &expired)
@@ -417,6 +453,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = SledConfig {
             max_scan: 2_000,
+            heavy_query_entries: 1_000,
             ..SledConfig::default()
         };
         let p = Arc::new(SledPersister::open_with(&dir.path().join("db"), &cfg).unwrap());
@@ -455,6 +492,26 @@ mod tests {
         assert_eq!(err.kind(), civkit_framework::ErrorKind::BadInput, "{err}");
         // With a limit the same filter is cheap.
         assert_eq!(p.query(&[broad.limit(10)], now).await.unwrap().len(), 10);
+        // A short REQ on one index is light; a thousand authors, a wide
+        // unindexed scan or a large limit are heavy.
+        let heavy = cfg.heavy_query_entries;
+        assert!(
+            query::query_cost(
+                &[Filter::new().kind(nostr::Kind::TextNote).limit(50)],
+                200_000
+            ) <= heavy
+        );
+        let many: Vec<_> = (0..1000).map(|_| Keys::generate().public_key()).collect();
+        assert!(query::query_cost(&[Filter::new().authors(many).limit(100)], 200_000) > heavy);
+        assert!(
+            query::query_cost(
+                &[Filter::new()
+                    .kind(nostr::Kind::TextNote)
+                    .hashtag("x")
+                    .limit(500)],
+                200_000
+            ) > heavy
+        );
         // since after until is empty, not a panic.
         let empty = Filter::new()
             .since(Timestamp::from_secs(NOW))

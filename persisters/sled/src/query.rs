@@ -98,6 +98,26 @@ fn plan(f: &Filter) -> Plan {
     }
 }
 
+/// What a query may cost before it runs, in stored entries read (a bound,
+/// not a measure): the `ids` it names, or each filter's index prefixes plus
+/// its `limit` (four times that when the index does not hold every
+/// condition, so more entries are read per match).
+pub(crate) fn query_cost(filters: &[Filter], max_scan: usize) -> usize {
+    filters
+        .iter()
+        .map(|f| match f.ids.as_ref().filter(|ids| !ids.is_empty()) {
+            Some(ids) => ids.len(),
+            None => {
+                let p = plan(f);
+                let limit = f.limit.unwrap_or(max_scan);
+                let per_match = if p.exact { 1 } else { 4 };
+                p.prefixes.len() + limit.saturating_mul(per_match)
+            }
+        })
+        .fold(0usize, usize::saturating_add)
+        .min(max_scan)
+}
+
 /// Index entries of a plan within `since`/`until`, merged newest first and
 /// read lazily; yields each entry's `inv ‖ id` suffix, without repeats.
 struct Merged<'a> {

@@ -43,8 +43,8 @@ impl Default for NostrWsConfig {
             limits: SessionLimits {
                 events_per_second: 50.0,
                 event_burst: 200,
-                queries_per_second: 20.0,
-                query_burst: 100,
+                queries_per_second: 10.0,
+                query_burst: 50,
                 ..SessionLimits::default()
             },
         }
@@ -95,7 +95,7 @@ max_event_bytes = 65536
 # Most values in one filter's ids, authors, kinds or any one tag list.
 max_filter_values = 1000
 # Sustained REQs and COUNTs per second per connection (0: unlimited).
-queries_per_second = 20.0
+queries_per_second = 10.0
 # Burst of REQs and COUNTs allowed above the sustained rate.
-query_burst = 100
+query_burst = 50
 "#;
