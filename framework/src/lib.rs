@@ -36,6 +36,7 @@ pub mod node;
 pub mod origin;
 pub mod persister;
 mod pipeline;
+pub mod rate;
 pub mod registry;
 pub mod service;
 pub mod session;

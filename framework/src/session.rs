@@ -16,12 +16,12 @@ use std::sync::Arc;
 use nostr::{Event, EventId, Filter, JsonUtil, RelayMessage, SubscriptionId, Timestamp};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, Notify};
-use tokio::time::Instant;
 
 use crate::hub::{matches_any, Scope};
 use crate::kinds;
 use crate::origin::Origin;
 use crate::pipeline::Core;
+use crate::rate::TokenBucket;
 use crate::service::Rejection;
 use crate::wire::{self, ClientMessage};
 
@@ -76,43 +76,6 @@ impl Default for SessionLimits {
             max_filter_values: 1_000,
             queries_per_second: 0.0,
             query_burst: 50,
-        }
-    }
-}
-
-/// Token bucket for a per-connection rate (`rate <= 0`: unlimited).
-#[derive(Debug)]
-struct Bucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl Bucket {
-    fn new(rate: f64, burst: u32) -> Self {
-        let burst = f64::from(burst.max(1));
-        Bucket {
-            rate,
-            burst,
-            tokens: burst,
-            last: Instant::now(),
-        }
-    }
-
-    fn take(&mut self) -> bool {
-        if self.rate <= 0.0 {
-            return true;
-        }
-        let now = Instant::now();
-        let elapsed = now.duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
         }
     }
 }
@@ -189,8 +152,8 @@ pub struct Session {
     relay_urls: Vec<url::Url>,
     scope: Scope,
     tx: mpsc::Sender<String>,
-    bucket: Bucket,
-    query_bucket: Bucket,
+    bucket: TokenBucket,
+    query_bucket: TokenBucket,
     /// Subscriptions this node holds on the remote relay, with their filters.
     imports: HashMap<SubscriptionId, Vec<Filter>>,
 }
@@ -242,8 +205,8 @@ impl Session {
             .filter_map(|u| url::Url::parse(u).ok())
             .collect();
         Session {
-            bucket: Bucket::new(limits.events_per_second, limits.event_burst),
-            query_bucket: Bucket::new(limits.queries_per_second, limits.query_burst),
+            bucket: TokenBucket::new(limits.events_per_second, limits.event_burst),
+            query_bucket: TokenBucket::new(limits.queries_per_second, limits.query_burst),
             core,
             id,
             origin,

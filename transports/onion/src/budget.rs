@@ -7,13 +7,14 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use lightning::bitcoin::secp256k1::PublicKey;
 use lightning::ln::msgs::{
     BaseMessageHandler, Init, MessageSendEvent, OnionMessage, OnionMessageHandler,
 };
 use lightning::types::features::{InitFeatures, NodeFeatures};
+
+use civkit_framework::rate::TokenBucket;
 
 use crate::gateway::Counters;
 
@@ -24,57 +25,40 @@ pub struct Rate {
     pub burst: u32,
 }
 
-/// A token bucket's state: tokens and when they were counted.
-type Bucket = (f64, Instant);
-
-fn take(bucket: &mut Bucket, r: Rate, now: Instant) -> bool {
-    let burst = f64::from(r.burst.max(1));
-    bucket.0 = (bucket.0 + now.duration_since(bucket.1).as_secs_f64() * r.rate).min(burst);
-    bucket.1 = now;
-    if bucket.0 >= 1.0 {
-        bucket.0 -= 1.0;
-        true
-    } else {
-        false
-    }
-}
-
 /// An onion-message handler with per-peer and global budgets.
 pub struct Budgeted<H> {
     inner: Arc<H>,
     per_peer: Rate,
-    total: Rate,
-    buckets: Mutex<(HashMap<PublicKey, Bucket>, Bucket)>,
+    buckets: Mutex<(HashMap<PublicKey, TokenBucket>, TokenBucket)>,
     counters: Arc<Counters>,
 }
 
 impl<H> Budgeted<H> {
     /// `per_peer` messages from each peer, `total` from all peers together.
     pub fn new(inner: Arc<H>, per_peer: Rate, total: Rate, counters: Arc<Counters>) -> Self {
-        let now = Instant::now();
         Budgeted {
             inner,
             per_peer,
-            total,
-            buckets: Mutex::new((HashMap::new(), (f64::from(total.burst.max(1)), now))),
+            buckets: Mutex::new((HashMap::new(), TokenBucket::new(total.rate, total.burst))),
             counters,
         }
     }
 
     fn allow(&self, peer: PublicKey) -> bool {
-        let now = Instant::now();
         let mut guard = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let (peers, global) = &mut *guard;
-        if self.per_peer.rate > 0.0 {
-            let fresh = (f64::from(self.per_peer.burst.max(1)), now);
-            if !take(peers.entry(peer).or_insert(fresh), self.per_peer, now) {
-                self.counters
-                    .dropped_over_budget
-                    .fetch_add(1, Ordering::Relaxed);
-                return false;
-            }
+        let (rate, burst) = (self.per_peer.rate, self.per_peer.burst);
+        if !peers
+            .entry(peer)
+            .or_insert_with(|| TokenBucket::new(rate, burst))
+            .take()
+        {
+            self.counters
+                .dropped_over_budget
+                .fetch_add(1, Ordering::Relaxed);
+            return false;
         }
-        if self.total.rate > 0.0 && !take(global, self.total, now) {
+        if !global.take() {
             self.counters
                 .dropped_over_global_budget
                 .fetch_add(1, Ordering::Relaxed);
