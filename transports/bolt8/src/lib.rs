@@ -617,9 +617,9 @@ impl Transport for Bolt8 {
             tokio::select! {
                 _ = sd.wait() => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, addr)) => match stream.set_nodelay(true).and_then(|_| stream.into_std()) {
+                    Ok((stream, _)) => match stream.set_nodelay(true).and_then(|_| stream.into_std()) {
                         Ok(std) => {
-                            tracing::debug!(%addr, "inbound BOLT8 connection");
+                            tracing::debug!("inbound BOLT8 connection");
                             tokio::spawn(lightning_net_tokio::setup_inbound(pm.clone(), std));
                         }
                         Err(e) => warn!(error = %e, "cannot take inbound socket"),

@@ -235,7 +235,7 @@ pub(crate) fn dial(rt: &Arc<Runtime>, id: PublicKey, addr: SocketAddr) {
                         connection.await;
                         debug!("connection ended");
                     }
-                    None => warn!(%addr, "dial failed"),
+                    None => warn!("dial failed"),
                 }
                 if started.elapsed() > Duration::from_secs(30) {
                     backoff = Duration::from_secs(1);
