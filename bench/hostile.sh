@@ -12,6 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${SECS:-20}
+ATTACKERS=${ATTACKERS:-count,authors,slow,flood,onion}
+STALLED=${STALLED:-2}
 source bench/common.sh
 python3 -c "import pyln.proto.wire" 2>/dev/null || python3 -m pip install --quiet pyln-proto
 dir="$WORK/hostile"; mkdir -p "$dir"
@@ -30,13 +32,13 @@ ln=$("$BIN/civkit-cli" --data-dir "$dir/data" --json status | python3 -c "import
 id=${ln%@*}; addr=${ln#*@}
 # Two BOLT8 peers that subscribe to everything and stop reading, again and
 # again while the run lasts.
-for _ in 1 2; do
+for _ in $(seq 1 "$STALLED"); do
   ( end=$((SECONDS + 2 * SECS + 30)); while [ $SECONDS -lt $end ]; do
       python3 transports/bolt8/tests/pyln_peer.py "$id" "$addr" stall '{}' > /dev/null 2>&1 || true
     done ) &
 done
 "$BIN/civkit-bench" --url ws://127.0.0.1:7793 --pid $pid --name civkitd \
-  --hostile-secs "$SECS" --bolt8-peer "$ln" | tee "$WORK/hostile.json"
+  --hostile-secs "$SECS" --bolt8-peer "$ln" --attackers "$ATTACKERS" | tee "$WORK/hostile.json"
 kill -0 $pid && echo "civkitd is still running"
 "$BIN/civkit-cli" --data-dir "$dir/data" peers list | tail -3 || true
 kill -INT $pid; wait $pid || true

@@ -27,15 +27,22 @@ impl TokenBucket {
 
     /// Take one token; `false` when there is none.
     pub fn take(&mut self) -> bool {
+        self.take_n(1)
+    }
+
+    /// Take `n` tokens (at most a full burst); `false`, taking none, when
+    /// there are fewer.
+    pub fn take_n(&mut self, n: u32) -> bool {
         if self.rate <= 0.0 {
             return true;
         }
+        let n = f64::from(n.max(1)).min(self.burst);
         let now = Instant::now();
         let elapsed = now.duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
         self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.tokens >= n {
+            self.tokens -= n;
             true
         } else {
             false

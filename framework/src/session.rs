@@ -472,7 +472,11 @@ impl Session {
             ));
             return self.closed(&sub_id, &r).await;
         }
-        if !self.query_bucket.take() {
+        // A query costs one token per started 8 KiB of filters: parsing a
+        // thousand authors is work, whoever sends them.
+        let size: usize = raw_filters.iter().map(|r| r.get().len()).sum();
+        let tokens = u32::try_from(1 + size / 8192).unwrap_or(u32::MAX);
+        if !self.query_bucket.take_n(tokens) {
             let r = Rejection::rate_limited(format!(
                 "at most {} REQ and COUNT per second",
                 self.limits.queries_per_second

@@ -75,3 +75,32 @@ async fn hostile_queries_are_closed_with_a_reason() {
         1
     );
 }
+
+/// A query pays for the size of its filters: a thousand authors cost many
+/// tokens, so a session cannot send them as often as small queries.
+#[tokio::test]
+async fn big_filters_cost_more_of_the_query_rate() {
+    let tn = TestNode::builder()
+        .limits(SessionLimits {
+            queries_per_second: 0.5,
+            query_burst: 12,
+            ..SessionLimits::default()
+        })
+        .build();
+    let mut c = tn.client().await;
+    let many: Vec<_> = (0..1000).map(|_| Keys::generate().public_key()).collect();
+    // About 66 KiB of filter: 9 tokens of the 12.
+    let first = c
+        .req_result("big1", vec![Filter::new().authors(many.clone())])
+        .await;
+    assert!(first.is_ok(), "{first:?}");
+    let second = c
+        .req_result("big2", vec![Filter::new().authors(many)])
+        .await
+        .unwrap_err();
+    assert!(second.starts_with("rate-limited:"), "{second}");
+    // Three small queries still fit in what is left.
+    for i in 0..3 {
+        assert!(c.req_result(&format!("s{i}"), vec![Filter::new()]).await.is_ok());
+    }
+}

@@ -61,6 +61,9 @@ pub struct SledConfig {
     /// `COUNT` that is not of the whole store) run one at a time, so that
     /// expensive queries from anyone cannot take every core from cheap ones.
     pub heavy_query_entries: usize,
+    /// Percent of one core the one-at-a-time heavy queries may use: after
+    /// each, the next waits in proportion to how long it ran.
+    pub heavy_query_share: u32,
 }
 
 impl Default for SledConfig {
@@ -71,6 +74,7 @@ impl Default for SledConfig {
             max_batch: 4096,
             max_scan: 200_000,
             heavy_query_entries: 1_000,
+            heavy_query_share: 50,
         }
     }
 }
@@ -85,6 +89,8 @@ max_batch = 4096
 max_scan = 200000
 # Queries that may read more entries than this (and COUNTs) run one at a time.
 heavy_query_entries = 1000
+# Percent of one core those heavy queries may use, one after another.
+heavy_query_share = 50
 "#;
 
 /// Register the `sled` persister.
@@ -109,6 +115,7 @@ pub struct SledPersister {
     shared: Arc<Shared>,
     max_scan: usize,
     heavy_query_entries: usize,
+    heavy_query_share: u32,
     /// Cheap queries run up to one per core; heavy ones one at a time.
     light: Arc<tokio::sync::Semaphore>,
     heavy: Arc<tokio::sync::Semaphore>,
@@ -173,6 +180,7 @@ impl SledPersister {
             shared,
             max_scan: cfg.max_scan.max(1),
             heavy_query_entries: cfg.heavy_query_entries,
+            heavy_query_share: cfg.heavy_query_share.clamp(1, 100),
             light: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
@@ -198,23 +206,32 @@ impl SledPersister {
         cost: usize,
         f: impl FnOnce(&sled::Tree) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let gate = if cost > self.heavy_query_entries {
-            &self.heavy
-        } else {
-            &self.light
-        };
+        let heavy = cost > self.heavy_query_entries;
+        let gate = if heavy { &self.heavy } else { &self.light };
         let permit = gate
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| store_err("the store is closing"))?;
         let tree = self.tree.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            f(&tree)
-        })
-        .await
-        .map_err(store_err)?
+        let started = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(move || f(&tree))
+            .await
+            .map_err(store_err)?;
+        if heavy {
+            // Hold the lane idle so heavy queries use at most their share.
+            let ran = started.elapsed();
+            let share = f64::from(self.heavy_query_share) / 100.0;
+            let pause = ran.mul_f64((1.0 - share) / share);
+            // Detached: the lane reopens on its own once the pause is over.
+            drop(tokio::spawn(async move {
+                tokio::time::sleep(pause).await;
+                drop(permit);
+            }));
+        } else {
+            drop(permit);
+        }
+        result
     }
 }
 

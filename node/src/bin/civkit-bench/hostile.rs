@@ -179,8 +179,9 @@ fn attackers(args: &Args, stop: watch::Receiver<bool>) -> Result<Vec<tokio::task
         .context("--url must be ws://ip:port for the hostile run")?;
     let mut tasks = Vec::new();
     let running = |stop: &watch::Receiver<bool>| !*stop.borrow();
+    let on = |name: &str| args.attackers.split(',').any(|a| a.trim() == name);
     // Whole-store and unindexable COUNTs.
-    for i in 0..40u8 {
+    for i in 0..if on("count") { 40u8 } else { 0 } {
         let (url, stop) = (url.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let from = IpAddr::from([127, 0, 2, i]);
@@ -213,18 +214,18 @@ fn attackers(args: &Args, stop: watch::Receiver<bool>) -> Result<Vec<tokio::task
     // REQs with a thousand authors.
     let authors: Arc<Vec<nostr::PublicKey>> =
         Arc::new((0..1000).map(|_| Keys::generate().public_key()).collect());
-    for i in 0..10u8 {
+    for i in 0..if on("authors") { 10u8 } else { 0 } {
         let (url, stop, authors) = (url.clone(), stop.clone(), authors.clone());
         tasks.push(tokio::spawn(async move {
             let Ok(mut ws) = connect_from(&url, addr, IpAddr::from([127, 0, 3, i])).await else {
                 return;
             };
             let f = Filter::new().authors(authors.iter().copied()).limit(500);
-            let mut n = 0usize;
+            // Serialized once: the attacker spends its CPU on the node, not here.
+            let m: tokio_tungstenite::tungstenite::Utf8Bytes =
+                json!(["REQ", "a", f]).to_string().into();
             while running(&stop) {
-                n += 1;
-                let m = json!(["REQ", format!("a{}", n % 10), f]).to_string();
-                if ws.send(Message::Text(m.into())).await.is_err() {
+                if ws.send(Message::Text(m.clone())).await.is_err() {
                     return;
                 }
                 // Read whatever comes, a little at a time.
@@ -233,7 +234,7 @@ fn attackers(args: &Args, stop: watch::Receiver<bool>) -> Result<Vec<tokio::task
         }));
     }
     // Slow readers: subscribe to everything, never read.
-    for i in 0..20u8 {
+    for i in 0..if on("slow") { 20u8 } else { 0 } {
         let (url, mut stop) = (url.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let Ok(mut ws) = connect_from(&url, addr, IpAddr::from([127, 0, 4, i])).await else {
@@ -246,7 +247,7 @@ fn attackers(args: &Args, stop: watch::Receiver<bool>) -> Result<Vec<tokio::task
         }));
     }
     // A connection flood: 100 connections from each of 20 addresses, held.
-    for i in 0..20u8 {
+    for i in 0..if on("flood") { 20u8 } else { 0 } {
         let (url, mut stop) = (url.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let mut held = Vec::new();
@@ -263,7 +264,7 @@ fn attackers(args: &Args, stop: watch::Receiver<bool>) -> Result<Vec<tokio::task
         }));
     }
     // An onion-message flood from a fresh node (no reply path).
-    if let Some(target) = args.bolt8_peer.clone() {
+    if let Some(target) = args.bolt8_peer.clone().filter(|_| on("onion")) {
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             use civkit_onion::client::OnionNode;

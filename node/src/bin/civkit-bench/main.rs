@@ -85,6 +85,10 @@ struct Args {
     /// The board's `<node id>@host:port`, for the onion flood of `--hostile-secs`.
     #[arg(long)]
     bolt8_peer: Option<String>,
+    /// Which attackers `--hostile-secs` runs (comma-separated): count,
+    /// authors, slow, flood, onion.
+    #[arg(long, default_value = "count,authors,slow,flood,onion")]
+    attackers: String,
 }
 
 fn clk_tck() -> u64 {
