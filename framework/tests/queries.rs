@@ -101,6 +101,9 @@ async fn big_filters_cost_more_of_the_query_rate() {
     assert!(second.starts_with("rate-limited:"), "{second}");
     // Three small queries still fit in what is left.
     for i in 0..3 {
-        assert!(c.req_result(&format!("s{i}"), vec![Filter::new()]).await.is_ok());
+        assert!(c
+            .req_result(&format!("s{i}"), vec![Filter::new()])
+            .await
+            .is_ok());
     }
 }
