@@ -188,10 +188,6 @@ impl Scope {
     pub fn only(filters: Vec<Filter>) -> Self {
         Scope::Only(filters.into())
     }
-    /// Nothing at all.
-    pub fn nothing() -> Self {
-        Scope::Only(Arc::from(Vec::new()))
-    }
     /// True when a session with this scope may receive the event.
     pub fn allows(&self, event: &Event) -> bool {
         match self {

@@ -80,22 +80,37 @@ async fn notarized_board(dir: &std::path::Path, url: &str) -> Daemon {
         .unwrap()
 }
 
+/// Wait until round `n` is closed and sent, have the stand-in attest it,
+/// and wait until the notary stores the attestation.
+async fn attest_round(d: &Daemon, mainstay: &stand_in::StandIn, n: u64) {
+    until(d, &format!("round {n} sent"), |s| {
+        s["last_round"] == n && s["last_round_unsent"] == false
+    })
+    .await;
+    mainstay.attest();
+    until(d, &format!("round {n} attested"), |s| {
+        s["last_attested"]["round"] == n
+    })
+    .await;
+}
+
+/// A maker's home with a key, for civkit-sample.
+async fn maker(dir: &std::path::Path) -> String {
+    let home = dir.join("maker").display().to_string();
+    assert!(sample_async(&["--home", &home, "keygen"]).await.0);
+    home
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_history_catches_a_board_that_drops_an_order() {
     let (mainstay, url) = stand_in::start().await;
     let dir = tempfile::tempdir().unwrap();
     let d = notarized_board(dir.path(), &url).await;
     let ws = d.endpoint("relay").unwrap();
-    let home = dir.path().join("maker").display().to_string();
-    assert!(sample_async(&["--home", &home, "keygen"]).await.0);
+    let home = maker(dir.path()).await;
 
     let a = order(&home, &ws, "a").await;
-    until(&d, "round 0 sent", |s| {
-        s["last_round"] == 0 && s["last_round_unsent"] == false
-    })
-    .await;
-    mainstay.attest();
-    until(&d, "round 0 attested", |s| s["last_attested"]["round"] == 0).await;
+    attest_round(&d, &mainstay, 0).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (ok, out) = sample_async(&["--board", &ws, "verify-history"]).await;
     assert!(
@@ -123,12 +138,7 @@ async fn verify_history_catches_a_board_that_drops_an_order() {
     }
     assert!(dropped, "order b was queued for notarization");
     let c = order(&home, &ws, "c").await;
-    until(&d, "round 1 sent", |s| {
-        s["last_round"] == 1 && s["last_round_unsent"] == false
-    })
-    .await;
-    mainstay.attest();
-    until(&d, "round 1 attested", |s| s["last_attested"]["round"] == 1).await;
+    attest_round(&d, &mainstay, 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (ok, out) = sample_async(&[
         "--board",
@@ -170,17 +180,11 @@ async fn verify_history_catches_a_board_that_withholds_an_attested_order() {
     let dir = tempfile::tempdir().unwrap();
     let d = notarized_board(dir.path(), &url).await;
     let ws = d.endpoint("relay").unwrap();
-    let home = dir.path().join("maker").display().to_string();
-    assert!(sample_async(&["--home", &home, "keygen"]).await.0);
+    let home = maker(dir.path()).await;
     let kept = order(&home, &ws, "kept").await;
     let hidden = order(&home, &ws, "hidden").await;
     let canceled = order(&home, &ws, "canceled").await;
-    until(&d, "round 0 sent", |s| {
-        s["last_round"] == 0 && s["last_round_unsent"] == false
-    })
-    .await;
-    mainstay.attest();
-    until(&d, "round 0 attested", |s| s["last_attested"]["round"] == 0).await;
+    attest_round(&d, &mainstay, 0).await;
 
     // The taker kept what it saw.
     let ids: Vec<nostr::EventId> = [&kept, &hidden, &canceled]
@@ -240,9 +244,7 @@ async fn verify_history_catches_a_board_that_withholds_an_attested_order() {
 
     // Round 1 is attested, then its published event is deleted through the
     // operator's store: Mainstay's slot shows the history is cut short.
-    until(&d, "round 1 sent", |s| s["last_round_unsent"] == false).await;
-    mainstay.attest();
-    until(&d, "round 1 attested", |s| s["last_attested"]["round"] == 1).await;
+    attest_round(&d, &mainstay, 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let round_events = d
         .node

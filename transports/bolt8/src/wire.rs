@@ -171,11 +171,6 @@ impl NostrHandler {
         Ok(())
     }
 
-    /// Bytes waiting to go to `peer`.
-    pub fn queued_bytes(&self, peer: &PublicKey) -> usize {
-        lock(&self.outboxes).get(peer).map_or(0, |o| o.bytes)
-    }
-
     /// LDK's send buffer for `peer` is empty: let it take more.
     fn drained(&self, peer: PublicKey) {
         let mut all = lock(&self.outboxes);
@@ -223,28 +218,47 @@ pub fn decode<R: lightning::io::Read>(
         // Unknown: LDK ignores odd types and disconnects on even ones.
         return Ok(None);
     }
-    let mut bytes = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = buffer
-            .read(&mut chunk)
-            .map_err(|_| DecodeError::ShortRead)?;
-        if n == 0 {
-            break;
-        }
-        bytes.extend_from_slice(&chunk[..n]);
-        if bytes.len() > max_bytes {
-            counters.oversized.fetch_add(1, Ordering::Relaxed);
-            return Err(DecodeError::InvalidValue);
-        }
-    }
-    match String::from_utf8(bytes) {
+    match read_text(buffer, max_bytes) {
         Ok(json) => Ok(Some(NostrWire { msg_type, json })),
-        Err(_) => {
+        Err(Unreadable::Short) => Err(DecodeError::ShortRead),
+        Err(Unreadable::TooLong) => {
+            counters.oversized.fetch_add(1, Ordering::Relaxed);
+            Err(DecodeError::InvalidValue)
+        }
+        Err(Unreadable::NotUtf8) => {
             counters.undecodable.fetch_add(1, Ordering::Relaxed);
             Err(DecodeError::InvalidValue)
         }
     }
+}
+
+/// Why a message body could not be read as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreadable {
+    /// The reader failed.
+    Short,
+    /// Over the allowed length (reading stops there).
+    TooLong,
+    NotUtf8,
+}
+
+/// The rest of `buffer` as UTF-8 text of at most `max` bytes, read in
+/// chunks so an oversized body is refused without being held whole. Shared
+/// by the custom-message and onion-message readers.
+pub fn read_text<R: lightning::io::Read>(buffer: &mut R, max: usize) -> Result<String, Unreadable> {
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = buffer.read(&mut chunk).map_err(|_| Unreadable::Short)?;
+        if n == 0 {
+            break;
+        }
+        bytes.extend_from_slice(&chunk[..n]);
+        if bytes.len() > max {
+            return Err(Unreadable::TooLong);
+        }
+    }
+    String::from_utf8(bytes).map_err(|_| Unreadable::NotUtf8)
 }
 
 fn disconnect(why: &str) -> LightningError {

@@ -64,18 +64,6 @@ pub fn read_tlv<R: lightning::io::Read>(
     buffer: &mut R,
     max: usize,
 ) -> Option<NostrOnion> {
-    let mut bytes = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = buffer.read(&mut chunk).ok()?;
-        if n == 0 {
-            break;
-        }
-        bytes.extend_from_slice(&chunk[..n]);
-        if bytes.len() > max {
-            return None;
-        }
-    }
-    let json = String::from_utf8(bytes).ok()?;
+    let json = civkit_bolt8::wire::read_text(buffer, max).ok()?;
     Some(NostrOnion { tlv_type, json })
 }
