@@ -11,9 +11,15 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 wait_port() { for _ in $(seq 1 200); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 
 # relay_config DIR PORT [NODE_LINES]: a civkitd config with its data in
-# DIR/data and a websocket relay on PORT, without an AUTH challenge or an
-# event rate limit; NODE_LINES are added to [node]. Other tables may follow.
+# DIR/data and a websocket relay on PORT, without an AUTH challenge, a
+# per-IP connection cap, or an event or query rate limit (every bench client
+# comes from 127.0.0.1, and strfry has none of these by default); NODE_LINES
+# are added to [node]. With a fourth argument `defaults`, the relay keeps its
+# default limits (the hostile-load run). Other tables may follow.
 relay_config() {
+  local caps="max_connections_per_ip = 0" rates="events_per_second = 0.0
+queries_per_second = 0.0"
+  if [ "${4:-}" = defaults ]; then caps=""; rates=""; fi
   cat <<TOML
 [node]
 data_dir = "$1/data"
@@ -25,8 +31,9 @@ listen = "127.0.0.1:0"
 type = "nostr-ws"
 listen = "127.0.0.1:$2"
 auth_challenge = false
+$caps
 [transports.relay.limits]
-events_per_second = 0.0
+$rates
 TOML
 }
 

@@ -17,7 +17,7 @@ STALLED=${STALLED:-2}
 source bench/common.sh
 python3 -c "import pyln.proto.wire" 2>/dev/null || python3 -m pip install --quiet pyln-proto
 dir="$WORK/hostile"; mkdir -p "$dir"
-{ relay_config "$dir" 7793; cat <<TOML; } > "$dir/civkit.toml"
+{ relay_config "$dir" 7793 "" defaults; cat <<TOML; } > "$dir/civkit.toml"
 [transports.ln]
 type = "bolt8"
 listen = "127.0.0.1:9793"
