@@ -394,12 +394,19 @@ impl Notary {
             return Ok(None);
         };
         if !proof::verify(&p).unwrap_or(false) {
-            let first_time = self
-                .counters
-                .seen_bad
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert((p.txid.clone(), p.merkle_root.clone()));
+            let first_time = {
+                let mut seen = self
+                    .counters
+                    .seen_bad
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                // A Mainstay that lies anew at every poll must not grow this
+                // without bound; forgetting old ones may count one twice.
+                if seen.len() >= 1_024 {
+                    seen.clear();
+                }
+                seen.insert((p.txid.clone(), p.merkle_root.clone()))
+            };
             if first_time {
                 self.counters.bad_proofs.fetch_add(1, Ordering::Relaxed);
             }
