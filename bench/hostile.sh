@@ -38,7 +38,7 @@ for _ in $(seq 1 "$STALLED"); do
     done ) &
 done
 "$BIN/civkit-bench" --url ws://127.0.0.1:7793 --pid $pid --name civkitd \
-  --hostile-secs "$SECS" --bolt8-peer "$ln" --attackers "$ATTACKERS" | tee "$WORK/hostile.json"
+  --hostile-secs "$SECS" --bolt8-peer "$ln" --attackers "$ATTACKERS" --attacker-nice "${NICE:-10}" | tee "$WORK/hostile.json"
 kill -0 $pid && echo "civkitd is still running"
 "$BIN/civkit-cli" --data-dir "$dir/data" peers list | tail -3 || true
 kill -INT $pid; wait $pid || true

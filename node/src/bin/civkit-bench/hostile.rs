@@ -13,8 +13,12 @@
 //!
 //! A BOLT8 peer that never reads is added by `bench/hostile.sh` (a pyln-proto
 //! peer in `stall` mode), since it needs a peer that can stop reading.
+//!
+//! The attackers run in a child process (`--attack-only`) at a lower CPU
+//! priority, and report the rates they reached.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -169,8 +173,35 @@ async fn connect_from(url: &str, addr: SocketAddr, from: IpAddr) -> Result<Ws> {
     Ok(ws)
 }
 
+/// How hard the attackers pushed: what each of them got done.
+#[derive(Default)]
+struct Intensity {
+    counts_answered: AtomicU64,
+    author_reqs_sent: AtomicU64,
+    slow_readers: AtomicU64,
+    flood_connections: AtomicU64,
+    onion_sent: AtomicU64,
+}
+
+impl Intensity {
+    fn summary(&self, secs: f64) -> serde_json::Value {
+        let per_sec = |a: &AtomicU64| (a.load(Ordering::Relaxed) as f64 / secs).round();
+        json!({
+            "counts_answered_per_sec": per_sec(&self.counts_answered),
+            "author_reqs_sent_per_sec": per_sec(&self.author_reqs_sent),
+            "onion_messages_sent_per_sec": per_sec(&self.onion_sent),
+            "slow_readers": self.slow_readers.load(Ordering::Relaxed),
+            "flood_connections_held": self.flood_connections.load(Ordering::Relaxed),
+        })
+    }
+}
+
 /// Start every attacker; they stop when `stop` turns true.
-fn attackers(args: &Args, stop: watch::Receiver<bool>) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+fn attackers(
+    args: &Args,
+    stop: watch::Receiver<bool>,
+    done: Arc<Intensity>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
     let url = args.url.clone();
     let addr: SocketAddr = url
         .trim_start_matches("ws://")
@@ -182,7 +213,7 @@ fn attackers(args: &Args, stop: watch::Receiver<bool>) -> Result<Vec<tokio::task
     let on = |name: &str| args.attackers.split(',').any(|a| a.trim() == name);
     // Whole-store and unindexable COUNTs.
     for i in 0..if on("count") { 40u8 } else { 0 } {
-        let (url, stop) = (url.clone(), stop.clone());
+        let (url, stop, done) = (url.clone(), stop.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
             let from = IpAddr::from([127, 0, 2, i]);
             let Ok(mut ws) = connect_from(&url, addr, from).await else {
@@ -208,6 +239,7 @@ fn attackers(args: &Args, stop: watch::Receiver<bool>) -> Result<Vec<tokio::task
                 {
                     return;
                 }
+                done.counts_answered.fetch_add(1, Ordering::Relaxed);
             }
         }));
     }
@@ -215,7 +247,7 @@ fn attackers(args: &Args, stop: watch::Receiver<bool>) -> Result<Vec<tokio::task
     let authors: Arc<Vec<nostr::PublicKey>> =
         Arc::new((0..1000).map(|_| Keys::generate().public_key()).collect());
     for i in 0..if on("authors") { 10u8 } else { 0 } {
-        let (url, stop, authors) = (url.clone(), stop.clone(), authors.clone());
+        let (url, stop, authors, done) = (url.clone(), stop.clone(), authors.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
             let Ok(mut ws) = connect_from(&url, addr, IpAddr::from([127, 0, 3, i])).await else {
                 return;
@@ -228,6 +260,7 @@ fn attackers(args: &Args, stop: watch::Receiver<bool>) -> Result<Vec<tokio::task
                 if ws.send(Message::Text(m.clone())).await.is_err() {
                     return;
                 }
+                done.author_reqs_sent.fetch_add(1, Ordering::Relaxed);
                 // Read whatever comes, a little at a time.
                 let _ = tokio::time::timeout(Duration::from_millis(20), ws.next()).await;
             }
@@ -235,20 +268,22 @@ fn attackers(args: &Args, stop: watch::Receiver<bool>) -> Result<Vec<tokio::task
     }
     // Slow readers: subscribe to everything, never read.
     for i in 0..if on("slow") { 20u8 } else { 0 } {
-        let (url, mut stop) = (url.clone(), stop.clone());
+        let (url, mut stop, done) = (url.clone(), stop.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
             let Ok(mut ws) = connect_from(&url, addr, IpAddr::from([127, 0, 4, i])).await else {
                 return;
             };
             let m = json!(["REQ", "all", {"limit": 500}]).to_string();
-            let _ = ws.send(Message::Text(m.into())).await;
+            if ws.send(Message::Text(m.into())).await.is_ok() {
+                done.slow_readers.fetch_add(1, Ordering::Relaxed);
+            }
             let _ = stop.wait_for(|s| *s).await;
             drop(ws);
         }));
     }
     // A connection flood: 100 connections from each of 20 addresses, held.
     for i in 0..if on("flood") { 20u8 } else { 0 } {
-        let (url, mut stop) = (url.clone(), stop.clone());
+        let (url, mut stop, done) = (url.clone(), stop.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
             let mut held = Vec::new();
             for _ in 0..110 {
@@ -257,6 +292,7 @@ fn attackers(args: &Args, stop: watch::Receiver<bool>) -> Result<Vec<tokio::task
                 }
                 if let Ok(ws) = connect_from(&url, addr, IpAddr::from([127, 0, 5, i])).await {
                     held.push(ws);
+                    done.flood_connections.fetch_add(1, Ordering::Relaxed);
                 }
             }
             let _ = stop.wait_for(|s| *s).await;
@@ -265,7 +301,7 @@ fn attackers(args: &Args, stop: watch::Receiver<bool>) -> Result<Vec<tokio::task
     }
     // An onion-message flood from a fresh node (no reply path).
     if let Some(target) = args.bolt8_peer.clone().filter(|_| on("onion")) {
-        let stop = stop.clone();
+        let (stop, done) = (stop.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
             use civkit_onion::client::OnionNode;
             use lightning::onion_message::messenger::Destination;
@@ -282,7 +318,9 @@ fn attackers(args: &Args, stop: watch::Receiver<bool>) -> Result<Vec<tokio::task
             let mut i = 0usize;
             while running(&stop) {
                 let m = json!(["EVENT", flood[i % flood.len()]]).to_string();
-                let _ = node.send(Destination::Node(id), m, None);
+                if node.send(Destination::Node(id), m, None).is_ok() {
+                    done.onion_sent.fetch_add(1, Ordering::Relaxed);
+                }
                 i += 1;
                 if i.is_multiple_of(100) {
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -291,6 +329,69 @@ fn attackers(args: &Args, stop: watch::Receiver<bool>) -> Result<Vec<tokio::task
         }));
     }
     Ok(tasks)
+}
+
+/// The attackers, in a child process (this binary with `--attack-only`)
+/// at a lower CPU priority (`--attacker-nice`): on a machine this small,
+/// their own CPU would otherwise be charged to the node, which on the
+/// internet they pay for on their own machines. The rates they reached are
+/// part of the report.
+struct Attack {
+    child: tokio::process::Child,
+}
+
+impl Attack {
+    fn start(args: &Args) -> Result<Self> {
+        let mut cmd = tokio::process::Command::new("nice");
+        cmd.arg("-n")
+            .arg(args.attacker_nice.to_string())
+            .arg(std::env::current_exe()?)
+            .args([
+                "--attack-only",
+                "--url",
+                &args.url,
+                "--attackers",
+                &args.attackers,
+            ]);
+        if let Some(peer) = &args.bolt8_peer {
+            cmd.args(["--bolt8-peer", peer]);
+        }
+        let child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the attackers")?;
+        Ok(Attack { child })
+    }
+
+    /// Close the attackers' stdin, which stops them, and read what they did.
+    async fn stop(mut self) -> Result<serde_json::Value> {
+        drop(self.child.stdin.take());
+        let out = tokio::time::timeout(Duration::from_secs(30), self.child.wait_with_output())
+            .await
+            .context("the attackers did not stop")??;
+        serde_json::from_slice(&out.stdout).context("the attackers' report")
+    }
+}
+
+/// `--attack-only`: run the attackers until stdin closes, then print what
+/// they got done.
+pub async fn attack_only(args: &Args) -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let done = Arc::new(Intensity::default());
+    let started = Instant::now();
+    let tasks = attackers(args, stop_rx, done.clone())?;
+    let mut sink = Vec::new();
+    let _ = tokio::io::stdin().read_to_end(&mut sink).await;
+    let _ = stop_tx.send(true);
+    let report = done.summary(started.elapsed().as_secs_f64());
+    for t in tasks {
+        t.abort();
+    }
+    println!("{report}");
+    Ok(())
 }
 
 /// Every acknowledged event, asked for by id after the run.
@@ -322,14 +423,10 @@ pub async fn run(args: &Args, secs: u64) -> Result<()> {
     super::publish(&args.url, super::split(fill, 8), 16).await?;
 
     let mut calm = honest(args, secs).await?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let started = attackers(args, stop_rx)?;
+    let attack = Attack::start(args)?;
     tokio::time::sleep(Duration::from_secs(2)).await; // let the attack build up
     let mut attacked = honest(args, secs).await?;
-    let _ = stop_tx.send(true);
-    for t in started {
-        t.abort();
-    }
+    let intensity = attack.stop().await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let alive = connect(&args.url).await.is_ok();
     let mut acked = calm.acked.clone();
@@ -346,6 +443,7 @@ pub async fn run(args: &Args, secs: u64) -> Result<()> {
             "attack": a,
             "publish_p99_ratio": ratio("publish_p99_ms"),
             "req_p99_ratio": ratio("req_p99_ms"),
+            "attackers": intensity,
             "node_alive": alive,
             "acknowledged": acked.len(),
             "acknowledged_missing": lost,

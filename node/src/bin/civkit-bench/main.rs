@@ -89,6 +89,13 @@ struct Args {
     /// authors, slow, flood, onion.
     #[arg(long, default_value = "count,authors,slow,flood,onion")]
     attackers: String,
+    /// The `nice` level of the attackers' process in `--hostile-secs`.
+    #[arg(long, default_value_t = 10)]
+    attacker_nice: i32,
+    /// Run only the attackers of `--hostile-secs` until stdin closes, then
+    /// print how hard they pushed (used by `--hostile-secs` itself).
+    #[arg(long, hide = true)]
+    attack_only: bool,
 }
 
 fn clk_tck() -> u64 {
@@ -592,6 +599,9 @@ async fn main() -> Result<()> {
     }
     if let Some(subs) = args.fanout_subs {
         return fanout_bench(&args, subs).await;
+    }
+    if args.attack_only {
+        return hostile::attack_only(&args).await;
     }
     if let Some(secs) = args.hostile_secs {
         return hostile::run(&args, secs).await;
