@@ -14,17 +14,21 @@ wait_port() { for _ in $(seq 1 200); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/nu
 # DIR/data and a websocket relay on PORT, without an AUTH challenge, a
 # per-IP connection cap, or an event or query rate limit (every bench client
 # comes from 127.0.0.1, and strfry has none of these by default); NODE_LINES
-# are added to [node]. With a fourth argument `defaults`, the relay keeps its
+# are added to [node]; PERSISTER chooses the store (lmdb unless set). With a
+# fourth argument `defaults`, the relay keeps its
 # default limits (the hostile-load run). Other tables may follow.
 relay_config() {
   local caps="max_connections_per_ip = 0" rates="events_per_second = 0.0
-queries_per_second = 0.0"
+queries_per_second = 0.0
+events_in_flight = 32"
   if [ "${4:-}" = defaults ]; then caps=""; rates=""; fi
   cat <<TOML
 [node]
 data_dir = "$1/data"
 log = "warn"
 ${3:-}
+[persister]
+type = "${PERSISTER:-lmdb}"
 [admin]
 listen = "127.0.0.1:0"
 [transports.relay]

@@ -57,6 +57,12 @@ pub struct SessionLimits {
     pub queries_per_second: f64,
     /// Burst of `REQ`s and `COUNT`s allowed above the sustained rate.
     pub query_burst: u32,
+    /// `EVENT`s of one connection checked and stored at the same time, so
+    /// that a client that pipelines fills the store's group commits. Their
+    /// `OK`s may come back in another order than the `EVENT`s; every other
+    /// message waits until the connection's `EVENT`s before it are done.
+    /// 1: one at a time, in order.
+    pub events_in_flight: usize,
 }
 
 impl Default for SessionLimits {
@@ -76,6 +82,7 @@ impl Default for SessionLimits {
             max_filter_values: 1_000,
             queries_per_second: 0.0,
             query_burst: 50,
+            events_in_flight: 1,
         }
     }
 }
@@ -154,6 +161,8 @@ pub struct Session {
     tx: mpsc::Sender<String>,
     bucket: TokenBucket,
     query_bucket: TokenBucket,
+    /// Permits for the connection's `EVENT`s in flight (`events_in_flight`).
+    in_flight: Arc<tokio::sync::Semaphore>,
     /// Subscriptions this node holds on the remote relay, with their filters.
     imports: HashMap<SubscriptionId, Vec<Filter>>,
 }
@@ -172,6 +181,11 @@ impl Drop for Session {
         self.core.hub.close(self.id);
         tracing::debug!(session = self.id, "session closed");
     }
+}
+
+/// `events_in_flight` within 1..=4096, whatever the config says.
+fn in_flight_permits(limits: &SessionLimits) -> u32 {
+    limits.events_in_flight.clamp(1, 4096) as u32
 }
 
 fn random_hex(n: usize) -> String {
@@ -207,6 +221,9 @@ impl Session {
         Session {
             bucket: TokenBucket::new(limits.events_per_second, limits.event_burst),
             query_bucket: TokenBucket::new(limits.queries_per_second, limits.query_burst),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(
+                in_flight_permits(&limits) as usize
+            )),
             core,
             id,
             origin,
@@ -277,6 +294,9 @@ impl Session {
                     .await
             }
         };
+        if verb != "EVENT" {
+            self.settle().await;
+        }
         match verb.as_str() {
             "EVENT" => self.on_event(&parts).await,
             "REQ" => self.on_req(&parts, false).await,
@@ -369,11 +389,36 @@ impl Session {
             self.core.count_rejected();
             return self.ok(event.id, false, r.to_string()).await;
         }
-        let (reply, fresh) = self.core.ingest(&self.origin, &event).await;
-        self.ok(reply.event_id, reply.accepted, reply.message).await;
-        if fresh {
-            self.core.distribute(&self.origin, &event).await;
+        // Waits while the connection has `events_in_flight` EVENTs in the
+        // pipeline: reading stops, and the client is pushed back.
+        let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let (core, origin, tx) = (self.core.clone(), self.origin.clone(), self.tx.clone());
+        let ingest = async move {
+            let (reply, fresh) = core.ingest(&origin, &event).await;
+            let ok = RelayMessage::ok(reply.event_id, reply.accepted, reply.message);
+            // The receiver is gone only when the transport dropped the connection.
+            let _ = tx.send(ok.as_json()).await;
+            if fresh {
+                core.distribute(&origin, &event).await;
+            }
+            drop(permit);
+        };
+        if in_flight_permits(&self.limits) > 1 {
+            tokio::spawn(ingest);
+        } else {
+            ingest.await;
         }
+    }
+
+    /// Wait until every `EVENT` this connection sent before is done.
+    async fn settle(&self) {
+        drop(
+            self.in_flight
+                .acquire_many(in_flight_permits(&self.limits))
+                .await,
+        );
     }
 
     /// Subscribe on the remote relay (a federated peer) to `filters`: returns

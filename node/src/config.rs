@@ -88,11 +88,14 @@ pub struct Config {
     pub services: BTreeMap<String, Dict>,
 }
 
+/// The store used when the config names none.
+pub const DEFAULT_PERSISTER: &str = "lmdb";
+
 /// The layout used when no config file is given: a websocket relay on
-/// 127.0.0.1:7777 and a market board, over the sled store in `./civkit-data`.
+/// 127.0.0.1:7777 and a market board, over the LMDB store in `./civkit-data`.
 fn embedded_defaults() -> serde_json::Value {
     serde_json::json!({
-        "persister": { "type": "sled" },
+        "persister": { "type": DEFAULT_PERSISTER },
         "transports": { "relay": { "type": "nostr-ws" } },
         "services": { "board": { "type": "market-board" } },
     })
@@ -109,7 +112,7 @@ impl Config {
                 }
                 fig = fig
                     .merge(Serialized::defaults(
-                        serde_json::json!({ "persister": { "type": "sled" } }),
+                        serde_json::json!({ "persister": { "type": DEFAULT_PERSISTER } }),
                     ))
                     .merge(Toml::file_exact(path));
             }
@@ -123,7 +126,7 @@ impl Config {
         Self::extract(
             Figment::new()
                 .merge(Serialized::defaults(
-                    serde_json::json!({ "persister": { "type": "sled" } }),
+                    serde_json::json!({ "persister": { "type": DEFAULT_PERSISTER } }),
                 ))
                 .merge(Toml::string(text)),
         )
@@ -234,17 +237,19 @@ pub fn example_config(registry: &Registry) -> String {
             ComponentKind::Transport => format!("transports.{}", instance_name(info.type_name)),
             ComponentKind::Service => format!("services.{}", instance_name(info.type_name)),
         };
-        out.push_str(&format!(
-            "\n# {}\n[{table}]\ntype = \"{}\"\n",
-            info.description, info.type_name
-        ));
+        let mut block = format!("[{table}]\ntype = \"{}\"\n", info.type_name);
         if kind == ComponentKind::Service {
-            out.push_str(&format!(
+            block.push_str(&format!(
                 "# Place in the admission chain (ascending; required with two or more services).\norder = {}\n",
                 example_order(info.type_name)
             ));
         }
-        out.push_str(&info.example.replace("{table}", &table));
+        block.push_str(&info.example.replace("{table}", &table));
+        // One store at a time: the others are shown commented out.
+        if kind == ComponentKind::Persister && info.type_name != DEFAULT_PERSISTER {
+            block = block.lines().map(|l| format!("# {l}\n")).collect();
+        }
+        out.push_str(&format!("\n# {}\n{block}", info.description));
     }
     out
 }

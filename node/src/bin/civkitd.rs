@@ -10,7 +10,7 @@ use tracing_subscriber::EnvFilter;
 /// The civkit node: a Nostr relay joined to a Lightning gateway.
 ///
 /// With no arguments it runs on its embedded defaults: a websocket relay on
-/// 127.0.0.1:7777 over the sled store in ./civkit-data.
+/// 127.0.0.1:7777 over the LMDB store in ./civkit-data.
 #[derive(Parser)]
 #[command(version)]
 struct Args {

@@ -1,9 +1,9 @@
 //! The key space, the write overlay and the query planner.
 //!
-//! Everything lives in one sled tree, each table under a one-byte prefix, so
-//! that one [`sled::Batch`] can carry every change of a group commit and sled
-//! applies it atomically (sled batches are atomic within one tree, also
-//! across a crash).
+//! Everything lives in one ordered key space (one sled tree, one LMDB
+//! database), each table under a one-byte prefix, so that the changes of a
+//! group commit are one atomic engine write (a sled batch within one tree, an
+//! LMDB transaction), also across a crash.
 //!
 //! Key layouts (`inv` is `u64::MAX - created_at`, big-endian, so ascending
 //! key order is newest first; the trailing 32-byte id breaks ties by lowest id):
@@ -31,6 +31,7 @@ use civkit_framework::Result;
 use nostr::hashes::{sha256, Hash};
 use nostr::{Event, EventId, JsonUtil, PublicKey, Timestamp};
 
+use crate::engine::{Change, Reader};
 use crate::store_err;
 
 pub(crate) const EVENTS: u8 = b'e';
@@ -115,8 +116,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Event> {
 /// current operation's layer; [`Overlay::commit_op`] keeps them for the
 /// batch, [`Overlay::abort_op`] drops them, so an operation that fails
 /// half-way leaves nothing behind. Reads see the tree through both layers.
-pub(crate) struct Overlay<'a> {
-    tree: &'a sled::Tree,
+pub(crate) struct Overlay<R> {
+    reader: R,
     group: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     op: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Events added minus removed, in the batch and in the current operation.
@@ -127,10 +128,10 @@ pub(crate) struct Overlay<'a> {
     op_stored: Vec<EventId>,
 }
 
-impl<'a> Overlay<'a> {
-    pub fn new(tree: &'a sled::Tree) -> Self {
+impl<R: Reader> Overlay<R> {
+    pub fn new(reader: R) -> Self {
         Overlay {
-            tree,
+            reader,
             group: BTreeMap::new(),
             op: BTreeMap::new(),
             group_delta: 0,
@@ -144,7 +145,7 @@ impl<'a> Overlay<'a> {
         if let Some(v) = self.op.get(k).or_else(|| self.group.get(k)) {
             return Ok(v.clone());
         }
-        Ok(self.tree.get(k).map_err(store_err)?.map(|v| v.to_vec()))
+        Ok(self.reader.get(k)?.map(|v| v.into_owned()))
     }
 
     pub fn set(&mut self, k: Vec<u8>, v: Vec<u8>) {
@@ -158,9 +159,8 @@ impl<'a> Overlay<'a> {
     /// Keys present in `range`, in order, as the overlay sees them.
     pub fn keys_in(&self, range: RangeInclusive<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
         let mut seen: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
-        for item in self.tree.range(range.clone()) {
-            let (k, _) = item.map_err(store_err)?;
-            seen.insert(k.to_vec(), true);
+        for item in self.reader.between(range.start(), range.end())? {
+            seen.insert(item?.0.into_owned(), true);
         }
         for layer in [&self.group, &self.op] {
             for (k, v) in layer.range(range.clone()) {
@@ -191,16 +191,14 @@ impl<'a> Overlay<'a> {
         self.group.is_empty()
     }
 
-    /// The batch's changes, its event-count delta and the ids it stores.
-    pub fn finish(self) -> (sled::Batch, i64, Vec<EventId>) {
-        let mut batch = sled::Batch::default();
-        for (k, v) in self.group {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
-            }
-        }
-        (batch, self.group_delta, self.stored)
+    /// The batch's changes, its event-count delta and the ids it stores
+    /// (the reader is released).
+    pub fn finish(self) -> (Vec<Change>, i64, Vec<EventId>) {
+        (
+            self.group.into_iter().collect(),
+            self.group_delta,
+            self.stored,
+        )
     }
 
     fn load(&self, id: &[u8]) -> Result<Option<Event>> {
@@ -235,7 +233,7 @@ impl<'a> Overlay<'a> {
     }
 }
 
-impl EventTable for Overlay<'_> {
+impl<R: Reader> EventTable for Overlay<R> {
     fn get(&self, id: &EventId) -> Result<Option<Event>> {
         self.load(id.as_bytes())
     }

@@ -19,8 +19,9 @@
 //!   (value hashed), address, expiration; prefixes merged lazily under one
 //!   `limit`, a scan budget per query, `COUNT` from the indexes.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // one block: opening the LMDB map (engine.rs)
 
+pub mod engine;
 mod index;
 mod query;
 mod writer;
@@ -35,6 +36,7 @@ use civkit_framework::{BuildContext, Error, Persister, Registry, Result, SaveOut
 use nostr::{Event, EventId, Filter, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
+use engine::{Engine, Reader};
 use writer::{Shared, WriteOp};
 
 pub(crate) fn store_err(e: impl std::fmt::Display) -> Error {
@@ -44,14 +46,18 @@ pub(crate) fn store_err(e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Config of `[persister] type = "sled"`.
+/// Config of `[persister] type = "lmdb"` and `type = "sled"`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct SledConfig {
-    /// Directory of the database, relative to `node.data_dir` unless absolute.
+pub struct EmbeddedConfig {
+    /// Directory of the database, relative to `node.data_dir` unless
+    /// absolute; empty for `events.lmdb` or `events.sled`.
     pub path: PathBuf,
-    /// Page cache size in MiB.
+    /// sled only: page cache size in MiB.
     pub cache_mib: u64,
+    /// LMDB only: the most the database may grow to, in GiB (address
+    /// space reserved, not disk).
+    pub map_size_gib: u64,
     /// Most writes applied before one fsync (group commit batch).
     pub max_batch: usize,
     /// Most stored entries (index entries visited plus events read) one
@@ -66,11 +72,15 @@ pub struct SledConfig {
     pub heavy_query_share: u32,
 }
 
-impl Default for SledConfig {
+/// The config of the sled persister (the same fields).
+pub type SledConfig = EmbeddedConfig;
+
+impl Default for EmbeddedConfig {
     fn default() -> Self {
-        SledConfig {
-            path: PathBuf::from("events.sled"),
+        EmbeddedConfig {
+            path: PathBuf::new(),
             cache_mib: 256,
+            map_size_gib: 1024,
             max_batch: 4096,
             max_scan: 200_000,
             heavy_query_entries: 1_000,
@@ -79,9 +89,12 @@ impl Default for SledConfig {
     }
 }
 
-const EXAMPLE: &str = r#"# Database directory, relative to node.data_dir unless absolute.
-path = "events.sled"
-# Page cache size in MiB.
+const EXAMPLE: &str = r#"# Database directory, relative to node.data_dir unless absolute (empty:
+# events.lmdb or events.sled).
+path = ""
+# LMDB only: the most the database may grow to, in GiB (address space, not disk).
+map_size_gib = 1024
+# sled only: page cache size in MiB.
 cache_mib = 256
 # Most writes applied before one fsync (group commit batch).
 max_batch = 4096
@@ -93,23 +106,50 @@ heavy_query_entries = 1000
 heavy_query_share = 50
 "#;
 
-/// Register the `sled` persister.
+/// Register the `lmdb` (default) and `sled` persisters.
 pub fn register(registry: &mut Registry) {
     registry.register_persister(
-        "sled",
-        "embedded sled database in the data directory (default)",
+        "lmdb",
+        "embedded LMDB database in the data directory (default)",
         EXAMPLE,
-        |cfg: SledConfig, ctx: &BuildContext| {
-            let path = ctx.data_dir.join(&cfg.path);
+        |cfg: EmbeddedConfig, ctx: &BuildContext| {
+            let path = ctx.data_dir.join(cfg.path_or("events.lmdb"));
+            // sled was the default before: do not start empty beside it.
+            let sled = ctx.data_dir.join("events.sled");
+            if !path.exists() && sled.exists() {
+                return Err(Error::Invalid(format!(
+                    "{} holds a sled store and no LMDB one: set [persister] type = \"sled\" to keep using it",
+                    ctx.data_dir.display()
+                )));
+            }
+            Ok(Arc::new(LmdbPersister::open_with(&path, &cfg)?) as Arc<dyn Persister>)
+        },
+    );
+    registry.register_persister(
+        "sled",
+        "embedded sled database in the data directory",
+        EXAMPLE,
+        |cfg: EmbeddedConfig, ctx: &BuildContext| {
+            let path = ctx.data_dir.join(cfg.path_or("events.sled"));
             Ok(Arc::new(SledPersister::open_with(&path, &cfg)?) as Arc<dyn Persister>)
         },
     );
 }
 
-/// The sled persister.
-pub struct SledPersister {
-    db: sled::Db,
-    tree: sled::Tree,
+impl EmbeddedConfig {
+    fn path_or(&self, default: &str) -> PathBuf {
+        if self.path.as_os_str().is_empty() {
+            PathBuf::from(default)
+        } else {
+            self.path.clone()
+        }
+    }
+}
+
+/// The embedded persister over one engine ([`engine::Lmdb`] or
+/// [`engine::Sled`]).
+pub struct EmbeddedPersister<E: Engine> {
+    engine: Arc<E>,
     writer: mpsc::Sender<WriteOp>,
     thread: Option<std::thread::JoinHandle<()>>,
     shared: Arc<Shared>,
@@ -122,7 +162,12 @@ pub struct SledPersister {
     path: PathBuf,
 }
 
-impl Drop for SledPersister {
+/// The persister on LMDB.
+pub type LmdbPersister = EmbeddedPersister<engine::Lmdb>;
+/// The persister on sled.
+pub type SledPersister = EmbeddedPersister<engine::Sled>;
+
+impl<E: Engine> Drop for EmbeddedPersister<E> {
     /// Close the write queue and wait for the writer's final flush, so the
     /// database is released when the persister is gone.
     fn drop(&mut self) {
@@ -134,47 +179,81 @@ impl Drop for SledPersister {
     }
 }
 
-impl std::fmt::Debug for SledPersister {
+impl<E: Engine> std::fmt::Debug for EmbeddedPersister<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SledPersister")
+        f.debug_struct("EmbeddedPersister")
+            .field("engine", &E::NAME)
             .field("path", &self.path)
             .finish()
     }
 }
 
 impl SledPersister {
-    /// Open (or create) the database at `path` with default settings.
+    /// Open (or create) a sled database at `path` with default settings.
     pub fn open(path: &Path) -> Result<Self> {
-        Self::open_with(path, &SledConfig::default())
+        Self::open_with(path, &EmbeddedConfig::default())
     }
 
-    /// Open (or create) the database at `path`.
-    pub fn open_with(path: &Path, cfg: &SledConfig) -> Result<Self> {
-        Self::open_flushing(path, cfg, writer::sled_flush())
+    /// Open (or create) a sled database at `path`.
+    pub fn open_with(path: &Path, cfg: &EmbeddedConfig) -> Result<Self> {
+        Self::start(
+            Arc::new(engine::Sled::open(path, cfg.cache_mib)?),
+            path,
+            cfg,
+            None,
+        )
+    }
+}
+
+impl LmdbPersister {
+    /// Open (or create) an LMDB database at `path` with default settings.
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, &EmbeddedConfig::default())
     }
 
-    fn open_flushing(path: &Path, cfg: &SledConfig, flush: writer::FlushFn) -> Result<Self> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cfg.cache_mib.saturating_mul(1024 * 1024))
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| store_err(format!("opening {}: {e}", path.display())))?;
-        let tree = db.open_tree(index::TREE).map_err(store_err)?;
-        index::migrate_legacy(&db, &tree)?;
+    /// Open the LMDB database at `path`, waiting up to `wait` while another
+    /// persister of this process still holds it (a node that is stopping
+    /// lets go of its store only when its last task ends).
+    pub async fn open_when_free(path: &Path, wait: std::time::Duration) -> Result<Self> {
+        let until = std::time::Instant::now() + wait;
+        loop {
+            match Self::open(path) {
+                Err(_) if std::time::Instant::now() < until => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// Open (or create) an LMDB database at `path`.
+    pub fn open_with(path: &Path, cfg: &EmbeddedConfig) -> Result<Self> {
+        Self::start(
+            Arc::new(engine::Lmdb::open(path, cfg.map_size_gib)?),
+            path,
+            cfg,
+            None,
+        )
+    }
+}
+
+impl<E: Engine> EmbeddedPersister<E> {
+    /// Start the writer over an open engine; `flush` replaces the engine's
+    /// sync (fault-injection tests).
+    fn start(
+        engine: Arc<E>,
+        path: &Path,
+        cfg: &EmbeddedConfig,
+        flush: Option<writer::FlushFn>,
+    ) -> Result<Self> {
         let shared = Arc::new(Shared::default());
-        let events = tree.scan_prefix([index::EVENTS]).count() as u64;
+        let events = engine.reader()?.prefixed(&[index::EVENTS])?.count() as u64;
         shared.events.store(events, Ordering::Relaxed);
-        let (writer, thread) = writer::spawn(
-            db.clone(),
-            tree.clone(),
-            shared.clone(),
-            cfg.max_batch.max(1),
-            flush,
-        )?;
-        Ok(SledPersister {
-            db,
-            tree,
+        let flush = flush.unwrap_or_else(|| writer::engine_sync(engine.clone()));
+        let (writer, thread) =
+            writer::spawn(engine.clone(), shared.clone(), cfg.max_batch.max(1), flush)?;
+        Ok(EmbeddedPersister {
+            engine,
             writer,
             thread: Some(thread),
             shared,
@@ -204,7 +283,7 @@ impl SledPersister {
     async fn read<T: Send + 'static>(
         &self,
         cost: usize,
-        f: impl FnOnce(&sled::Tree) -> Result<T> + Send + 'static,
+        f: impl FnOnce(&E::Reader<'_>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let heavy = cost > self.heavy_query_entries;
         let gate = if heavy { &self.heavy } else { &self.light };
@@ -213,9 +292,9 @@ impl SledPersister {
             .acquire_owned()
             .await
             .map_err(|_| store_err("the store is closing"))?;
-        let tree = self.tree.clone();
+        let engine = self.engine.clone();
         let started = std::time::Instant::now();
-        let result = tokio::task::spawn_blocking(move || f(&tree))
+        let result = tokio::task::spawn_blocking(move || f(&engine.reader()?))
             .await
             .map_err(store_err)?;
         if heavy {
@@ -244,9 +323,9 @@ fn check_ns(ns: &str) -> Result<()> {
 }
 
 #[async_trait]
-impl Persister for SledPersister {
+impl<E: Engine> Persister for EmbeddedPersister<E> {
     fn backend(&self) -> &'static str {
-        "sled"
+        E::NAME
     }
     async fn save_event(&self, event: &Event, claims: &[Claim]) -> Result<SaveOutcome> {
         for c in claims {
@@ -256,11 +335,12 @@ impl Persister for SledPersister {
         self.write(|tx| WriteOp::Save(event, claims, tx)).await
     }
     async fn event_exists(&self, id: &EventId) -> Result<bool> {
-        // The tree first: an id found there and no longer unflushed is durable.
+        // The store first: an id found there and no longer unflushed is durable.
         let present = self
-            .tree
-            .contains_key(index::event_key(id.as_bytes()))
-            .map_err(store_err)?;
+            .engine
+            .reader()?
+            .get(&index::event_key(id.as_bytes()))?
+            .is_some();
         Ok(present && self.shared.durable(id))
     }
     async fn query(&self, filters: &[Filter], now: Timestamp) -> Result<Vec<Event>> {
@@ -298,10 +378,10 @@ impl Persister for SledPersister {
     async fn kv_get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         check_ns(ns)?;
         Ok(self
-            .tree
-            .get(index::kv_key(ns, key))
-            .map_err(store_err)?
-            .map(|v| v.to_vec()))
+            .engine
+            .reader()?
+            .get(&index::kv_key(ns, key))?
+            .map(|v| v.into_owned()))
     }
     async fn kv_put(&self, ns: &str, key: &[u8], value: &[u8]) -> Result<()> {
         self.kv_write(ns, key, Some(value), false).await.map(|_| ())
@@ -323,18 +403,17 @@ impl Persister for SledPersister {
         check_ns(ns)?;
         let start = index::kv_key(ns, prefix);
         let skip = index::kv_key(ns, b"").len();
-        self.tree
-            .scan_prefix(start)
-            .map(|r| {
-                r.map(|(k, v)| (k[skip..].to_vec(), v.to_vec()))
-                    .map_err(store_err)
-            })
-            .collect()
+        let reader = self.engine.reader()?;
+        let pairs = reader
+            .prefixed(&start)?
+            .map(|r| r.map(|(k, v)| (k[skip..].to_vec(), v.into_owned())))
+            .collect();
+        pairs
     }
     async fn stats(&self) -> Result<StoreStats> {
         Ok(StoreStats {
             events: self.shared.events.load(Ordering::Relaxed),
-            size_bytes: self.db.size_on_disk().map_err(store_err)?,
+            size_bytes: self.engine.size_on_disk()?,
             write_error: self.shared.write_error(),
         })
     }
@@ -343,7 +422,7 @@ impl Persister for SledPersister {
     }
 }
 
-impl SledPersister {
+impl<E: Engine> EmbeddedPersister<E> {
     async fn kv_write(
         &self,
         ns: &str,
@@ -376,13 +455,12 @@ mod tests {
 
     const NOW: u64 = 1_700_000_000;
 
-    fn failing_flush(fail: Arc<AtomicBool>) -> writer::FlushFn {
-        let mut real = writer::sled_flush();
-        Box::new(move |db| {
+    fn failing_flush(fail: Arc<AtomicBool>, mut real: writer::FlushFn) -> writer::FlushFn {
+        Box::new(move || {
             if fail.load(Ordering::SeqCst) {
                 Err("injected fsync failure".into())
             } else {
-                real(db)
+                real()
             }
         })
     }
@@ -391,10 +469,15 @@ mod tests {
     async fn a_failed_flush_stops_acknowledgements_until_the_store_recovers() {
         let dir = tempfile::tempdir().unwrap();
         let fail = Arc::new(AtomicBool::new(false));
-        let p = SledPersister::open_flushing(
-            &dir.path().join("db"),
-            &SledConfig::default(),
-            failing_flush(fail.clone()),
+        // sled: the write is visible before its flush, which fails.
+        let path = dir.path().join("db");
+        let engine = Arc::new(engine::Sled::open(&path, 16).unwrap());
+        let real = writer::engine_sync(engine.clone());
+        let p = SledPersister::start(
+            engine,
+            &path,
+            &EmbeddedConfig::default(),
+            Some(failing_flush(fail.clone(), real)),
         )
         .unwrap();
         let k = Keys::generate();
@@ -462,7 +545,12 @@ mod tests {
             .unwrap();
         assert_eq!(got, vec![e]);
         assert_eq!(p.kv_get("svc", b"k").await.unwrap(), Some(b"v".to_vec()));
-        assert!(!p.db.tree_names().iter().any(|n| n.as_ref() == b"events"));
+        assert!(!p
+            .engine
+            .db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == b"events"));
     }
 
     #[tokio::test]

@@ -20,11 +20,11 @@ use civkit_framework::{Error, Result};
 use nostr::filter::MatchEventOptions;
 use nostr::{Event, Filter, Timestamp};
 
+use crate::engine::{Entries, Reader};
 use crate::index::{
     decode, event_key, inv, key, tag_hash, BY_AUTHOR, BY_AUTHOR_KIND, BY_KIND, BY_TAG, BY_TIME,
     EXPIRY,
 };
-use crate::store_err;
 
 /// Bytes at the end of every index key: `inv` and the id.
 const SUFFIX: usize = 8 + 32;
@@ -120,15 +120,20 @@ pub(crate) fn query_cost(filters: &[Filter], max_scan: usize) -> usize {
 
 /// Index entries of a plan within `since`/`until`, merged newest first and
 /// read lazily; yields each entry's `inv ‖ id` suffix, without repeats.
-struct Merged<'a> {
-    iters: Vec<sled::Iter>,
+struct Merged<'r, 'b> {
+    iters: Vec<Entries<'r>>,
     heap: BinaryHeap<Reverse<([u8; SUFFIX], usize)>>,
     last: Option<[u8; SUFFIX]>,
-    budget: &'a mut Budget,
+    budget: &'b mut Budget,
 }
 
-impl<'a> Merged<'a> {
-    fn new(tree: &sled::Tree, plan: &Plan, f: &Filter, budget: &'a mut Budget) -> Result<Self> {
+impl<'r, 'b> Merged<'r, 'b> {
+    fn new<R: Reader>(
+        tree: &'r R,
+        plan: &Plan,
+        f: &Filter,
+        budget: &'b mut Budget,
+    ) -> Result<Self> {
         let until = f.until.unwrap_or(Timestamp::from_secs(u64::MAX));
         let since = f.since.unwrap_or(Timestamp::from_secs(0));
         let (newest, oldest) = (inv(until), inv(since));
@@ -144,7 +149,7 @@ impl<'a> Merged<'a> {
         for (i, prefix) in plan.prefixes.iter().enumerate() {
             let start = [prefix.as_slice(), &newest[..]].concat();
             let end = [prefix.as_slice(), &oldest[..], &[0xff; 32][..]].concat();
-            m.iters.push(tree.range(start..=end));
+            m.iters.push(tree.between(&start, &end)?);
             m.advance(i)?;
         }
         Ok(m)
@@ -152,7 +157,7 @@ impl<'a> Merged<'a> {
 
     fn advance(&mut self, i: usize) -> Result<()> {
         if let Some(item) = self.iters[i].next() {
-            let (k, _) = item.map_err(store_err)?;
+            let (k, _) = item?;
             self.budget.spend(1)?;
             let mut suffix = [0u8; SUFFIX];
             suffix.copy_from_slice(&k[k.len() - SUFFIX..]);
@@ -196,12 +201,9 @@ impl Budget {
     }
 }
 
-fn load(tree: &sled::Tree, id: &[u8], budget: &mut Budget) -> Result<Option<Event>> {
+fn load<R: Reader>(tree: &R, id: &[u8], budget: &mut Budget) -> Result<Option<Event>> {
     budget.spend(1)?;
-    tree.get(event_key(id))
-        .map_err(store_err)?
-        .map(|b| decode(&b))
-        .transpose()
+    tree.get(&event_key(id))?.map(|b| decode(&b)).transpose()
 }
 
 fn keep(f: &Filter, e: &Event, now: Timestamp) -> bool {
@@ -209,8 +211,8 @@ fn keep(f: &Filter, e: &Event, now: Timestamp) -> bool {
 }
 
 /// Events matching one filter, newest first, at most `limit`.
-fn query_filter(
-    tree: &sled::Tree,
+fn query_filter<R: Reader>(
+    tree: &R,
     f: &Filter,
     now: Timestamp,
     budget: &mut Budget,
@@ -242,8 +244,8 @@ fn query_filter(
 }
 
 /// Events matching any filter, newest first, de-duplicated.
-pub(crate) fn query(
-    tree: &sled::Tree,
+pub(crate) fn query<R: Reader>(
+    tree: &R,
     filters: &[Filter],
     now: Timestamp,
     max_scan: usize,
@@ -259,8 +261,8 @@ pub(crate) fn query(
 /// How many stored events match any filter. `expired` lists the stored
 /// events that are expired at `now` (the sweep has not removed them yet);
 /// they are never counted.
-pub(crate) fn count(
-    tree: &sled::Tree,
+pub(crate) fn count<R: Reader>(
+    tree: &R,
     filters: &[Filter],
     now: Timestamp,
     max_scan: usize,
@@ -320,13 +322,13 @@ pub(crate) fn count(
 
 /// Stored events whose expiration is at or before `now`, at most `max`
 /// (the sweep removes them; until then queries must leave them out).
-pub(crate) fn expired(tree: &sled::Tree, now: Timestamp, max: usize) -> Result<Vec<Event>> {
+pub(crate) fn expired<R: Reader>(tree: &R, now: Timestamp, max: usize) -> Result<Vec<Event>> {
     let start = key(EXPIRY, &[]);
     let end = key(EXPIRY, &[&now.as_secs().to_be_bytes(), &[0xff; 32]]);
     let mut out = Vec::new();
-    for item in tree.range(start..=end).take(max) {
-        let (k, _) = item.map_err(store_err)?;
-        if let Some(b) = tree.get(event_key(&k[9..])).map_err(store_err)? {
+    for item in tree.between(&start, &end)?.take(max) {
+        let (k, _) = item?;
+        if let Some(b) = tree.get(&event_key(&k[9..]))? {
             out.push(decode(&b)?);
         }
     }

@@ -1,6 +1,6 @@
 //! The single writer thread: applies queued writes to an [`Overlay`], writes
-//! the whole group as one atomic sled batch, fsyncs once, then answers every
-//! caller in the group (group commit).
+//! the whole group as one atomic engine write, makes it durable once, then
+//! answers every caller in the group (group commit).
 //!
 //! After a failed write or flush the store is unhealthy: every write is
 //! refused until a flush succeeds again, and the ids of events whose write
@@ -16,6 +16,7 @@ use civkit_framework::{Result, SaveOutcome};
 use nostr::{Event, EventId, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::engine::{Engine, Reader};
 use crate::index::Overlay;
 use crate::store_err;
 
@@ -60,10 +61,11 @@ impl Shared {
 }
 
 /// How the writer makes a batch durable (a seam for fault-injection tests).
-pub(crate) type FlushFn = Box<dyn FnMut(&sled::Db) -> std::result::Result<(), String> + Send>;
+pub(crate) type FlushFn = Box<dyn FnMut() -> std::result::Result<(), String> + Send>;
 
-pub(crate) fn sled_flush() -> FlushFn {
-    Box::new(|db| db.flush().map(|_| ()).map_err(|e| e.to_string()))
+/// The engine's own sync.
+pub(crate) fn engine_sync<E: Engine>(engine: Arc<E>) -> FlushFn {
+    Box::new(move || engine.sync().map_err(|e| e.to_string()))
 }
 
 /// A reply held until the batch is durable.
@@ -78,16 +80,15 @@ enum Pending {
     Unit(oneshot::Sender<Result<()>>),
 }
 
-pub(crate) fn spawn(
-    db: sled::Db,
-    tree: sled::Tree,
+pub(crate) fn spawn<E: Engine>(
+    engine: Arc<E>,
     shared: Arc<Shared>,
     max_batch: usize,
     mut flush: FlushFn,
 ) -> Result<(mpsc::Sender<WriteOp>, std::thread::JoinHandle<()>)> {
     let (tx, mut rx) = mpsc::channel::<WriteOp>(max_batch * 2);
     let handle = std::thread::Builder::new()
-        .name("civkit-sled-writer".into())
+        .name(format!("civkit-{}-writer", E::NAME))
         .spawn(move || {
             let mut ops = Vec::with_capacity(max_batch);
             while let Some(op) = rx.blocking_recv() {
@@ -98,22 +99,34 @@ pub(crate) fn spawn(
                         Err(_) => break,
                     }
                 }
-                if !recovered(&db, &shared, &mut flush) {
+                if !recovered(&shared, &mut flush) {
                     let why = shared.write_error().unwrap_or_default();
                     for op in ops.drain(..) {
                         refuse(op, &why);
                     }
                     continue;
                 }
-                let mut overlay = Overlay::new(&tree);
-                let pending: Vec<Pending> =
-                    ops.drain(..).map(|op| apply(&mut overlay, op)).collect();
-                let written = commit(&db, &tree, &shared, overlay, &mut flush);
+                let (pending, written) = match engine.reader() {
+                    Ok(reader) => {
+                        let mut overlay = Overlay::new(reader);
+                        let pending: Vec<Pending> =
+                            ops.drain(..).map(|op| apply(&mut overlay, op)).collect();
+                        let written = commit(&*engine, &shared, overlay, &mut flush);
+                        (pending, written)
+                    }
+                    Err(e) => {
+                        let why = fail(&shared, format!("read failed: {e}"));
+                        for op in ops.drain(..) {
+                            refuse(op, &why.to_string());
+                        }
+                        continue;
+                    }
+                };
                 for p in pending {
                     answer(p, &written);
                 }
             }
-            if let Err(e) = flush(&db) {
+            if let Err(e) = flush() {
                 tracing::warn!(error = %e, "final flush failed");
             }
         })
@@ -122,11 +135,11 @@ pub(crate) fn spawn(
 }
 
 /// When unhealthy, try a flush; true when the store takes writes.
-fn recovered(db: &sled::Db, shared: &Shared, flush: &mut FlushFn) -> bool {
+fn recovered(shared: &Shared, flush: &mut FlushFn) -> bool {
     if lock(&shared.write_error).is_none() {
         return true;
     }
-    match flush(db) {
+    match flush() {
         Ok(()) => {
             lock(&shared.unflushed).clear();
             *lock(&shared.write_error) = None;
@@ -141,28 +154,28 @@ fn recovered(db: &sled::Db, shared: &Shared, flush: &mut FlushFn) -> bool {
 }
 
 /// Write the batch atomically and flush it.
-fn commit(
-    db: &sled::Db,
-    tree: &sled::Tree,
+fn commit<E: Engine>(
+    engine: &E,
     shared: &Shared,
-    overlay: Overlay<'_>,
+    overlay: Overlay<E::Reader<'_>>,
     flush: &mut FlushFn,
 ) -> Result<()> {
     if overlay.is_empty() {
         // Nothing changed; a flush still answers `Flush` and duplicates
         // honestly (their first copy may sit in an earlier, failed batch).
-        return flush(db).map_err(|e| fail(shared, format!("flush failed: {e}")));
+        return flush().map_err(|e| fail(shared, format!("flush failed: {e}")));
     }
-    let (batch, delta, stored) = overlay.finish();
+    let (changes, delta, stored) = overlay.finish();
     lock(&shared.unflushed).extend(stored.iter().copied());
-    tree.apply_batch(batch)
+    engine
+        .write(changes)
         .map_err(|e| fail(shared, format!("write failed: {e}")))?;
     let _ = shared
         .events
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
             Some(n.saturating_add_signed(delta))
         });
-    flush(db).map_err(|e| fail(shared, format!("flush failed: {e}")))?;
+    flush().map_err(|e| fail(shared, format!("flush failed: {e}")))?;
     let mut unflushed = lock(&shared.unflushed);
     for id in &stored {
         unflushed.remove(id);
@@ -176,7 +189,7 @@ fn fail(shared: &Shared, why: String) -> civkit_framework::Error {
     store_err(why)
 }
 
-fn apply(overlay: &mut Overlay<'_>, op: WriteOp) -> Pending {
+fn apply<R: Reader>(overlay: &mut Overlay<R>, op: WriteOp) -> Pending {
     let pending = match op {
         WriteOp::Save(event, claims, tx) => Pending::Save(tx, apply_save(overlay, &event, &claims)),
         WriteOp::Claim(claims, tx) => Pending::Claim(tx, apply_claims(overlay, &claims)),

@@ -1,5 +1,5 @@
-//! The sled persister passes the shared persister conformance suite, and
-//! keeps what it acknowledged across a reopen.
+//! The embedded persister, on LMDB and on sled, passes the shared persister
+//! conformance suite, and keeps what it acknowledged across a reopen.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests assert by panicking
 
@@ -7,17 +7,44 @@ use std::sync::Arc;
 
 use civkit_framework::testing::conformance::events::event;
 use civkit_framework::{Persister, SaveOutcome};
-use civkit_sled::SledPersister;
+use civkit_sled::{LmdbPersister, SledPersister};
 use nostr::{Filter, Keys, Timestamp};
 
-civkit_framework::persister_conformance!(|| async {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = SledPersister::open(&dir.path().join("db")).expect("open sled");
-    (Arc::new(p) as Arc<dyn Persister>, dir)
-});
+mod lmdb {
+    use super::*;
+    civkit_framework::persister_conformance!(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = LmdbPersister::open(&dir.path().join("db")).expect("open lmdb");
+        (Arc::new(p) as Arc<dyn Persister>, dir)
+    });
 
-#[tokio::test]
-async fn acknowledged_writes_survive_reopen() {
+    #[tokio::test]
+    async fn acknowledged_writes_survive_reopen() {
+        super::acknowledged_writes_survive_reopen(|p| {
+            Arc::new(LmdbPersister::open(p).unwrap()) as Arc<dyn Persister>
+        })
+        .await;
+    }
+}
+
+mod sled {
+    use super::*;
+    civkit_framework::persister_conformance!(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = SledPersister::open(&dir.path().join("db")).expect("open sled");
+        (Arc::new(p) as Arc<dyn Persister>, dir)
+    });
+
+    #[tokio::test]
+    async fn acknowledged_writes_survive_reopen() {
+        super::acknowledged_writes_survive_reopen(|p| {
+            Arc::new(SledPersister::open(p).unwrap()) as Arc<dyn Persister>
+        })
+        .await;
+    }
+}
+
+async fn acknowledged_writes_survive_reopen(open: impl Fn(&std::path::Path) -> Arc<dyn Persister>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let k = Keys::generate();
@@ -26,7 +53,7 @@ async fn acknowledged_writes_survive_reopen() {
         .map(|i| event(&k, 1, now - i, "x", &[&["t", "tag"]]))
         .collect();
     {
-        let p = Arc::new(SledPersister::open(&path).unwrap());
+        let p = open(&path);
         let mut tasks = Vec::new();
         for e in events.clone() {
             let p = p.clone();
@@ -39,7 +66,7 @@ async fn acknowledged_writes_survive_reopen() {
         }
         p.kv_put("svc", b"k", b"v").await.unwrap();
     }
-    let p = SledPersister::open(&path).unwrap();
+    let p = open(&path);
     assert_eq!(p.stats().await.unwrap().events, 50);
     let got = p
         .query(&[Filter::new().hashtag("tag")], Timestamp::from_secs(now))

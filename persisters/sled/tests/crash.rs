@@ -14,10 +14,18 @@ use std::time::{Duration, Instant};
 
 use civkit_framework::testing::conformance::events::event;
 use civkit_framework::{Claim, Persister, SaveOutcome};
-use civkit_sled::SledPersister;
+use civkit_sled::{LmdbPersister, SledPersister};
 use nostr::{EventId, Filter, Keys, Timestamp};
 
-const CHILD: &str = "CIVKIT_SLED_CRASH_CHILD";
+/// `<engine>:<path>` of the writer child.
+const CHILD: &str = "CIVKIT_STORE_CRASH_CHILD";
+
+fn open(engine: &str, path: &std::path::Path) -> Arc<dyn Persister> {
+    match engine {
+        "lmdb" => Arc::new(LmdbPersister::open(path).unwrap()),
+        _ => Arc::new(SledPersister::open(path).unwrap()),
+    }
+}
 const NOW: u64 = 1_700_000_000;
 
 fn claim_for(i: u64, id: &EventId) -> Claim {
@@ -32,10 +40,11 @@ fn claim_for(i: u64, id: &EventId) -> Claim {
 /// the number of each one acknowledged. Runs only when spawned by the test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writer_child() {
-    let Ok(dir) = std::env::var(CHILD) else {
+    let Ok(child) = std::env::var(CHILD) else {
         return;
     };
-    let p = Arc::new(SledPersister::open(std::path::Path::new(&dir)).unwrap());
+    let (engine, dir) = child.split_once(':').unwrap();
+    let p = open(engine, std::path::Path::new(dir));
     let keys = Keys::generate();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<u64>(1024);
     for worker in 0..16u64 {
@@ -61,12 +70,21 @@ async fn writer_child() {
 }
 
 #[test]
-fn sigkill_keeps_events_and_claims_together() {
+fn sigkill_keeps_events_and_claims_together_lmdb() {
+    sigkill_keeps_events_and_claims_together("lmdb");
+}
+
+#[test]
+fn sigkill_keeps_events_and_claims_together_sled() {
+    sigkill_keeps_events_and_claims_together("sled");
+}
+
+fn sigkill_keeps_events_and_claims_together(engine: &str) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "writer_child", "--nocapture", "--test-threads=1"])
-        .env(CHILD, &db)
+        .env(CHILD, format!("{engine}:{}", db.display()))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -100,7 +118,7 @@ fn sigkill_keeps_events_and_claims_together() {
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let p = SledPersister::open(&db).unwrap();
+        let p = open(engine, &db);
         let stored = p
             .query(&[Filter::new().limit(1_000_000)], Timestamp::from_secs(NOW))
             .await
@@ -123,7 +141,7 @@ fn sigkill_keeps_events_and_claims_together() {
         assert_eq!(claims.len(), stored.len(), "a claim without its event");
         assert_eq!(p.stats().await.unwrap().events, stored.len() as u64);
         println!(
-            "acknowledged {}, stored {} after SIGKILL",
+            "{engine}: acknowledged {}, stored {} after SIGKILL",
             acked.len(),
             stored.len()
         );

@@ -291,7 +291,7 @@ async fn the_spent_set_survives_a_restart() {
     let maker = Keys::generate();
     let creds;
     {
-        let p: Arc<dyn Persister> = Arc::new(civkit_sled::SledPersister::open(&db).unwrap());
+        let p: Arc<dyn Persister> = Arc::new(civkit_sled::LmdbPersister::open(&db).unwrap());
         let tn = node_with(service("lnd", &url, dir.path()), Some(p));
         creds = buy(&tn, &ln, &maker, 1).await;
         let mut c = tn.client().await;
@@ -307,8 +307,11 @@ async fn the_spent_set_survives_a_restart() {
         );
         tn.node.persister().flush().await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let p: Arc<dyn Persister> = Arc::new(civkit_sled::SledPersister::open(&db).unwrap());
+    let p: Arc<dyn Persister> = Arc::new(
+        civkit_sled::LmdbPersister::open_when_free(&db, Duration::from_secs(30))
+            .await
+            .unwrap(),
+    );
     let tn = node_with(service("lnd", &url, dir.path()), Some(p));
     let mut c = tn.client().await;
     let (ok, msg) = c

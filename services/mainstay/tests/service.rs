@@ -269,7 +269,7 @@ async fn rounds_survive_a_restart_and_keep_chaining() {
     let db = dir.path().join("db");
     let first;
     {
-        let p: Arc<dyn Persister> = Arc::new(civkit_sled::SledPersister::open(&db).unwrap());
+        let p: Arc<dyn Persister> = Arc::new(civkit_sled::LmdbPersister::open(&db).unwrap());
         let tn = node(&url, Some(p));
         publish_notes(&tn, 3).await;
         until(&tn, "round 0", |s| s["last_round"] == 0).await;
@@ -280,8 +280,11 @@ async fn rounds_survive_a_restart_and_keep_chaining() {
             .unwrap();
         tn.node.persister().flush().await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let p: Arc<dyn Persister> = Arc::new(civkit_sled::SledPersister::open(&db).unwrap());
+    let p: Arc<dyn Persister> = Arc::new(
+        civkit_sled::LmdbPersister::open_when_free(&db, Duration::from_secs(30))
+            .await
+            .unwrap(),
+    );
     let tn = node(&url, Some(p));
     publish_notes(&tn, 2).await;
     until(&tn, "round 1 after restart", |s| s["last_round"] == 1).await;

@@ -254,6 +254,8 @@ max_event_bytes = 65536
 max_filter_values = 1000
 queries_per_second = 0.0
 query_burst = 50
+# EVENTs of one connection checked and stored at once. 1: one at a time, in order.
+events_in_flight = 1
 "#;
 
 /// Register the `bolt8` transport.

@@ -45,6 +45,7 @@ impl Default for NostrWsConfig {
                 event_burst: 200,
                 queries_per_second: 10.0,
                 query_burst: 50,
+                events_in_flight: 32,
                 ..SessionLimits::default()
             },
         }
@@ -98,4 +99,7 @@ max_filter_values = 1000
 queries_per_second = 10.0
 # Burst of REQs and COUNTs allowed above the sustained rate.
 query_burst = 50
+# EVENTs of one connection checked and stored at once (pipelining; their OKs
+# may come back out of order). 1: one at a time, in order.
+events_in_flight = 32
 "#;
