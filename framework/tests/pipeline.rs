@@ -235,3 +235,60 @@ async fn memory_client_sees_the_same_answers() {
     c.send_text(r#"["CLOSE"]"#.into()).await;
     assert_eq!(c.recv_json().await[0], "NOTICE");
 }
+
+/// A client that pipelines: every EVENT gets its OK (in any order), and a
+/// REQ sent after them is answered only once they are stored.
+async fn pipeline_of(events_in_flight: usize) {
+    let tn = TestNode::builder()
+        .limits(SessionLimits {
+            events_in_flight,
+            ..SessionLimits::default()
+        })
+        .build();
+    let mut c = tn.client().await;
+    let k = Keys::generate();
+    let sent: Vec<Event> = (0..100)
+        .map(|i| event(&k, 1, now() - i, &format!("pipelined {i}"), &[]))
+        .collect();
+    for e in &sent {
+        c.send_json(json!(["EVENT", e])).await;
+    }
+    c.send_json(json!(["REQ", "after", {"authors": [k.public_key()], "limit": 500}]))
+        .await;
+    let mut oks = std::collections::HashSet::new();
+    let mut served = 0;
+    loop {
+        let m = c.recv_json().await;
+        match m[0].as_str() {
+            Some("OK") => {
+                assert_eq!(m[2], true, "{m}");
+                assert_eq!(served, 0, "an OK after the REQ's answer began: {m}");
+                assert!(
+                    oks.insert(m[1].as_str().unwrap().to_string()),
+                    "two OKs for {m}"
+                );
+            }
+            Some("EVENT") => served += 1,
+            Some("EOSE") => break,
+            _ => panic!("unexpected {m}"),
+        }
+    }
+    assert_eq!(oks.len(), sent.len());
+    assert_eq!(
+        served,
+        sent.len(),
+        "the REQ sees every EVENT sent before it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_events_all_get_their_ok_before_a_later_req() {
+    pipeline_of(8).await;
+    pipeline_of(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_events_in_flight_from_config_is_clamped_not_a_panic() {
+    // Semaphore::new panics above its maximum; the session clamps to 4,096.
+    pipeline_of(usize::MAX).await;
+}
