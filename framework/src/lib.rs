@@ -53,7 +53,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use hub::{ConnectionInfo, FanOut, Scope};
 pub use node::{Node, NodeBuilder};
 pub use origin::{LocalOrigin, Origin, Source};
-pub use persister::{Claim, EventTable, Persister, SaveOutcome, StoreStats};
+pub use persister::{Claim, EventTable, Persister, SaveOutcome, StoreStats, StoredEvent};
 pub use pipeline::NodeInfo;
 pub use registry::{BuildContext, ComponentConfig, ComponentInfo, ComponentKind, Registry};
 pub use service::{Admission, OkReply, Prefix, Rejection, Service, ServiceContext};

@@ -116,6 +116,16 @@ pub trait Persister: Send + Sync + 'static {
     async fn event_exists(&self, id: &EventId) -> Result<bool>;
     /// Events matching any filter, newest first; expired events left out.
     async fn query(&self, filters: &[Filter], now: Timestamp) -> Result<Vec<Event>>;
+    /// [`Self::query`], each event with its JSON as stored, so that a `REQ`
+    /// is answered without serializing events again. The default serializes.
+    async fn query_stored(&self, filters: &[Filter], now: Timestamp) -> Result<Vec<StoredEvent>> {
+        Ok(self
+            .query(filters, now)
+            .await?
+            .into_iter()
+            .map(StoredEvent::from)
+            .collect())
+    }
     /// How many stored events match any filter (limits ignored).
     async fn count(&self, filters: &[Filter], now: Timestamp) -> Result<u64>;
     /// Remove events by id (operator action; leaves no tombstone). Returns how many were removed.
@@ -269,6 +279,27 @@ pub fn apply_save<T: EventTable + ?Sized>(
 pub fn merge_results(mut events: Vec<Event>) -> Vec<Event> {
     events.sort_by(kinds::result_order);
     events.dedup_by(|a, b| a.id == b.id);
+    events
+}
+
+/// A stored event and its JSON text, as the store holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub event: Event,
+    pub json: String,
+}
+
+impl From<Event> for StoredEvent {
+    fn from(event: Event) -> Self {
+        let json = nostr::JsonUtil::as_json(&event);
+        StoredEvent { event, json }
+    }
+}
+
+/// [`merge_results`] for events with their JSON.
+pub fn merge_stored(mut events: Vec<StoredEvent>) -> Vec<StoredEvent> {
+    events.sort_by(|a, b| kinds::result_order(&a.event, &b.event));
+    events.dedup_by(|a, b| a.event.id == b.event.id);
     events
 }
 

@@ -569,12 +569,14 @@ impl Session {
             let r = Rejection::blocked(format!("at most {max} open subscriptions per connection"));
             return self.closed(&sub_id, &r).await;
         }
-        match self.core.persister.query(&filters, now).await {
+        match self.core.persister.query_stored(&filters, now).await {
             Ok(events) => {
-                let visible = |e: &&Event| self.core.serves(e, now) && self.scope.allows(e);
-                for e in events.iter().filter(visible) {
-                    self.send(wire::event_message(sub_id.as_str(), &e.as_json()))
-                        .await;
+                for s in &events {
+                    if self.core.serves(&s.event, now) && self.scope.allows(&s.event) {
+                        // The stored JSON, not serialized again.
+                        self.send(wire::event_message(sub_id.as_str(), &s.json))
+                            .await;
+                    }
                 }
                 self.send(RelayMessage::eose(sub_id).as_json()).await;
             }

@@ -31,7 +31,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use civkit_framework::persister::{valid_namespace, Claim};
+use civkit_framework::persister::{valid_namespace, Claim, StoredEvent};
 use civkit_framework::{BuildContext, Error, Persister, Registry, Result, SaveOutcome, StoreStats};
 use nostr::{Event, EventId, Filter, Timestamp};
 use tokio::sync::{mpsc, oneshot};
@@ -344,6 +344,10 @@ impl<E: Engine> Persister for EmbeddedPersister<E> {
         Ok(present && self.shared.durable(id))
     }
     async fn query(&self, filters: &[Filter], now: Timestamp) -> Result<Vec<Event>> {
+        let stored = self.query_stored(filters, now).await?;
+        Ok(stored.into_iter().map(|s| s.event).collect())
+    }
+    async fn query_stored(&self, filters: &[Filter], now: Timestamp) -> Result<Vec<StoredEvent>> {
         let (filters, max) = (filters.to_vec(), self.max_scan);
         let cost = query::query_cost(&filters, max);
         self.read(cost, move |t| query::query(t, &filters, now, max))

@@ -15,7 +15,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 
 use civkit_framework::kinds;
-use civkit_framework::persister::merge_results;
+use civkit_framework::persister::{merge_stored, StoredEvent};
 use civkit_framework::{Error, Result};
 use nostr::filter::MatchEventOptions;
 use nostr::{Event, Filter, Timestamp};
@@ -25,6 +25,7 @@ use crate::index::{
     decode, event_key, inv, key, tag_hash, BY_AUTHOR, BY_AUTHOR_KIND, BY_KIND, BY_TAG, BY_TIME,
     EXPIRY,
 };
+use crate::store_err;
 
 /// Bytes at the end of every index key: `inv` and the id.
 const SUFFIX: usize = 8 + 32;
@@ -201,13 +202,18 @@ impl Budget {
     }
 }
 
-fn load<R: Reader>(tree: &R, id: &[u8], budget: &mut Budget) -> Result<Option<Event>> {
+fn load<R: Reader>(tree: &R, id: &[u8], budget: &mut Budget) -> Result<Option<StoredEvent>> {
     budget.spend(1)?;
-    tree.get(&event_key(id))?.map(|b| decode(&b)).transpose()
+    let Some(bytes) = tree.get(&event_key(id))? else {
+        return Ok(None);
+    };
+    let event = decode(&bytes)?;
+    let json = String::from_utf8(bytes.into_owned()).map_err(store_err)?;
+    Ok(Some(StoredEvent { event, json }))
 }
 
-fn keep(f: &Filter, e: &Event, now: Timestamp) -> bool {
-    f.match_event(e, MatchEventOptions::default()) && !kinds::is_expired(e, now)
+fn keep(f: &Filter, s: &StoredEvent, now: Timestamp) -> bool {
+    f.match_event(&s.event, MatchEventOptions::default()) && !kinds::is_expired(&s.event, now)
 }
 
 /// Events matching one filter, newest first, at most `limit`.
@@ -216,7 +222,7 @@ fn query_filter<R: Reader>(
     f: &Filter,
     now: Timestamp,
     budget: &mut Budget,
-) -> Result<Vec<Event>> {
+) -> Result<Vec<StoredEvent>> {
     let limit = f.limit.unwrap_or(usize::MAX);
     let mut out = Vec::new();
     if limit == 0 {
@@ -228,7 +234,7 @@ fn query_filter<R: Reader>(
                 out.push(e);
             }
         }
-        out.sort_by(kinds::result_order);
+        out = merge_stored(out);
         out.truncate(limit);
         return Ok(out);
     }
@@ -249,13 +255,13 @@ pub(crate) fn query<R: Reader>(
     filters: &[Filter],
     now: Timestamp,
     max_scan: usize,
-) -> Result<Vec<Event>> {
+) -> Result<Vec<StoredEvent>> {
     let mut budget = Budget::new(max_scan);
     let mut out = Vec::new();
     for f in filters {
         out.extend(query_filter(tree, f, now, &mut budget)?);
     }
-    Ok(merge_results(out))
+    Ok(merge_stored(out))
 }
 
 /// How many stored events match any filter. `expired` lists the stored

@@ -80,3 +80,27 @@ async fn acknowledged_writes_survive_reopen(open: impl Fn(&std::path::Path) -> A
         "namespaces outside the alphabet are refused"
     );
 }
+
+#[tokio::test]
+async fn queries_hand_back_the_stored_json() {
+    let dir = tempfile::tempdir().unwrap();
+    for p in [
+        Arc::new(LmdbPersister::open(&dir.path().join("l")).unwrap()) as Arc<dyn Persister>,
+        Arc::new(SledPersister::open(&dir.path().join("s")).unwrap()),
+    ] {
+        let k = Keys::generate();
+        let now = Timestamp::now().as_secs();
+        let e = event(&k, 1, now, "as stored \"quoted\" ünïcode", &[&["t", "x"]]);
+        p.save_event(&e, &[]).await.unwrap();
+        let got = p
+            .query_stored(
+                &[Filter::new().author(k.public_key())],
+                Timestamp::from_secs(now),
+            )
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].event, e);
+        assert_eq!(got[0].json, nostr::JsonUtil::as_json(&e));
+    }
+}
