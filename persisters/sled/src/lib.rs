@@ -1,18 +1,21 @@
 //! # civkit-sled
 //!
-//! The embedded default [`Persister`] of civkit, on the `sled` database, kept
-//! in the node's data directory. In `docs/ARCHITECTURE.md` it sits under the node
-//! core, behind the `Persister` trait.
+//! The embedded [`Persister`]s of civkit, kept in the node's data directory:
+//! LMDB through `heed` (`type = "lmdb"`, the default) and sled
+//! (`type = "sled"`). In `docs/ARCHITECTURE.md` they sit under the node core,
+//! behind the `Persister` trait. One key layout, writer and query code run
+//! over both; an [`engine::Engine`] only reads keys and ranges, applies one
+//! group of changes atomically and makes it durable.
 //!
 //! - **Durability**: all writes go through one writer thread that applies
-//!   every queued write, writes the group as one atomic sled batch, then
-//!   calls `flush` (fsync) once and only then resolves each caller's future
-//!   (group commit). An event counts as stored (for duplicates) only once
-//!   flushed; after a failed flush every write is refused until a flush
-//!   succeeds again.
-//! - **Atomicity**: everything lives in one sled tree under per-table
-//!   prefixes, so an event, its indexes, what it replaces or deletes and its
-//!   claims land together or not at all, also across a crash.
+//!   every queued write, writes the group as one atomic engine write (an
+//!   LMDB transaction, a sled batch), makes it durable once, and only then
+//!   resolves each caller's future (group commit). An event counts as
+//!   stored (for duplicates) only once durable; after a failed write or
+//!   flush every write is refused until a flush succeeds again.
+//! - **Atomicity**: everything lives in one ordered key space under
+//!   per-table prefixes, so an event, its indexes, what it replaces or
+//!   deletes and its claims land together or not at all, also across a crash.
 //! - **Semantics**: replacement, deletion and claims come from the
 //!   framework's shared [`civkit_framework::persister::apply_save`].
 //! - **Queries**: by time, author, kind, author+kind, single-letter tag
@@ -41,7 +44,7 @@ use writer::{Shared, WriteOp};
 
 pub(crate) fn store_err(e: impl std::fmt::Display) -> Error {
     Error::Store {
-        backend: "sled",
+        backend: "embedded store",
         message: e.to_string(),
     }
 }
