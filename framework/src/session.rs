@@ -87,6 +87,27 @@ impl Default for SessionLimits {
     }
 }
 
+impl SessionLimits {
+    /// Read a limits table over a transport's own `defaults`: the keys it
+    /// leaves out keep the transport's values, not [`SessionLimits::default`]
+    /// (so setting one limit does not quietly lift the others). For
+    /// `#[serde(deserialize_with = ...)]` on a transport's `limits` field.
+    pub fn deserialize_over<'de, D: serde::Deserializer<'de>>(
+        d: D,
+        defaults: SessionLimits,
+    ) -> std::result::Result<SessionLimits, D::Error> {
+        use serde::de::Error as _;
+        use serde::Deserialize as _;
+        let given = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let mut table = match serde_json::to_value(defaults) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => return Err(D::Error::custom("session limits are not a table")),
+        };
+        table.extend(given);
+        serde_json::from_value(serde_json::Value::Object(table)).map_err(D::Error::custom)
+    }
+}
+
 /// Something for the transport to send, or a request to close.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outgoing {

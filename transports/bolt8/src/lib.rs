@@ -189,8 +189,14 @@ pub struct Bolt8Config {
     pub max_message_bytes: usize,
     /// Longest wait between redials of a dropped peer, in seconds.
     pub redial_max_secs: u64,
-    /// Per-peer session limits, enforced by the node.
+    /// Per-peer session limits, enforced by the node. Keys left out keep
+    /// this transport's defaults.
+    #[serde(deserialize_with = "limits_over_defaults")]
     pub limits: SessionLimits,
+}
+
+fn limits_over_defaults<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SessionLimits, D::Error> {
+    SessionLimits::deserialize_over(d, Bolt8Config::default().limits)
 }
 
 impl Default for Bolt8Config {

@@ -26,8 +26,14 @@ pub struct NostrWsConfig {
     /// once (429). 0: no per-address bound (behind a reverse proxy every
     /// client has the proxy's address).
     pub max_connections_per_ip: usize,
-    /// Per-connection limits, enforced by the node's session.
+    /// Per-connection limits, enforced by the node's session. Keys left out
+    /// keep this transport's defaults.
+    #[serde(deserialize_with = "limits_over_defaults")]
     pub limits: SessionLimits,
+}
+
+fn limits_over_defaults<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SessionLimits, D::Error> {
+    SessionLimits::deserialize_over(d, NostrWsConfig::default().limits)
 }
 
 impl Default for NostrWsConfig {
@@ -103,3 +109,36 @@ query_burst = 50
 # may come back out of order). 1: one at a time, in order.
 events_in_flight = 32
 "#;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests assert by panicking
+
+    use super::*;
+
+    #[test]
+    fn a_partial_limits_table_keeps_the_transport_defaults() {
+        let cfg: NostrWsConfig =
+            serde_json::from_value(serde_json::json!({"limits": {"events_per_second": 5.0}}))
+                .unwrap();
+        let want = SessionLimits {
+            events_per_second: 5.0,
+            ..NostrWsConfig::default().limits
+        };
+        // Tightening one limit does not lift the query rate or pipelining
+        // back to the framework's defaults (unlimited, one at a time).
+        assert_eq!(cfg.limits, want);
+        assert_eq!(cfg.limits.queries_per_second, 10.0);
+        assert_eq!(cfg.limits.events_in_flight, 32);
+    }
+
+    #[test]
+    fn an_unknown_limit_is_still_refused() {
+        let err = serde_json::from_value::<NostrWsConfig>(serde_json::json!({
+            "limits": {"events_per_secnd": 5.0}
+        }))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("events_per_secnd"), "{err}");
+    }
+}

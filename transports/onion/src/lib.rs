@@ -96,8 +96,14 @@ pub struct OnionConfig {
     pub max_pending_replies: usize,
     /// Largest NIP-01 payload in one onion message, in bytes.
     pub max_message_bytes: usize,
-    /// Limits of each sender's session, enforced by the node.
+    /// Limits of each sender's session, enforced by the node. Keys left out
+    /// keep this transport's defaults.
+    #[serde(deserialize_with = "limits_over_defaults")]
     pub limits: SessionLimits,
+}
+
+fn limits_over_defaults<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SessionLimits, D::Error> {
+    SessionLimits::deserialize_over(d, OnionConfig::default().limits)
 }
 
 impl Default for OnionConfig {
