@@ -19,8 +19,7 @@ wait_port() { for _ in $(seq 1 200); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/nu
 # default limits (the hostile-load run). Other tables may follow.
 relay_config() {
   local caps="max_connections_per_ip = 0" rates="events_per_second = 0.0
-queries_per_second = 0.0
-events_in_flight = 32"
+queries_per_second = 0.0"
   if [ "${4:-}" = defaults ]; then caps=""; rates=""; fi
   cat <<TOML
 [node]

@@ -276,10 +276,15 @@ pub fn apply_save<T: EventTable + ?Sized>(
 }
 
 /// Merge per-filter results: de-duplicate by id and order newest first.
-pub fn merge_results(mut events: Vec<Event>) -> Vec<Event> {
-    events.sort_by(kinds::result_order);
-    events.dedup_by(|a, b| a.id == b.id);
-    events
+pub fn merge_results(events: Vec<Event>) -> Vec<Event> {
+    merge_by(events, |e| e)
+}
+
+/// Sort newest first and drop repeated ids, for anything holding an event.
+fn merge_by<T>(mut items: Vec<T>, event: fn(&T) -> &Event) -> Vec<T> {
+    items.sort_by(|a, b| kinds::result_order(event(a), event(b)));
+    items.dedup_by(|a, b| event(a).id == event(b).id);
+    items
 }
 
 /// A stored event and its JSON text, as the store holds it.
@@ -297,10 +302,8 @@ impl From<Event> for StoredEvent {
 }
 
 /// [`merge_results`] for events with their JSON.
-pub fn merge_stored(mut events: Vec<StoredEvent>) -> Vec<StoredEvent> {
-    events.sort_by(|a, b| kinds::result_order(&a.event, &b.event));
-    events.dedup_by(|a, b| a.event.id == b.event.id);
-    events
+pub fn merge_stored(events: Vec<StoredEvent>) -> Vec<StoredEvent> {
+    merge_by(events, |s| &s.event)
 }
 
 /// True when a namespace name is in the allowed alphabet `[a-z0-9_-]{1,64}`.
