@@ -194,8 +194,21 @@ impl Engine for Lmdb {
     }
     fn write(&self, changes: Vec<Change>) -> Result<()> {
         let mut txn = self.env.write_txn().map_err(store_err)?;
+        // Keys past the last one are appended: LMDB then fills the page
+        // instead of splitting it in half (event bodies, in `seq` order).
+        let mut last = self
+            .db
+            .last(&txn)
+            .map_err(store_err)?
+            .map(|(k, _)| k.to_vec());
         for (k, v) in &changes {
             match v {
+                Some(v) if last.as_ref().is_none_or(|l| k > l) => {
+                    self.db
+                        .put_with_flags(&mut txn, heed::PutFlags::APPEND, k, v)
+                        .map_err(store_err)?;
+                    last = Some(k.clone());
+                }
                 Some(v) => self.db.put(&mut txn, k, v).map_err(store_err)?,
                 None => {
                     self.db.delete(&mut txn, k).map_err(store_err)?;

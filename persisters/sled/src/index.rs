@@ -5,22 +5,33 @@
 //! group commit are one atomic engine write (a sled batch within one tree, an
 //! LMDB transaction), also across a crash.
 //!
-//! Key layouts (`inv` is `u64::MAX - created_at`, big-endian, so ascending
-//! key order is newest first; the trailing 32-byte id breaks ties by lowest id):
+//! Key layouts. Every stored event has a sequence number `seq` (u64,
+//! big-endian, assigned in commit order and never reused); its body sits
+//! under the highest prefix in `seq` order, so new bodies are appended at
+//! the end of the key space (LMDB fills those pages; random ids would leave
+//! them about two thirds full). Index keys end in a 24-byte *tail*:
+//! `inv ‖ id[..8] ‖ seq`, where `inv` is `u64::MAX - created_at` (ascending
+//! key order is newest first), the id prefix breaks ties by lowest id, and
+//! the `seq` locates the body and keeps keys unique.
 //!
 //! | prefix | table | key | value |
 //! |---|---|---|---|
-//! | `e` | events | id | event JSON |
-//! | `t` | by time | inv, id | - |
-//! | `a` | by author | pubkey, inv, id | - |
-//! | `k` | by kind | kind u16, inv, id | - |
-//! | `K` | by author and kind | pubkey, kind u16, inv, id | - |
-//! | `g` | by tag | letter, sha256(value)[..16], inv, id | - |
+//! | `0xff` | events | seq | event JSON |
+//! | `I` | ids | id | seq |
+//! | `t` | by time | tail | - |
+//! | `a` | by author | pubkey, tail | - |
+//! | `k` | by kind | kind u16, tail | - |
+//! | `K` | by author and kind | pubkey, kind u16, tail | - |
+//! | `g` | by tag | letter, sha256(value)[..16], tail | - |
 //! | `d` | addresses | pubkey, kind u16, d | id |
-//! | `x` | expiry | expiration u64, id | - |
+//! | `x` | expiry | expiration u64, id[..8], seq | - |
 //! | `i` | id tombstones | id | deleter pubkey |
 //! | `D` | address tombstones | pubkey, kind u16, d | created_at u64 |
 //! | `v` | service key-value | namespace, 0x00, key | value |
+//! | `M` | store metadata | `layout`, `seq` | u64 |
+//!
+//! Layout 1 keyed bodies by id under `e` and ended index keys in
+//! `inv ‖ id`; [`upgrade`] rewrites such a store on open.
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
@@ -31,10 +42,11 @@ use civkit_framework::Result;
 use nostr::hashes::{sha256, Hash};
 use nostr::{Event, EventId, JsonUtil, PublicKey, Timestamp};
 
-use crate::engine::{Change, Reader};
+use crate::engine::{Change, Engine, Reader};
 use crate::store_err;
 
-pub(crate) const EVENTS: u8 = b'e';
+pub(crate) const EVENTS: u8 = 0xff;
+const IDS: u8 = b'I';
 pub(crate) const BY_TIME: u8 = b't';
 pub(crate) const BY_AUTHOR: u8 = b'a';
 pub(crate) const BY_KIND: u8 = b'k';
@@ -45,6 +57,14 @@ pub(crate) const EXPIRY: u8 = b'x';
 const ID_TOMBSTONES: u8 = b'i';
 const ADDRESS_TOMBSTONES: u8 = b'D';
 const KV: u8 = b'v';
+const META: u8 = b'M';
+/// Bodies of layout 1, keyed by id.
+const LEGACY_EVENTS: u8 = b'e';
+
+/// The layout this code writes.
+const LAYOUT: u64 = 2;
+/// Bytes at the end of every index key: `inv ‖ id[..8] ‖ seq`.
+pub(crate) const TAIL: usize = 8 + 8 + 8;
 
 /// The name of the one tree that holds everything.
 pub(crate) const TREE: &str = "civkit";
@@ -76,36 +96,71 @@ fn address_key(table: u8, a: &Address) -> Vec<u8> {
     )
 }
 
-pub(crate) fn event_key(id: &[u8]) -> Vec<u8> {
-    key(EVENTS, &[id])
+/// The key of the body of event number `seq`.
+pub(crate) fn body_key(seq: u64) -> Vec<u8> {
+    key(EVENTS, &[&seq.to_be_bytes()])
+}
+
+/// The key under which an id's `seq` is kept.
+pub(crate) fn id_key(id: &[u8]) -> Vec<u8> {
+    key(IDS, &[id])
+}
+
+fn u64_of(bytes: &[u8]) -> Result<u64> {
+    let b: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| store_err("a stored number is not 8 bytes"))?;
+    Ok(u64::from_be_bytes(b))
+}
+
+/// The `seq` at the end of an index key.
+pub(crate) fn seq_in(index_key: &[u8]) -> Result<u64> {
+    u64_of(&index_key[index_key.len().saturating_sub(8)..])
+}
+
+/// The `seq` of a stored event, by id.
+pub(crate) fn seq_of<R: Reader>(reader: &R, id: &[u8]) -> Result<Option<u64>> {
+    reader.get(&id_key(id))?.map(|v| u64_of(&v)).transpose()
 }
 
 pub(crate) fn kv_key(ns: &str, k: &[u8]) -> Vec<u8> {
     key(KV, &[ns.as_bytes(), &[0], k])
 }
 
-/// Index keys of one event (without its body).
-fn index_keys(e: &Event) -> Vec<Vec<u8>> {
-    let id = e.id.as_bytes();
+fn meta_key(name: &str) -> Vec<u8> {
+    key(META, &[name.as_bytes()])
+}
+
+/// Index keys of one event (without its body), each ending in `inv ‖ id_part`
+/// (the expiry key in `expiration ‖ id_part`).
+fn index_keys(e: &Event, id_part: &[u8]) -> Vec<Vec<u8>> {
     let ts = inv(e.created_at);
     let pk = e.pubkey.to_bytes();
     let kind = e.kind.as_u16().to_be_bytes();
     let mut keys = vec![
-        key(BY_TIME, &[&ts, id]),
-        key(BY_AUTHOR, &[&pk, &ts, id]),
-        key(BY_KIND, &[&kind, &ts, id]),
-        key(BY_AUTHOR_KIND, &[&pk, &kind, &ts, id]),
+        key(BY_TIME, &[&ts, id_part]),
+        key(BY_AUTHOR, &[&pk, &ts, id_part]),
+        key(BY_KIND, &[&kind, &ts, id_part]),
+        key(BY_AUTHOR_KIND, &[&pk, &kind, &ts, id_part]),
     ];
     for tag in e.tags.iter() {
         if let (Some(letter), Some(value)) = (tag.single_letter_tag(), tag.content()) {
             let l = letter.as_char() as u8;
-            keys.push(key(BY_TAG, &[&[l], &tag_hash(value), &ts, id]));
+            keys.push(key(BY_TAG, &[&[l], &tag_hash(value), &ts, id_part]));
         }
     }
     if let Some(exp) = kinds::expiration_of(e) {
-        keys.push(key(EXPIRY, &[&exp.as_secs().to_be_bytes(), id]));
+        keys.push(key(EXPIRY, &[&exp.as_secs().to_be_bytes(), id_part]));
     }
     keys
+}
+
+/// The part of an index key after `inv`: `id[..8] ‖ seq`.
+fn id_part(e: &Event, seq: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&e.id.as_bytes()[..8]);
+    out[8..].copy_from_slice(&seq.to_be_bytes());
+    out
 }
 
 pub(crate) fn decode(bytes: &[u8]) -> Result<Event> {
@@ -126,11 +181,18 @@ pub(crate) struct Overlay<R> {
     /// Ids stored by the batch's committed operations.
     stored: Vec<EventId>,
     op_stored: Vec<EventId>,
+    /// The `seq` of the next stored event, and whether any was taken.
+    next_seq: u64,
+    seq_taken: bool,
 }
 
 impl<R: Reader> Overlay<R> {
-    pub fn new(reader: R) -> Self {
-        Overlay {
+    pub fn new(reader: R) -> Result<Self> {
+        let next_seq = match reader.get(&meta_key("seq"))? {
+            Some(v) => u64_of(&v)?,
+            None => 0,
+        };
+        Ok(Overlay {
             reader,
             group: BTreeMap::new(),
             op: BTreeMap::new(),
@@ -138,7 +200,9 @@ impl<R: Reader> Overlay<R> {
             op_delta: 0,
             stored: Vec::new(),
             op_stored: Vec::new(),
-        }
+            next_seq,
+            seq_taken: false,
+        })
     }
 
     pub fn get(&self, k: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -193,7 +257,12 @@ impl<R: Reader> Overlay<R> {
 
     /// The batch's changes, its event-count delta and the ids it stores
     /// (the reader is released).
-    pub fn finish(self) -> (Vec<Change>, i64, Vec<EventId>) {
+    pub fn finish(mut self) -> (Vec<Change>, i64, Vec<EventId>) {
+        if self.seq_taken {
+            // Numbers of aborted operations stay taken: never reused.
+            let next = self.next_seq.to_be_bytes().to_vec();
+            self.group.insert(meta_key("seq"), Some(next));
+        }
         (
             self.group.into_iter().collect(),
             self.group_delta,
@@ -201,8 +270,19 @@ impl<R: Reader> Overlay<R> {
         )
     }
 
+    fn seq_of(&self, id: &[u8]) -> Result<Option<u64>> {
+        self.get(&id_key(id))?.map(|v| u64_of(&v)).transpose()
+    }
+
     fn load(&self, id: &[u8]) -> Result<Option<Event>> {
-        self.get(&event_key(id))?.map(|b| decode(&b)).transpose()
+        match self.seq_of(id)? {
+            Some(seq) => self.load_seq(seq),
+            None => Ok(None),
+        }
+    }
+
+    fn load_seq(&self, seq: u64) -> Result<Option<Event>> {
+        self.get(&body_key(seq))?.map(|b| decode(&b)).transpose()
     }
 
     pub fn delete_ids(&mut self, ids: &[EventId]) -> Result<u64> {
@@ -217,10 +297,10 @@ impl<R: Reader> Overlay<R> {
     }
 
     pub fn remove_expired(&mut self, now: Timestamp) -> Result<u64> {
-        let range = key(EXPIRY, &[])..=key(EXPIRY, &[&now.as_secs().to_be_bytes(), &[0xff; 32]]);
+        let range = key(EXPIRY, &[])..=key(EXPIRY, &[&now.as_secs().to_be_bytes(), &[0xff; 16]]);
         let mut n = 0;
         for k in self.keys_in(range)? {
-            match self.load(&k[9..])? {
+            match self.load_seq(seq_in(&k)?)? {
                 Some(e) => {
                     self.remove(&e)?;
                     n += 1;
@@ -259,8 +339,12 @@ impl<R: Reader> EventTable for Overlay<R> {
         }
     }
     fn insert(&mut self, event: &Event) -> Result<()> {
-        self.set(event_key(event.id.as_bytes()), event.as_json().into_bytes());
-        for k in index_keys(event) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.seq_taken = true;
+        self.set(body_key(seq), event.as_json().into_bytes());
+        self.set(id_key(event.id.as_bytes()), seq.to_be_bytes().to_vec());
+        for k in index_keys(event, &id_part(event, seq)) {
             self.set(k, Vec::new());
         }
         if let Some(a) = kinds::address_of(event) {
@@ -277,14 +361,15 @@ impl<R: Reader> EventTable for Overlay<R> {
                 self.unset(k);
             }
         }
-        for k in index_keys(event) {
+        let Some(seq) = self.seq_of(event.id.as_bytes())? else {
+            return Ok(());
+        };
+        for k in index_keys(event, &id_part(event, seq)) {
             self.unset(k);
         }
-        let body = event_key(event.id.as_bytes());
-        if Overlay::get(self, &body)?.is_some() {
-            self.unset(body);
-            self.op_delta -= 1;
-        }
+        self.unset(id_key(event.id.as_bytes()));
+        self.unset(body_key(seq));
+        self.op_delta -= 1;
         Ok(())
     }
     fn put_id_tombstone(&mut self, id: &EventId, author: &PublicKey) -> Result<()> {
@@ -310,10 +395,71 @@ impl<R: Reader> EventTable for Overlay<R> {
     }
 }
 
+/// Events rewritten per atomic, durable group by [`upgrade`].
+const UPGRADE_GROUP: usize = 5_000;
+
+/// Bring the store to the current layout before anything reads it: mark a
+/// new store, rewrite a store of layout 1 in groups (each atomic and
+/// durable, so an upgrade cut short resumes on the next open), and refuse a
+/// store of a newer layout.
+pub(crate) fn upgrade<E: Engine>(engine: &E) -> Result<u64> {
+    let layout = match engine.reader()?.get(&meta_key("layout"))? {
+        Some(v) => Some(u64_of(&v)?),
+        None => None,
+    };
+    match layout {
+        Some(LAYOUT) => return Ok(0),
+        Some(newer) if newer > LAYOUT => {
+            return Err(store_err(format!(
+                "the store has layout {newer}; this civkitd reads layout {LAYOUT} and older"
+            )))
+        }
+        _ => {}
+    }
+    let mut moved = 0;
+    loop {
+        let reader = engine.reader()?;
+        let old = reader
+            .prefixed(&[LEGACY_EVENTS])?
+            .take(UPGRADE_GROUP)
+            .map(|r| {
+                let (k, v) = r?;
+                Ok((k.into_owned(), decode(&v)?))
+            })
+            .collect::<Result<Vec<(Vec<u8>, Event)>>>()?;
+        if old.is_empty() {
+            break;
+        }
+        let mut overlay = Overlay::new(reader)?;
+        for (body, e) in &old {
+            overlay.unset(body.clone());
+            for k in index_keys(e, e.id.as_bytes()) {
+                overlay.unset(k);
+            }
+            overlay.insert(e)?;
+        }
+        overlay.commit_op();
+        engine.write(overlay.finish().0)?;
+        engine.sync()?;
+        moved += old.len() as u64;
+    }
+    let mark = (meta_key("layout"), Some(LAYOUT.to_be_bytes().to_vec()));
+    engine.write(vec![mark])?;
+    engine.sync()?;
+    if moved > 0 {
+        tracing::info!(
+            events = moved,
+            layout = LAYOUT,
+            "rewrote the store in the current layout"
+        );
+    }
+    Ok(moved)
+}
+
 /// Trees of the first layout (one sled tree per table), in prefix order of
 /// the current one.
 const LEGACY_TREES: [(&str, u8); 11] = [
-    ("events", EVENTS),
+    ("events", LEGACY_EVENTS),
     ("by_time", BY_TIME),
     ("by_author", BY_AUTHOR),
     ("by_kind", BY_KIND),

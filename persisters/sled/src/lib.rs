@@ -249,6 +249,7 @@ impl<E: Engine> EmbeddedPersister<E> {
         cfg: &EmbeddedConfig,
         flush: Option<writer::FlushFn>,
     ) -> Result<Self> {
+        index::upgrade(&*engine)?;
         let shared = Arc::new(Shared::default());
         let events = engine.reader()?.prefixed(&[index::EVENTS])?.count() as u64;
         shared.events.store(events, Ordering::Relaxed);
@@ -342,7 +343,7 @@ impl<E: Engine> Persister for EmbeddedPersister<E> {
         let present = self
             .engine
             .reader()?
-            .get(&index::event_key(id.as_bytes()))?
+            .get(&index::id_key(id.as_bytes()))?
             .is_some();
         Ok(present && self.shared.durable(id))
     }
@@ -558,6 +559,118 @@ mod tests {
             .tree_names()
             .iter()
             .any(|n| n.as_ref() == b"events"));
+    }
+
+    /// The keys layout 1 wrote for `e`: its body under its id, and every
+    /// index key ending in `inv ‖ id` (the expiry key in `expiration ‖ id`).
+    fn layout_1_keys(e: &Event) -> Vec<engine::Change> {
+        use index::{inv, key, tag_hash};
+        let (id, ts, pk) = (e.id.to_bytes(), inv(e.created_at), e.pubkey.to_bytes());
+        let kind = e.kind.as_u16().to_be_bytes();
+        let mut keys = vec![
+            key(b't', &[&ts, &id]),
+            key(b'a', &[&pk, &ts, &id]),
+            key(b'k', &[&kind, &ts, &id]),
+            key(b'K', &[&pk, &kind, &ts, &id]),
+        ];
+        for tag in e.tags.iter() {
+            if let (Some(l), Some(v)) = (tag.single_letter_tag(), tag.content()) {
+                keys.push(key(b'g', &[&[l.as_char() as u8], &tag_hash(v), &ts, &id]));
+            }
+        }
+        if let Some(exp) = civkit_framework::kinds::expiration_of(e) {
+            keys.push(key(b'x', &[&exp.as_secs().to_be_bytes(), &id]));
+        }
+        let body = nostr::JsonUtil::as_json(e).into_bytes();
+        let mut changes: Vec<engine::Change> =
+            keys.into_iter().map(|k| (k, Some(vec![]))).collect();
+        changes.push((key(b'e', &[&id]), Some(body)));
+        changes
+    }
+
+    #[tokio::test]
+    async fn a_store_of_layout_1_is_rewritten_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let k = Keys::generate();
+        let later = (NOW + 3600).to_string();
+        let events: Vec<Event> = (0..12_000u64)
+            .map(|i| {
+                event(
+                    &k,
+                    1,
+                    NOW - i,
+                    "old",
+                    &[&["t", if i % 2 == 0 { "even" } else { "odd" }]],
+                )
+            })
+            .collect();
+        let expired = event(&k, 1, NOW, "gone", &[&["expiration", "1"]]);
+        let expiring = event(&k, 1, NOW, "soon", &[&["expiration", &later]]);
+        {
+            let engine = engine::Lmdb::open(&path, 1).unwrap();
+            let mut changes: Vec<engine::Change> = events
+                .iter()
+                .chain([&expired, &expiring])
+                .flat_map(layout_1_keys)
+                .collect();
+            changes.push((index::kv_key("svc", b"k"), Some(b"v".to_vec())));
+            changes.sort();
+            engine.write(changes).unwrap();
+            engine.sync().unwrap();
+        }
+        // More events than one upgrade group: the rewrite takes several.
+        let p = LmdbPersister::open(&path).unwrap();
+        let now = Timestamp::from_secs(NOW);
+        assert_eq!(p.stats().await.unwrap().events, 12_002);
+        assert!(p.event_exists(&events[11_999].id).await.unwrap());
+        let even = Filter::new().hashtag("even").limit(3);
+        let got = p.query(&[even], now).await.unwrap();
+        assert_eq!(
+            got,
+            vec![events[0].clone(), events[2].clone(), events[4].clone()]
+        );
+        let by_author = Filter::new()
+            .author(k.public_key())
+            .kind(nostr::Kind::TextNote);
+        assert_eq!(p.count(std::slice::from_ref(&by_author), now).await.unwrap(), 12_001);
+        assert_eq!(
+            p.count(&[Filter::new().hashtag("odd")], now).await.unwrap(),
+            6_000
+        );
+        let ids = Filter::new().ids([expiring.id, events[7].id]);
+        assert_eq!(p.query(&[ids], now).await.unwrap().len(), 2);
+        assert_eq!(p.kv_get("svc", b"k").await.unwrap(), Some(b"v".to_vec()));
+        // Expiry and deletion find the rewritten events.
+        assert_eq!(p.remove_expired(now).await.unwrap(), 1);
+        assert_eq!(p.delete_events(&[events[0].id]).await.unwrap(), 1);
+        assert_eq!(p.count(&[by_author], now).await.unwrap(), 12_000);
+        // Nothing of layout 1 is left, and a second open rewrites nothing.
+        let reader = p.engine.reader().unwrap();
+        assert_eq!(reader.prefixed(b"e").unwrap().count(), 0);
+        let tails = reader.prefixed(b"t").unwrap().map(|r| r.unwrap().0.len());
+        assert!(tails.into_iter().all(|n| n == 1 + index::TAIL));
+        drop(reader);
+        drop(p);
+        let engine = engine::Lmdb::open(&path, 1).unwrap();
+        assert_eq!(index::upgrade(&engine).unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_store_of_a_newer_layout_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        drop(LmdbPersister::open(&path).unwrap());
+        {
+            let engine = engine::Lmdb::open(&path, 1).unwrap();
+            let layout = index::key(b'M', &[b"layout"]);
+            engine
+                .write(vec![(layout, Some(99u64.to_be_bytes().to_vec()))])
+                .unwrap();
+            engine.sync().unwrap();
+        }
+        let err = LmdbPersister::open(&path).unwrap_err().to_string();
+        assert!(err.contains("layout 99"), "{err}");
     }
 
     #[tokio::test]

@@ -22,13 +22,10 @@ use nostr::{Event, Filter, Timestamp};
 
 use crate::engine::{Entries, Reader};
 use crate::index::{
-    decode, event_key, inv, key, tag_hash, BY_AUTHOR, BY_AUTHOR_KIND, BY_KIND, BY_TAG, BY_TIME,
-    EXPIRY,
+    body_key, decode, inv, key, seq_in, seq_of, tag_hash, BY_AUTHOR, BY_AUTHOR_KIND, BY_KIND,
+    BY_TAG, BY_TIME, EXPIRY, TAIL,
 };
 use crate::store_err;
-
-/// Bytes at the end of every index key: `inv` and the id.
-const SUFFIX: usize = 8 + 32;
 
 /// How one filter is served.
 struct Plan {
@@ -120,11 +117,12 @@ pub(crate) fn query_cost(filters: &[Filter], max_scan: usize) -> usize {
 }
 
 /// Index entries of a plan within `since`/`until`, merged newest first and
-/// read lazily; yields each entry's `inv ‖ id` suffix, without repeats.
+/// read lazily; yields each entry's tail (`inv ‖ id[..8] ‖ seq`), without
+/// repeats.
 struct Merged<'r, 'b> {
     iters: Vec<Entries<'r>>,
-    heap: BinaryHeap<Reverse<([u8; SUFFIX], usize)>>,
-    last: Option<[u8; SUFFIX]>,
+    heap: BinaryHeap<Reverse<([u8; TAIL], usize)>>,
+    last: Option<[u8; TAIL]>,
     budget: &'b mut Budget,
 }
 
@@ -149,7 +147,7 @@ impl<'r, 'b> Merged<'r, 'b> {
         }
         for (i, prefix) in plan.prefixes.iter().enumerate() {
             let start = [prefix.as_slice(), &newest[..]].concat();
-            let end = [prefix.as_slice(), &oldest[..], &[0xff; 32][..]].concat();
+            let end = [prefix.as_slice(), &oldest[..], &[0xff; 16][..]].concat();
             m.iters.push(tree.between(&start, &end)?);
             m.advance(i)?;
         }
@@ -160,21 +158,23 @@ impl<'r, 'b> Merged<'r, 'b> {
         if let Some(item) = self.iters[i].next() {
             let (k, _) = item?;
             self.budget.spend(1)?;
-            let mut suffix = [0u8; SUFFIX];
-            suffix.copy_from_slice(&k[k.len() - SUFFIX..]);
-            self.heap.push(Reverse((suffix, i)));
+            let tail: [u8; TAIL] = k
+                .get(k.len().saturating_sub(TAIL)..)
+                .and_then(|t| t.try_into().ok())
+                .ok_or_else(|| store_err("an index key shorter than its tail"))?;
+            self.heap.push(Reverse((tail, i)));
         }
         Ok(())
     }
 
-    fn next(&mut self) -> Result<Option<[u8; SUFFIX]>> {
-        while let Some(Reverse((suffix, i))) = self.heap.pop() {
+    fn next(&mut self) -> Result<Option<[u8; TAIL]>> {
+        while let Some(Reverse((tail, i))) = self.heap.pop() {
             self.advance(i)?;
-            if self.last == Some(suffix) {
+            if self.last == Some(tail) {
                 continue;
             }
-            self.last = Some(suffix);
-            return Ok(Some(suffix));
+            self.last = Some(tail);
+            return Ok(Some(tail));
         }
         Ok(None)
     }
@@ -202,9 +202,10 @@ impl Budget {
     }
 }
 
-fn load<R: Reader>(tree: &R, id: &[u8], budget: &mut Budget) -> Result<Option<StoredEvent>> {
+/// The stored event number `seq`.
+fn load<R: Reader>(tree: &R, seq: u64, budget: &mut Budget) -> Result<Option<StoredEvent>> {
     budget.spend(1)?;
-    let Some(bytes) = tree.get(&event_key(id))? else {
+    let Some(bytes) = tree.get(&body_key(seq))? else {
         return Ok(None);
     };
     let event = decode(&bytes)?;
@@ -230,7 +231,11 @@ fn query_filter<R: Reader>(
     }
     if let Some(ids) = f.ids.as_ref().filter(|ids| !ids.is_empty()) {
         for id in ids {
-            if let Some(e) = load(tree, id.as_bytes(), budget)?.filter(|e| keep(f, e, now)) {
+            budget.spend(1)?;
+            let Some(seq) = seq_of(tree, id.as_bytes())? else {
+                continue;
+            };
+            if let Some(e) = load(tree, seq, budget)?.filter(|e| keep(f, e, now)) {
                 out.push(e);
             }
         }
@@ -241,8 +246,9 @@ fn query_filter<R: Reader>(
     let plan = plan(f);
     let mut merged = Merged::new(tree, &plan, f, budget)?;
     while out.len() < limit {
-        let Some(suffix) = merged.next()? else { break };
-        if let Some(e) = load(tree, &suffix[8..], merged.budget)?.filter(|e| keep(f, e, now)) {
+        let Some(tail) = merged.next()? else { break };
+        let seq = seq_in(&tail)?;
+        if let Some(e) = load(tree, seq, merged.budget)?.filter(|e| keep(f, e, now)) {
             out.push(e);
         }
     }
@@ -265,14 +271,14 @@ pub(crate) fn query<R: Reader>(
 }
 
 /// How many stored events match any filter. `expired` lists the stored
-/// events that are expired at `now` (the sweep has not removed them yet);
-/// they are never counted.
+/// events (with their `seq`) that are expired at `now` (the sweep has not
+/// removed them yet); they are never counted.
 pub(crate) fn count<R: Reader>(
     tree: &R,
     filters: &[Filter],
     now: Timestamp,
     max_scan: usize,
-    expired: &[Event],
+    expired: &[(u64, Event)],
 ) -> Result<u64> {
     let mut budget = Budget::new(max_scan);
     if let [f] = filters {
@@ -287,55 +293,64 @@ pub(crate) fn count<R: Reader>(
                 }
                 let gone = expired
                     .iter()
-                    .filter(|e| f.match_event(e, MatchEventOptions::default()))
+                    .filter(|(_, e)| f.match_event(e, MatchEventOptions::default()))
                     .count() as u64;
                 return Ok(n.saturating_sub(gone));
             }
         }
     }
     // Several filters, overlapping prefixes or conditions the index does not
-    // hold: collect matching ids (32 bytes each, bounded by the budget).
-    let mut ids: HashSet<[u8; 32]> = HashSet::new();
+    // hold: collect the `seq`s of matches (bounded by the budget).
+    let mut seqs: HashSet<u64> = HashSet::new();
     for f in filters {
         if let Some(wanted) = f.ids.as_ref().filter(|ids| !ids.is_empty()) {
             for id in wanted {
-                if load(tree, id.as_bytes(), &mut budget)?.is_some_and(|e| keep(f, &e, now)) {
-                    ids.insert(id.to_bytes());
+                budget.spend(1)?;
+                let Some(seq) = seq_of(tree, id.as_bytes())? else {
+                    continue;
+                };
+                if load(tree, seq, &mut budget)?.is_some_and(|e| keep(f, &e, now)) {
+                    seqs.insert(seq);
                 }
             }
             continue;
         }
         let plan = plan(f);
         let mut merged = Merged::new(tree, &plan, f, &mut budget)?;
-        while let Some(suffix) = merged.next()? {
-            let mut id = [0u8; 32];
-            id.copy_from_slice(&suffix[8..]);
-            if ids.contains(&id) {
+        while let Some(tail) = merged.next()? {
+            let seq = seq_in(&tail)?;
+            if seqs.contains(&seq) {
                 continue;
             }
             let matches = if plan.exact {
-                !expired.iter().any(|e| e.id.to_bytes() == id)
+                !expired.iter().any(|(s, _)| *s == seq)
             } else {
-                load(tree, &id, merged.budget)?.is_some_and(|e| keep(f, &e, now))
+                load(tree, seq, merged.budget)?.is_some_and(|e| keep(f, &e, now))
             };
             if matches {
-                ids.insert(id);
+                seqs.insert(seq);
             }
         }
     }
-    Ok(ids.len() as u64)
+    Ok(seqs.len() as u64)
 }
 
 /// Stored events whose expiration is at or before `now`, at most `max`
-/// (the sweep removes them; until then queries must leave them out).
-pub(crate) fn expired<R: Reader>(tree: &R, now: Timestamp, max: usize) -> Result<Vec<Event>> {
+/// (the sweep removes them; until then queries must leave them out), with
+/// their `seq`.
+pub(crate) fn expired<R: Reader>(
+    tree: &R,
+    now: Timestamp,
+    max: usize,
+) -> Result<Vec<(u64, Event)>> {
     let start = key(EXPIRY, &[]);
-    let end = key(EXPIRY, &[&now.as_secs().to_be_bytes(), &[0xff; 32]]);
+    let end = key(EXPIRY, &[&now.as_secs().to_be_bytes(), &[0xff; 16]]);
     let mut out = Vec::new();
     for item in tree.between(&start, &end)?.take(max) {
         let (k, _) = item?;
-        if let Some(b) = tree.get(&event_key(&k[9..]))? {
-            out.push(decode(&b)?);
+        let seq = seq_in(&k)?;
+        if let Some(b) = tree.get(&body_key(seq))? {
+            out.push((seq, decode(&b)?));
         }
     }
     Ok(out)

@@ -106,9 +106,8 @@ pub(crate) fn spawn<E: Engine>(
                     }
                     continue;
                 }
-                let (pending, written) = match engine.reader() {
-                    Ok(reader) => {
-                        let mut overlay = Overlay::new(reader);
+                let (pending, written) = match engine.reader().and_then(Overlay::new) {
+                    Ok(mut overlay) => {
                         let pending: Vec<Pending> =
                             ops.drain(..).map(|op| apply(&mut overlay, op)).collect();
                         let written = commit(&*engine, &shared, overlay, &mut flush);
