@@ -40,9 +40,12 @@ $rates
 TOML
 }
 
-# strfry, the peer relay of ../shared/peers (STRFRY overrides the path), if it
-# runs here. It needs Debian's liblmdb0 libsecp256k1-1 libzstd1 libssl3 zlib1g.
-STRFRY=$(realpath -m "${STRFRY:-../shared/peers/strfry}")
+# strfry, the peer relay of ../shared/peers (STRFRY overrides the path; else
+# `strfry` on PATH), if it runs here. It needs Debian's liblmdb0 libsecp256k1-1
+# libzstd1 libssl3 zlib1g.
+STRFRY=${STRFRY:-../shared/peers/strfry}
+[ -x "$STRFRY" ] || STRFRY=$(command -v strfry || echo "$STRFRY")
+STRFRY=$(realpath -m "$STRFRY")
 STRFRY_CONF=$(realpath -m "${STRFRY_CONF:-$(dirname "$STRFRY")/strfry.conf}")
 have_strfry() { [ -x "$STRFRY" ] && [ -f "$STRFRY_CONF" ] && ! ldd "$STRFRY" | grep -q "not found"; }
 

@@ -633,7 +633,12 @@ mod tests {
         let by_author = Filter::new()
             .author(k.public_key())
             .kind(nostr::Kind::TextNote);
-        assert_eq!(p.count(std::slice::from_ref(&by_author), now).await.unwrap(), 12_001);
+        assert_eq!(
+            p.count(std::slice::from_ref(&by_author), now)
+                .await
+                .unwrap(),
+            12_001
+        );
         assert_eq!(
             p.count(&[Filter::new().hashtag("odd")], now).await.unwrap(),
             6_000
@@ -654,6 +659,42 @@ mod tests {
         drop(p);
         let engine = engine::Lmdb::open(&path, 1).unwrap();
         assert_eq!(index::upgrade(&engine).unwrap(), 0);
+    }
+
+    #[test]
+    fn stored_events_decode_as_nostr_parses_them() {
+        let k = Keys::generate();
+        let events = [
+            event(&k, 1, NOW, "plain", &[]),
+            event(
+                &k,
+                30_402,
+                NOW,
+                "quote \" slash \\ newline \n tab \t é ✓ \u{1F600}",
+                &[
+                    &["d", "order-1"],
+                    &["t", "btc"],
+                    &["expiration", "1900000000"],
+                    &["p", &k.public_key().to_hex(), "wss://r.example", "x"],
+                    &["e", &"ab".repeat(32)],
+                    &["custom"],
+                ],
+            ),
+        ];
+        for e in events {
+            let json = nostr::JsonUtil::as_json(&e);
+            let decoded = index::decode(json.as_bytes()).unwrap();
+            assert_eq!(decoded, e);
+            assert!(decoded.verify().is_ok());
+        }
+        // Bytes that are not a stored event are an error, not a panic.
+        for bad in [
+            &b"{}"[..],
+            b"not json",
+            br#"{"id":"zz","pubkey":"","created_at":1,"kind":1,"tags":[],"content":"","sig":""}"#,
+        ] {
+            assert!(index::decode(bad).is_err());
+        }
     }
 
     #[tokio::test]

@@ -152,6 +152,32 @@ fn sign_batch(n: usize, tag: &str) -> Vec<Event> {
         .collect()
 }
 
+/// Authors of the main run's events.
+const AUTHORS: usize = 1_000;
+/// Distinct `t` tag values of the main run's events.
+const TAGS: usize = 50;
+
+/// Events `range` of the main run: event `i` is a text note by author
+/// `i % AUTHORS` tagged `t` = `tag<(i / AUTHORS) % TAGS>`, so every author
+/// has events under every tag.
+fn sign_market(range: std::ops::Range<usize>, authors: &[Keys]) -> Vec<Event> {
+    range
+        .map(|i| {
+            EventBuilder::new(
+                Kind::TextNote,
+                format!("civkit-bench event {i} {}", "x".repeat(64)),
+            )
+            .tag(nostr::Tag::hashtag(market_tag(i / AUTHORS)))
+            .sign_with_keys(&authors[i % authors.len()])
+            .expect("signing")
+        })
+        .collect()
+}
+
+fn market_tag(n: usize) -> String {
+    format!("tag{}", n % TAGS)
+}
+
 /// Publish every batch over its own connection with a window of in-flight
 /// events; returns the number of `OK true`.
 async fn publish(url: &str, batches: Vec<Vec<Event>>, window: usize) -> Result<usize> {
@@ -234,6 +260,38 @@ where
         accepted += answered(chunk.len()).await?;
     }
     Ok(accepted as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Send `REQ sub filter`, read until its `EOSE` (or `CLOSED`), close it;
+/// returns the events it got.
+async fn req_round_trip(ws: &mut Ws, sub: &str, filter: &Filter) -> Result<usize> {
+    ws.send(Message::Text(
+        json!(["REQ", sub, filter]).to_string().into(),
+    ))
+    .await?;
+    let mut got = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+            Ok(Some(Ok(Message::Text(m)))) => match civkit_framework::wire::parse_relay(&m) {
+                Ok(RelayMessage::Event {
+                    subscription_id, ..
+                }) if subscription_id.as_str() == sub => got += 1,
+                Ok(
+                    RelayMessage::EndOfStoredEvents(id)
+                    | RelayMessage::Closed {
+                        subscription_id: id,
+                        ..
+                    },
+                ) if id.as_str() == sub => break,
+                _ => {}
+            },
+            Ok(Some(Ok(_))) => {}
+            _ => bail!("REQ timed out"),
+        }
+    }
+    ws.send(Message::Text(json!(["CLOSE", sub]).to_string().into()))
+        .await?;
+    Ok(got)
 }
 
 /// `Some(status)` when `text` is an `OK`.
@@ -610,20 +668,25 @@ async fn main() -> Result<()> {
 
     // Sign everything first so signing does not compete with the relay.
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let sign = |n: usize, tag: &'static str| {
-        let per = n.div_ceil(threads);
+    let authors: Vec<Keys> = (0..AUTHORS).map(|_| Keys::generate()).collect();
+    let sign = |range: std::ops::Range<usize>| {
+        let per = range.len().div_ceil(threads).max(1);
+        let authors = &authors;
         std::thread::scope(|s| {
-            let hs: Vec<_> = (0..threads)
-                .map(|_| s.spawn(move || sign_batch(per, tag)))
+            let hs: Vec<_> = range
+                .clone()
+                .step_by(per)
+                .map(|from| {
+                    s.spawn(move || sign_market(from..(from + per).min(range.end), authors))
+                })
                 .collect();
             hs.into_iter()
                 .flat_map(|h| h.join().unwrap_or_default())
-                .take(n)
                 .collect::<Vec<_>>()
         })
     };
-    let measured = sign(args.events, "ingest");
-    let fill = sign(args.store.saturating_sub(args.events), "fill");
+    let measured = sign(0..args.events);
+    let fill = sign(args.events..args.store.max(args.events));
 
     // 1. Ingest: accepted events per second and relay CPU per accepted event.
     let cpu0 = args.pid.and_then(cpu_micros);
@@ -640,42 +703,40 @@ async fn main() -> Result<()> {
     // 2. Fill the store, then time REQ round trips on it.
     let filled = publish(url, split(fill, args.clients), args.window * 4).await?;
     let mut ws = connect(url).await?;
-    let mut lat = Vec::with_capacity(args.req_samples);
-    let filter = Filter::new().kind(Kind::TextNote).limit(100);
-    let mut got_events = 0usize;
-    for i in 0..args.req_samples {
-        let sub = format!("b{i}");
-        let t = Instant::now();
-        ws.send(Message::Text(
-            json!(["REQ", sub, filter]).to_string().into(),
-        ))
-        .await?;
-        loop {
-            match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
-                Ok(Some(Ok(Message::Text(m)))) => match civkit_framework::wire::parse_relay(&m) {
-                    Ok(RelayMessage::Event {
-                        subscription_id, ..
-                    }) if subscription_id.as_str() == sub => got_events += 1,
-                    Ok(
-                        RelayMessage::EndOfStoredEvents(id)
-                        | RelayMessage::Closed {
-                            subscription_id: id,
-                            ..
-                        },
-                    ) if id.as_str() == sub => break,
-                    _ => {}
-                },
-                Ok(Some(Ok(_))) => {}
-                _ => bail!("REQ timed out"),
-            }
+    let pk = |i: usize| authors[i % AUTHORS].public_key();
+    // Each a shape a taker sends: by kind, by author, by tag, and a mix.
+    let shapes: [(&str, &dyn Fn(usize) -> Filter); 4] = [
+        ("kind", &|_| Filter::new().kind(Kind::TextNote)),
+        ("author", &|i| Filter::new().author(pk(i))),
+        ("tag", &|i| Filter::new().hashtag(market_tag(i))),
+        ("mixed", &|i| {
+            Filter::new()
+                .kind(Kind::TextNote)
+                .authors((0..10).map(|j| pk(i * 10 + j)))
+                .hashtag(market_tag(i))
+        }),
+    ];
+    let mut req = serde_json::Map::new();
+    for (shape, filter) in shapes {
+        let mut lat = Vec::with_capacity(args.req_samples);
+        let mut got_events = 0usize;
+        for i in 0..args.req_samples {
+            let (sub, filter) = (format!("{shape}{i}"), filter(i).limit(100));
+            let t = Instant::now();
+            got_events += req_round_trip(&mut ws, &sub, &filter).await?;
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
         }
-        lat.push(t.elapsed().as_secs_f64() * 1000.0);
-        ws.send(Message::Text(json!(["CLOSE", sub]).to_string().into()))
-            .await?;
+        lat.sort_by(|a, b| a.total_cmp(b));
+        req.insert(
+            shape.to_string(),
+            json!({
+                "p50_ms": percentile(&lat, 0.5),
+                "p99_ms": percentile(&lat, 0.99),
+                "events_per_reply": got_events as f64 / args.req_samples.max(1) as f64,
+            }),
+        );
     }
     drop(ws);
-    lat.sort_by(|a, b| a.total_cmp(b));
-    let per_req = got_events as f64 / args.req_samples.max(1) as f64;
 
     // 3. Memory per idle connection.
     let mem = match args.pid {
@@ -706,22 +767,22 @@ async fn main() -> Result<()> {
         "events_per_sec": eps,
         "cpu_us_per_event": cpu_per_event,
         "store_events": accepted + filled,
-        "req_p50_ms": percentile(&lat, 0.5),
-        "req_p99_ms": percentile(&lat, 0.99),
-        "req_events_per_reply": per_req,
+        "req": req,
         "idle_bytes_per_conn": mem,
     });
     println!("{result}");
+    let reqs: Vec<String> = req
+        .iter()
+        .map(|(shape, r)| format!("{shape} p50 {:.2} p99 {:.2} ms", r["p50_ms"], r["p99_ms"]))
+        .collect();
     eprintln!(
-        "{:<14} ingest {:>8.0} ev/s ({} accepted) | cpu {:>7} us/ev | REQ limit 100 on {} events: p50 {:.2} ms p99 {:.2} ms ({:.0} events/reply) | idle conn {} B",
+        "{:<14} ingest {:>8.0} ev/s ({} accepted) | cpu {:>7} us/ev | REQ limit 100 on {} events: {} | idle conn {} B",
         args.name,
         eps,
         accepted,
         cpu_per_event.map_or("n/a".into(), |c| format!("{c:.0}")),
         accepted + filled,
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99),
-        per_req,
+        reqs.join(", "),
         mem.map_or("n/a".into(), |m| format!("{m:.0}")),
     );
     Ok(())
