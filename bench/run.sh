@@ -15,7 +15,8 @@
 # (or $STRFRY, or `strfry` on PATH), measured when its runtime libraries are
 # installed (apt-get install -y liblmdb0 libsecp256k1-1 libzstd1 libssl3
 # zlib1g); nostr-rs-relay and nostr-bench come from `cargo install
-# nostr-rs-relay nostr-bench`. Prints one JSON line per measure and a
+# nostr-rs-relay nostr-bench` (nostr-rs-relay's build needs Debian's
+# protobuf-compiler). Prints one JSON line per measure and a
 # markdown table of ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -104,7 +105,7 @@ HAVE_NRR=0; command -v nostr-rs-relay >/dev/null && HAVE_NRR=1
 HAVE_STRFRY=0; have_strfry && HAVE_STRFRY=1
 HAVE_NB=0; command -v nostr-bench >/dev/null && HAVE_NB=1
 [ $HAVE_STRFRY = 1 ] || echo "strfry not found at $STRFRY or its libraries are missing: skipped" >&2
-[ $HAVE_NRR = 1 ] || echo "nostr-rs-relay not on PATH (cargo install nostr-rs-relay): skipped" >&2
+[ $HAVE_NRR = 1 ] || echo "nostr-rs-relay not on PATH (apt-get install protobuf-compiler; cargo install nostr-rs-relay): skipped" >&2
 [ $HAVE_NB = 1 ] || echo "nostr-bench not on PATH (cargo install nostr-bench): one-at-a-time ingest skipped" >&2
 for r in $(seq 1 "$ROUNDS"); do
   run_civkitd "$r"
@@ -135,7 +136,8 @@ measures += [("idle_bytes_per_conn", "idle RSS per connection, B", "%.0f", False
              ("disk_bytes_per_event", "disk per event, B", "%.0f", False)]
 names = list(by)
 peers = [n for n in names if n != "civkitd"]
-print(f"\n{sys.argv[2]}-event store, medians of {max(len(v) for v in by.values())} round(s). Ratio > 1: civkitd is better.\n")
+rounds = max(sum("events_per_sec" in r for r in v) for v in by.values())
+print(f"\n{sys.argv[2]}-event store, medians of {rounds} round(s). Ratio > 1: civkitd is better.\n")
 print("| measure | " + " | ".join(names) + " | " + " | ".join(f"civkitd vs {p}" for p in peers) + " |")
 print("|---" * (1 + len(names) + len(peers)) + "|")
 for k, label, fmt, higher in measures:

@@ -698,6 +698,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn tag_conditions_outside_the_index_are_probed_not_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = LmdbPersister::open(&dir.path().join("db")).unwrap();
+        let (a, b) = (Keys::generate(), Keys::generate());
+        let mut want = Vec::new();
+        for i in 0..300u64 {
+            let t = if i % 30 == 0 { "rare" } else { "common" };
+            let q = if i % 60 == 0 { "x" } else { "y" };
+            let e = event(&a, 1, NOW - i, "a", &[&["t", t], &["q", q]]);
+            if t == "rare" && q == "x" {
+                want.push(e.clone());
+            }
+            p.save_event(&e, &[]).await.unwrap();
+            // Another author's events under the same tags never match.
+            p.save_event(
+                &event(&b, 1, NOW - i, "b", &[&["t", "rare"], &["q", "x"]]),
+                &[],
+            )
+            .await
+            .unwrap();
+        }
+        let now = Timestamp::from_secs(NOW);
+        let q = nostr::SingleLetterTag::lowercase(nostr::Alphabet::Q);
+        let t = nostr::SingleLetterTag::lowercase(nostr::Alphabet::T);
+        // Author and kind from the index; both tag letters probed.
+        let f = Filter::new()
+            .author(a.public_key())
+            .kind(nostr::Kind::TextNote)
+            .custom_tags(t, ["rare", "never"])
+            .custom_tag(q, "x");
+        assert_eq!(p.query(&[f.clone().limit(100)], now).await.unwrap(), want);
+        assert_eq!(p.count(&[f], now).await.unwrap(), want.len() as u64);
+        // A tag from the index, another letter probed.
+        let f = Filter::new()
+            .hashtag("rare")
+            .custom_tag(q, "y")
+            .author(a.public_key());
+        assert_eq!(p.query(&[f.limit(3)], now).await.unwrap().len(), 3);
+        let none = Filter::new().custom_tag(t, "rare").custom_tag(q, "nothing");
+        assert!(p.query(&[none], now).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
     async fn a_store_of_a_newer_layout_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");

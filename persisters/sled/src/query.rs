@@ -35,6 +35,23 @@ struct Plan {
     exact: bool,
     /// One event may sit under several of the prefixes (several tag values).
     overlapping: bool,
+    /// Tag conditions the prefixes do not hold: for each, the tag index
+    /// prefixes of its values. An entry whose tail sits under none of one
+    /// condition's prefixes cannot match, and is skipped without loading
+    /// its event (a point read instead of a read and a parse).
+    probes: Vec<Vec<Vec<u8>>>,
+}
+
+/// The tag index prefixes of one tag condition.
+fn tag_prefixes(
+    letter: &nostr::SingleLetterTag,
+    values: &std::collections::BTreeSet<String>,
+) -> Vec<Vec<u8>> {
+    let l = letter.as_char() as u8;
+    values
+        .iter()
+        .map(|v| key(BY_TAG, &[&[l], &tag_hash(v)]))
+        .collect()
 }
 
 fn plan(f: &Filter) -> Plan {
@@ -51,6 +68,12 @@ fn plan(f: &Filter) -> Plan {
         .filter(|(_, v)| !v.is_empty())
         .collect();
     let others = f.ids.is_some() || f.search.is_some();
+    let probes = |skip: usize| -> Vec<Vec<Vec<u8>>> {
+        tags.iter()
+            .skip(skip)
+            .map(|(l, v)| tag_prefixes(l, v))
+            .collect()
+    };
     if !authors.is_empty() && !kinds.is_empty() && authors.len() * kinds.len() <= 256 {
         let mut prefixes = Vec::new();
         for a in &authors {
@@ -62,6 +85,7 @@ fn plan(f: &Filter) -> Plan {
             prefixes,
             exact: tags.is_empty() && !others,
             overlapping: false,
+            probes: probes(0),
         };
     }
     if !authors.is_empty() {
@@ -69,17 +93,15 @@ fn plan(f: &Filter) -> Plan {
             prefixes: authors.iter().map(|a| key(BY_AUTHOR, &[a])).collect(),
             exact: kinds.is_empty() && tags.is_empty() && !others,
             overlapping: false,
+            probes: probes(0),
         };
     }
     if let Some((letter, values)) = tags.first() {
-        let l = letter.as_char() as u8;
         return Plan {
-            prefixes: values
-                .iter()
-                .map(|v| key(BY_TAG, &[&[l], &tag_hash(v)]))
-                .collect(),
+            prefixes: tag_prefixes(letter, values),
             exact: kinds.is_empty() && tags.len() == 1 && !others,
             overlapping: values.len() > 1,
+            probes: probes(1),
         };
     }
     if !kinds.is_empty() {
@@ -87,12 +109,14 @@ fn plan(f: &Filter) -> Plan {
             prefixes: kinds.iter().map(|k| key(BY_KIND, &[k])).collect(),
             exact: !others,
             overlapping: false,
+            probes: Vec::new(),
         };
     }
     Plan {
         prefixes: vec![key(BY_TIME, &[])],
         exact: !others,
         overlapping: false,
+        probes: Vec::new(),
     }
 }
 
@@ -180,6 +204,30 @@ impl<'r, 'b> Merged<'r, 'b> {
     }
 }
 
+/// True unless the entry with this tail misses one of the plan's tag
+/// conditions (one point read per value tried).
+fn passes_probes<R: Reader>(
+    tree: &R,
+    plan: &Plan,
+    tail: &[u8; TAIL],
+    budget: &mut Budget,
+) -> Result<bool> {
+    for condition in &plan.probes {
+        let mut found = false;
+        for prefix in condition {
+            budget.spend(1)?;
+            if tree.get(&[prefix.as_slice(), tail].concat())?.is_some() {
+                found = true;
+                break;
+            }
+        }
+        if !found {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// The work one query may do: index entries visited plus events loaded.
 pub(crate) struct Budget {
     left: usize,
@@ -247,6 +295,9 @@ fn query_filter<R: Reader>(
     let mut merged = Merged::new(tree, &plan, f, budget)?;
     while out.len() < limit {
         let Some(tail) = merged.next()? else { break };
+        if !passes_probes(tree, &plan, &tail, merged.budget)? {
+            continue;
+        }
         let seq = seq_in(&tail)?;
         if let Some(e) = load(tree, seq, merged.budget)?.filter(|e| keep(f, e, now)) {
             out.push(e);
@@ -324,6 +375,8 @@ pub(crate) fn count<R: Reader>(
             }
             let matches = if plan.exact {
                 !expired.iter().any(|(s, _)| *s == seq)
+            } else if !passes_probes(tree, &plan, &tail, merged.budget)? {
+                false
             } else {
                 load(tree, seq, merged.budget)?.is_some_and(|e| keep(f, &e, now))
             };
