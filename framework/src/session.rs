@@ -143,6 +143,9 @@ impl SessionOutbox {
     }
 }
 
+/// Most messages [`Session::send_burst`] queues at once.
+const BURST: usize = 64;
+
 /// What became of one relay message that a federated peer sent this node.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Imported {
@@ -282,6 +285,26 @@ impl Session {
     async fn send(&self, msg: String) {
         // The receiver is gone only when the transport dropped the connection.
         let _ = self.tx.send(msg).await;
+    }
+
+    /// Queue `msgs` in groups of [`BURST`]: room for a group is reserved
+    /// first, so it reaches the outbox at once and the transport writes it
+    /// with one flush. (Sent one by one, the writer woke for each, and the
+    /// answer to one REQ went out in about as many writes as it had events.)
+    /// Groups stay small so that a session waiting for room does not hold
+    /// back fan-out to the same outbox for long.
+    async fn send_burst(&self, msgs: Vec<String>) {
+        let mut msgs = msgs.into_iter().peekable();
+        while msgs.peek().is_some() {
+            let room = msgs.len().min(BURST).min(self.tx.max_capacity());
+            // The receiver is gone only when the transport dropped the connection.
+            let Ok(permits) = self.tx.reserve_many(room).await else {
+                return;
+            };
+            for (permit, msg) in permits.zip(msgs.by_ref()) {
+                permit.send(msg);
+            }
+        }
     }
 
     async fn ok(&self, id: EventId, accepted: bool, message: impl Into<String>) {
@@ -592,14 +615,14 @@ impl Session {
         }
         match self.core.persister.query_stored(&filters, now).await {
             Ok(events) => {
-                for s in &events {
-                    if self.core.serves(&s.event, now) && self.scope.allows(&s.event) {
-                        // The stored JSON, not serialized again.
-                        self.send(wire::event_message(sub_id.as_str(), &s.json))
-                            .await;
-                    }
-                }
-                self.send(RelayMessage::eose(sub_id).as_json()).await;
+                let mut replies: Vec<String> = events
+                    .iter()
+                    .filter(|s| self.core.serves(&s.event, now) && self.scope.allows(&s.event))
+                    // The stored JSON, not serialized again.
+                    .map(|s| wire::event_message(sub_id.as_str(), &s.json))
+                    .collect();
+                replies.push(RelayMessage::eose(sub_id).as_json());
+                self.send_burst(replies).await;
             }
             Err(e) => {
                 self.core.hub.unsubscribe(self.id, &sub_id);

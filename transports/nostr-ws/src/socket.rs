@@ -18,6 +18,12 @@ const CLOSE_POLICY: u16 = 1008;
 /// Close code for "going away" (shutdown).
 const CLOSE_AWAY: u16 = 1001;
 
+/// Frames are gathered up to this many bytes before a write to the socket:
+/// a REQ's history goes out in a few writes instead of one per event. The
+/// buffer is allocated only once something is sent, and a connection keeps
+/// at most this plus one frame of it.
+const WRITE_BUFFER: usize = 8 * 1024;
+
 pub(crate) fn upgrade(
     ws: WebSocketUpgrade,
     shared: Arc<Shared>,
@@ -28,7 +34,7 @@ pub(crate) fn upgrade(
     // Frames up to 4x our limit are read and answered with a NOTICE; larger
     // ones close the connection with 1009.
     ws.read_buffer_size(4096)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
         .max_message_size(max.saturating_mul(4))
         .max_frame_size(max.saturating_mul(4))
         .on_upgrade(move |socket| {
