@@ -288,11 +288,10 @@ impl Session {
     }
 
     /// Queue `msgs` in groups of [`BURST`]: room for a group is reserved
-    /// first, so it reaches the outbox at once and the transport writes it
-    /// with one flush. (Sent one by one, the writer woke for each, and the
-    /// answer to one REQ went out in about as many writes as it had events.)
-    /// Groups stay small so that a session waiting for room does not hold
-    /// back fan-out to the same outbox for long.
+    /// first, so the group reaches the outbox at once and the transport can
+    /// drain it before one flush. Groups stay small so that a session
+    /// waiting for room does not hold back fan-out to the same outbox for
+    /// long.
     async fn send_burst(&self, msgs: Vec<String>) {
         let mut msgs = msgs.into_iter().peekable();
         while msgs.peek().is_some() {

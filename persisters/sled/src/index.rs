@@ -11,8 +11,9 @@
 //! the end of the key space (LMDB fills those pages; random ids would leave
 //! them about two thirds full). Index keys end in a 24-byte *tail*:
 //! `inv ‖ id[..8] ‖ seq`, where `inv` is `u64::MAX - created_at` (ascending
-//! key order is newest first), the id prefix breaks ties by lowest id, and
-//! the `seq` locates the body and keeps keys unique.
+//! key order is newest first), the id prefix breaks ties by lowest id (ids
+//! equal in their first 8 bytes, which takes a deliberate search, fall back
+//! to commit order), and the `seq` locates the body and keeps keys unique.
 //!
 //! | prefix | table | key | value |
 //! |---|---|---|---|
