@@ -521,6 +521,74 @@ mod tests {
         assert_eq!(p.stats().await.unwrap().write_error, None);
     }
 
+    /// LMDB whose group writes fail while `fail` is set.
+    struct FailingWrites {
+        inner: engine::Lmdb,
+        fail: Arc<AtomicBool>,
+    }
+
+    impl Engine for FailingWrites {
+        type Reader<'a> = engine::LmdbReader<'a>;
+        const NAME: &'static str = "lmdb";
+        fn reader(&self) -> Result<engine::LmdbReader<'_>> {
+            self.inner.reader()
+        }
+        fn write(&self, changes: Vec<engine::Change>) -> Result<()> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(store_err("injected write failure (disk full)"));
+            }
+            self.inner.write(changes)
+        }
+        fn sync(&self) -> Result<()> {
+            self.inner.sync()
+        }
+        fn size_on_disk(&self) -> Result<u64> {
+            self.inner.size_on_disk()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_never_acknowledged_and_the_store_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let fail = Arc::new(AtomicBool::new(false));
+        let engine = Arc::new(FailingWrites {
+            inner: engine::Lmdb::open(&path, 1).unwrap(),
+            fail: fail.clone(),
+        });
+        let p = EmbeddedPersister::start(engine, &path, &EmbeddedConfig::default(), None).unwrap();
+        let k = Keys::generate();
+        let first = event(&k, 1, NOW, "stored", &[]);
+        p.save_event(&first, &[]).await.unwrap();
+
+        fail.store(true, Ordering::SeqCst);
+        let lost = event(&k, 1, NOW, "write fails", &[]);
+        let err = p.save_event(&lost, &[]).await.unwrap_err().to_string();
+        assert!(err.contains("injected write failure"), "{err}");
+        assert!(!p.event_exists(&lost.id).await.unwrap());
+        assert!(p.stats().await.unwrap().write_error.is_some());
+        assert!(p.kv_insert_new("svc", b"k", b"v").await.is_err());
+        assert_eq!(p.stats().await.unwrap().events, 1, "nothing counted");
+
+        // Once writes work again the same event is stored, not taken for a
+        // duplicate of the write that failed.
+        fail.store(false, Ordering::SeqCst);
+        assert!(matches!(
+            p.save_event(&lost, &[]).await.unwrap(),
+            SaveOutcome::Stored { .. }
+        ));
+        assert!(p.event_exists(&lost.id).await.unwrap());
+        assert_eq!(p.stats().await.unwrap().write_error, None);
+        assert_eq!(p.stats().await.unwrap().events, 2);
+        let all = p
+            .query(&[Filter::new()], Timestamp::from_secs(NOW))
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 2);
+        // A claim refused with the failed write is free to take afterwards.
+        assert!(p.kv_insert_new("svc", b"k", b"v").await.unwrap());
+    }
+
     #[tokio::test]
     async fn a_store_of_the_first_layout_is_moved_on_open() {
         let dir = tempfile::tempdir().unwrap();
