@@ -763,6 +763,18 @@ mod tests {
         ] {
             assert!(index::decode(bad).is_err());
         }
+        // Every hex field: wrong length or a non-digit is an error; either
+        // case decodes.
+        let good = event(&k, 1, NOW, "x", &[]);
+        let json = nostr::JsonUtil::as_json(&good);
+        for field in [good.id.to_hex(), good.pubkey.to_hex(), good.sig.to_string()] {
+            let short = json.replacen(&field, &field[2..], 1);
+            assert!(index::decode(short.as_bytes()).is_err());
+            let bad_digit = json.replacen(&field, &format!("g{}", &field[1..]), 1);
+            assert!(index::decode(bad_digit.as_bytes()).is_err());
+            let upper = json.replacen(&field, &field.to_uppercase(), 1);
+            assert_eq!(index::decode(upper.as_bytes()).unwrap(), good);
+        }
     }
 
     #[tokio::test]
