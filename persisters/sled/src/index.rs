@@ -215,7 +215,12 @@ fn unhex<const N: usize>(s: &str) -> Result<[u8; N]> {
 /// (`Event::from_json` re-validates every field; that was a fifth of a
 /// REQ's CPU).
 pub(crate) fn decode(bytes: &[u8]) -> Result<Event> {
-    let j: StoredJson = serde_json::from_slice(bytes).map_err(store_err)?;
+    decode_str(std::str::from_utf8(bytes).map_err(store_err)?)
+}
+
+/// [`decode`] of text already known to be UTF-8.
+pub(crate) fn decode_str(json: &str) -> Result<Event> {
+    let j: StoredJson = serde_json::from_str(json).map_err(store_err)?;
     let tags = j
         .tags
         .into_iter()

@@ -18,12 +18,12 @@ use civkit_framework::kinds;
 use civkit_framework::persister::{merge_stored, StoredEvent};
 use civkit_framework::{Error, Result};
 use nostr::filter::MatchEventOptions;
-use nostr::{Event, Filter, Timestamp};
+use nostr::{Event, EventId, Filter, Timestamp};
 
 use crate::engine::{Entries, Reader};
 use crate::index::{
-    body_key, decode, inv, key, seq_in, seq_of, tag_hash, BY_AUTHOR, BY_AUTHOR_KIND, BY_KIND,
-    BY_TAG, BY_TIME, EXPIRY, TAIL,
+    body_key, decode, decode_str, inv, key, seq_in, seq_of, tag_hash, BY_AUTHOR, BY_AUTHOR_KIND,
+    BY_KIND, BY_TAG, BY_TIME, EXPIRY, TAIL,
 };
 use crate::store_err;
 
@@ -256,9 +256,23 @@ fn load<R: Reader>(tree: &R, seq: u64, budget: &mut Budget) -> Result<Option<Sto
     let Some(bytes) = tree.get(&body_key(seq))? else {
         return Ok(None);
     };
-    let event = decode(&bytes)?;
+    // UTF-8 is checked once, here; `decode_str` parses without checking again.
     let json = String::from_utf8(bytes.into_owned()).map_err(store_err)?;
+    let event = decode_str(&json)?;
     Ok(Some(StoredEvent { event, json }))
+}
+
+/// The stored event with this id, and its `seq`.
+fn load_id<R: Reader>(
+    tree: &R,
+    id: &EventId,
+    budget: &mut Budget,
+) -> Result<Option<(u64, StoredEvent)>> {
+    budget.spend(1)?;
+    let Some(seq) = seq_of(tree, id.as_bytes())? else {
+        return Ok(None);
+    };
+    Ok(load(tree, seq, budget)?.map(|e| (seq, e)))
 }
 
 fn keep(f: &Filter, s: &StoredEvent, now: Timestamp) -> bool {
@@ -279,11 +293,7 @@ fn query_filter<R: Reader>(
     }
     if let Some(ids) = f.ids.as_ref().filter(|ids| !ids.is_empty()) {
         for id in ids {
-            budget.spend(1)?;
-            let Some(seq) = seq_of(tree, id.as_bytes())? else {
-                continue;
-            };
-            if let Some(e) = load(tree, seq, budget)?.filter(|e| keep(f, e, now)) {
+            if let Some((_, e)) = load_id(tree, id, budget)?.filter(|(_, e)| keep(f, e, now)) {
                 out.push(e);
             }
         }
@@ -356,12 +366,10 @@ pub(crate) fn count<R: Reader>(
     for f in filters {
         if let Some(wanted) = f.ids.as_ref().filter(|ids| !ids.is_empty()) {
             for id in wanted {
-                budget.spend(1)?;
-                let Some(seq) = seq_of(tree, id.as_bytes())? else {
-                    continue;
-                };
-                if load(tree, seq, &mut budget)?.is_some_and(|e| keep(f, &e, now)) {
-                    seqs.insert(seq);
+                if let Some((seq, e)) = load_id(tree, id, &mut budget)? {
+                    if keep(f, &e, now) {
+                        seqs.insert(seq);
+                    }
                 }
             }
             continue;
