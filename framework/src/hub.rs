@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, Notify};
 use tracing::warn;
 
 use crate::origin::Origin;
+use crate::stored::StoredEvent;
 use crate::wire;
 
 /// How the hub finds the subscriptions an event matches.
@@ -193,6 +194,14 @@ impl Scope {
         match self {
             Scope::Everything => true,
             Scope::Only(filters) => matches_any(filters, event),
+        }
+    }
+    /// [`Self::allows`] for a stored event, decoded only when the scope
+    /// has filters (one that does not decode is not allowed).
+    pub fn allows_stored(&self, stored: &StoredEvent) -> bool {
+        match self {
+            Scope::Everything => true,
+            Scope::Only(filters) => stored.event().is_ok_and(|e| matches_any(filters, e)),
         }
     }
 }

@@ -41,6 +41,7 @@ pub mod registry;
 pub mod service;
 pub mod session;
 pub mod shutdown;
+pub mod stored;
 pub mod transport;
 pub mod wire;
 

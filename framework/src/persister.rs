@@ -59,6 +59,7 @@ use async_trait::async_trait;
 use nostr::{Event, EventId, Filter, PublicKey, Timestamp};
 
 use crate::kinds::{self, Address};
+pub use crate::stored::StoredEvent;
 use crate::Result;
 
 /// The result of saving one event.
@@ -276,34 +277,10 @@ pub fn apply_save<T: EventTable + ?Sized>(
 }
 
 /// Merge per-filter results: de-duplicate by id and order newest first.
-pub fn merge_results(events: Vec<Event>) -> Vec<Event> {
-    merge_by(events, |e| e)
-}
-
-/// Sort newest first and drop repeated ids, for anything holding an event.
-fn merge_by<T>(mut items: Vec<T>, event: fn(&T) -> &Event) -> Vec<T> {
-    items.sort_by(|a, b| kinds::result_order(event(a), event(b)));
-    items.dedup_by(|a, b| event(a).id == event(b).id);
-    items
-}
-
-/// A stored event and its JSON text, as the store holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredEvent {
-    pub event: Event,
-    pub json: String,
-}
-
-impl From<Event> for StoredEvent {
-    fn from(event: Event) -> Self {
-        let json = nostr::JsonUtil::as_json(&event);
-        StoredEvent { event, json }
-    }
-}
-
-/// [`merge_results`] for events with their JSON.
-pub fn merge_stored(events: Vec<StoredEvent>) -> Vec<StoredEvent> {
-    merge_by(events, |s| &s.event)
+pub fn merge_results(mut events: Vec<Event>) -> Vec<Event> {
+    events.sort_by(kinds::result_order);
+    events.dedup_by(|a, b| a.id == b.id);
+    events
 }
 
 /// True when a namespace name is in the allowed alphabet `[a-z0-9_-]{1,64}`.

@@ -23,6 +23,7 @@ use crate::kinds::{self, KindClass};
 use crate::origin::{LocalOrigin, Origin};
 use crate::persister::{Claim, Persister, SaveOutcome};
 use crate::service::{Admission, OkReply, Rejection, Service, ServiceContext, ServiceHost};
+use crate::stored::StoredEvent;
 
 /// What the node says about itself (NIP-11 and the admin API).
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -302,7 +303,7 @@ impl Core {
     }
 
     /// Whether every service still serves this stored event at `now`.
-    pub fn serves(&self, event: &Event, now: Timestamp) -> bool {
+    pub fn serves(&self, event: &StoredEvent, now: Timestamp) -> bool {
         self.services.iter().all(|s| s.service.serves(event, now))
     }
 

@@ -50,6 +50,7 @@ use nostr::{Event, EventBuilder, Filter, Keys, Timestamp};
 use crate::clock::Clock;
 use crate::origin::{LocalOrigin, Origin};
 use crate::shutdown::Shutdown;
+use crate::stored::StoredEvent;
 use crate::{Error, Persister, Result};
 
 /// NIP-01 machine-readable prefixes for `OK false` and `CLOSED`.
@@ -161,8 +162,10 @@ pub trait Service: Send + Sync + 'static {
     /// Whether a stored event is still served to new subscribers at `now`
     /// (a service can hide events that are stale by its own rules; NIP-40
     /// expiry is handled by the node). Called for every stored event a `REQ`
-    /// returns; keep it cheap and free of I/O.
-    fn serves(&self, _event: &Event, _now: Timestamp) -> bool {
+    /// returns; keep it cheap and free of I/O. [`StoredEvent::kind`] costs
+    /// nothing; [`StoredEvent::event`] decodes the event, so look at the
+    /// kind first and decode only the kinds you judge.
+    fn serves(&self, _event: &StoredEvent, _now: Timestamp) -> bool {
         true
     }
     /// Accept or reject an event before it is stored.

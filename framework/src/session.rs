@@ -616,9 +616,9 @@ impl Session {
             Ok(events) => {
                 let mut replies: Vec<String> = events
                     .iter()
-                    .filter(|s| self.core.serves(&s.event, now) && self.scope.allows(&s.event))
+                    .filter(|s| self.core.serves(s, now) && self.scope.allows_stored(s))
                     // The stored JSON, not serialized again.
-                    .map(|s| wire::event_message(sub_id.as_str(), &s.json))
+                    .map(|s| wire::event_message(sub_id.as_str(), s.json()))
                     .collect();
                 replies.push(RelayMessage::eose(sub_id).as_json());
                 self.send_burst(replies).await;

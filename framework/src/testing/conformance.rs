@@ -398,20 +398,46 @@ pub mod persister {
     pub async fn expiry(p: Arc<dyn Persister>) {
         let k = Keys::generate();
         let exp = (NOW + 100).to_string();
-        let short = event(&k, 1, NOW - 10, "short", &[&["expiration", &exp]]);
-        let forever = event(&k, 1, NOW - 11, "forever", &[]);
+        let short = event(
+            &k,
+            1,
+            NOW - 10,
+            "short",
+            &[&["expiration", &exp], &["t", "x"]],
+        );
+        let forever = event(&k, 1, NOW - 11, "forever", &[&["t", "x"]]);
         store(&p, &short).await;
         store(&p, &forever).await;
         let all = [Filter::new()];
         let at = |t: u64| Timestamp::from_secs(t);
         assert_eq!(p.query(&all, at(NOW)).await.unwrap().len(), 2);
         assert_eq!(p.count(&all, at(NOW)).await.unwrap(), 2);
-        let later = p.query(&all, at(NOW + 100)).await.unwrap();
-        assert_eq!(
-            later.iter().map(|e| e.id).collect::<Vec<_>>(),
-            vec![forever.id],
-            "expired never served"
-        );
+        // Every shape of filter (each a different index, some expressing
+        // the whole filter, some not), and both query calls.
+        let shapes = [
+            Filter::new(),
+            Filter::new().kind(Kind::TextNote),
+            Filter::new().author(k.public_key()),
+            Filter::new().author(k.public_key()).kind(Kind::TextNote),
+            Filter::new().hashtag("x"),
+            Filter::new().kind(Kind::TextNote).hashtag("x"),
+            Filter::new().ids([short.id, forever.id]),
+        ];
+        for f in shapes {
+            let f = [f];
+            let later = p.query(&f, at(NOW + 100)).await.unwrap();
+            assert_eq!(
+                later.iter().map(|e| e.id).collect::<Vec<_>>(),
+                vec![forever.id],
+                "expired never served ({:?})",
+                f[0]
+            );
+            let stored = p.query_stored(&f, at(NOW + 100)).await.unwrap();
+            assert_eq!(stored.len(), 1);
+            assert_eq!(stored[0].event().unwrap(), &forever);
+            assert_eq!(p.count(&f, at(NOW + 100)).await.unwrap(), 1);
+            assert_eq!(p.query(&f, at(NOW + 99)).await.unwrap().len(), 2);
+        }
         assert_eq!(p.count(&all, at(NOW + 100)).await.unwrap(), 1);
         assert_eq!(p.remove_expired(at(NOW + 50)).await.unwrap(), 0);
         assert_eq!(p.remove_expired(at(NOW + 100)).await.unwrap(), 1);

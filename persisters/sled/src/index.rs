@@ -39,10 +39,10 @@ use std::ops::RangeInclusive;
 
 use civkit_framework::kinds::{self, Address};
 use civkit_framework::persister::EventTable;
+use civkit_framework::stored;
 use civkit_framework::Result;
 use nostr::hashes::{sha256, Hash};
-use nostr::secp256k1::schnorr::Signature;
-use nostr::{Event, EventId, JsonUtil, Kind, PublicKey, Tag, Timestamp};
+use nostr::{Event, EventId, JsonUtil, PublicKey, Timestamp};
 
 use crate::engine::{Change, Engine, Reader};
 use crate::store_err;
@@ -165,76 +165,17 @@ fn id_part(e: &Event, seq: u64) -> [u8; 16] {
     out
 }
 
-/// An event as the store wrote it, fields borrowed where JSON allows.
-#[derive(serde::Deserialize)]
-struct StoredJson<'a> {
-    id: &'a str,
-    pubkey: &'a str,
-    created_at: u64,
-    kind: u16,
-    tags: Vec<Vec<String>>,
-    content: std::borrow::Cow<'a, str>,
-    sig: &'a str,
-}
-
-/// The value of each hex digit (either case), 0xff for any other byte.
-const HEX_DIGITS: [u8; 256] = {
-    let mut t = [0xff; 256];
-    let mut i = 0;
-    while i < 16 {
-        t[b"0123456789abcdef"[i] as usize] = i as u8;
-        t[b"0123456789ABCDEF"[i] as usize] = i as u8;
-        i += 1;
-    }
-    t
-};
-
-/// `N` bytes from `2N` hex digits. A table lookup per digit: the `hex`
-/// crate's digit-by-digit decoding was half of `decode`, and a sixth of a
-/// REQ's CPU.
-fn unhex<const N: usize>(s: &str) -> Result<[u8; N]> {
-    let digits = s.as_bytes();
-    if digits.len() != 2 * N {
-        return Err(store_err(
-            "a stored event has a hex field of the wrong length",
-        ));
-    }
-    let mut out = [0u8; N];
-    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-        let (hi, lo) = (HEX_DIGITS[pair[0] as usize], HEX_DIGITS[pair[1] as usize]);
-        if (hi | lo) > 0x0f {
-            return Err(store_err("a stored event has a non-hex digit"));
-        }
-        *byte = hi << 4 | lo;
-    }
-    Ok(out)
-}
-
-/// An event the store wrote. Its id and signature were checked before it
-/// was stored, so they are decoded from hex without being checked again
-/// (`Event::from_json` re-validates every field; that was a fifth of a
-/// REQ's CPU).
+/// An event the store wrote (see [`civkit_framework::stored::decode`]).
 pub(crate) fn decode(bytes: &[u8]) -> Result<Event> {
-    decode_str(std::str::from_utf8(bytes).map_err(store_err)?)
+    stored::decode(std::str::from_utf8(bytes).map_err(store_err)?)
 }
 
-/// [`decode`] of text already known to be UTF-8.
-pub(crate) fn decode_str(json: &str) -> Result<Event> {
-    let j: StoredJson = serde_json::from_str(json).map_err(store_err)?;
-    let tags = j
-        .tags
-        .into_iter()
-        .map(Tag::parse)
-        .collect::<std::result::Result<Vec<_>, _>>();
-    Ok(Event::new(
-        EventId::from_byte_array(unhex(j.id)?),
-        PublicKey::from_byte_array(unhex(j.pubkey)?),
-        Timestamp::from_secs(j.created_at),
-        Kind::from_u16(j.kind),
-        tags.map_err(store_err)?,
-        j.content,
-        Signature::from_slice(&unhex::<64>(j.sig)?).map_err(store_err)?,
-    ))
+/// The tail of an event's index keys: `inv ‖ id[..8] ‖ seq`.
+pub(crate) fn tail_of(e: &Event, seq: u64) -> [u8; TAIL] {
+    let mut out = [0u8; TAIL];
+    out[..8].copy_from_slice(&inv(e.created_at));
+    out[8..].copy_from_slice(&id_part(e, seq));
+    out
 }
 
 /// The changes of one group commit, on top of the tree. Writes land in the

@@ -15,14 +15,14 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 
 use civkit_framework::kinds;
-use civkit_framework::persister::{merge_stored, StoredEvent};
+use civkit_framework::stored::StoredEvent;
 use civkit_framework::{Error, Result};
 use nostr::filter::MatchEventOptions;
 use nostr::{Event, EventId, Filter, Timestamp};
 
 use crate::engine::{Entries, Reader};
 use crate::index::{
-    body_key, decode, decode_str, inv, key, seq_in, seq_of, tag_hash, BY_AUTHOR, BY_AUTHOR_KIND,
+    body_key, decode, inv, key, seq_in, seq_of, tag_hash, tail_of, BY_AUTHOR, BY_AUTHOR_KIND,
     BY_KIND, BY_TAG, BY_TIME, EXPIRY, TAIL,
 };
 use crate::store_err;
@@ -250,16 +250,14 @@ impl Budget {
     }
 }
 
-/// The stored event number `seq`.
+/// The stored event number `seq`, not decoded yet.
 fn load<R: Reader>(tree: &R, seq: u64, budget: &mut Budget) -> Result<Option<StoredEvent>> {
     budget.spend(1)?;
     let Some(bytes) = tree.get(&body_key(seq))? else {
         return Ok(None);
     };
-    // UTF-8 is checked once, here; `decode_str` parses without checking again.
     let json = String::from_utf8(bytes.into_owned()).map_err(store_err)?;
-    let event = decode_str(&json)?;
-    Ok(Some(StoredEvent { event, json }))
+    Ok(Some(StoredEvent::from_json(json)))
 }
 
 /// The stored event with this id, and its `seq`.
@@ -275,17 +273,55 @@ fn load_id<R: Reader>(
     Ok(load(tree, seq, budget)?.map(|e| (seq, e)))
 }
 
-fn keep(f: &Filter, s: &StoredEvent, now: Timestamp) -> bool {
-    f.match_event(&s.event, MatchEventOptions::default()) && !kinds::is_expired(&s.event, now)
+/// Whether a stored event matches the filter and is not expired at `now`
+/// (decodes it).
+fn keep(f: &Filter, s: &StoredEvent, now: Timestamp) -> Result<bool> {
+    let e = s.event()?;
+    Ok(f.match_event(e, MatchEventOptions::default()) && !kinds::is_expired(e, now))
 }
 
-/// Events matching one filter, newest first, at most `limit`.
+/// The most expired-but-not-yet-swept events a query collects to leave out
+/// by `seq`; past that, each result of an exact plan is decoded and checked.
+pub(crate) const EXPIRED_SET_MAX: usize = 1024;
+
+/// The stored events expired at `now` (the sweep has not removed them yet),
+/// known by `seq` from the expiry index without loading them: results of a
+/// plan the index expresses exactly are then served without being decoded.
+/// Read once per query, when a plan first needs it.
+struct Expired {
+    now: Timestamp,
+    seqs: Option<Option<HashSet<u64>>>,
+}
+
+impl Expired {
+    fn new(now: Timestamp) -> Self {
+        Expired { now, seqs: None }
+    }
+
+    /// The set, or `None` when there are more than [`EXPIRED_SET_MAX`].
+    fn seqs<R: Reader>(&mut self, tree: &R) -> Result<Option<&HashSet<u64>>> {
+        if self.seqs.is_none() {
+            let start = key(EXPIRY, &[]);
+            let end = key(EXPIRY, &[&self.now.as_secs().to_be_bytes(), &[0xff; 16]]);
+            let mut set = HashSet::new();
+            for item in tree.between(&start, &end)?.take(EXPIRED_SET_MAX + 1) {
+                set.insert(seq_in(&item?.0)?);
+            }
+            self.seqs = Some((set.len() <= EXPIRED_SET_MAX).then_some(set));
+        }
+        Ok(self.seqs.as_ref().and_then(Option::as_ref))
+    }
+}
+
+/// Events matching one filter, newest first, at most `limit`, each with its
+/// index tail (the result order).
 fn query_filter<R: Reader>(
     tree: &R,
     f: &Filter,
-    now: Timestamp,
+    expired: &mut Expired,
     budget: &mut Budget,
-) -> Result<Vec<StoredEvent>> {
+) -> Result<Vec<([u8; TAIL], StoredEvent)>> {
+    let now = expired.now;
     let limit = f.limit.unwrap_or(usize::MAX);
     let mut out = Vec::new();
     if limit == 0 {
@@ -293,11 +329,13 @@ fn query_filter<R: Reader>(
     }
     if let Some(ids) = f.ids.as_ref().filter(|ids| !ids.is_empty()) {
         for id in ids {
-            if let Some((_, e)) = load_id(tree, id, budget)?.filter(|(_, e)| keep(f, e, now)) {
-                out.push(e);
+            if let Some((seq, e)) = load_id(tree, id, budget)? {
+                if keep(f, &e, now)? {
+                    out.push((tail_of(e.event()?, seq), e));
+                }
             }
         }
-        out = merge_stored(out);
+        let mut out = merge(out);
         out.truncate(limit);
         return Ok(out);
     }
@@ -309,14 +347,35 @@ fn query_filter<R: Reader>(
             continue;
         }
         let seq = seq_in(&tail)?;
-        if let Some(e) = load(tree, seq, merged.budget)?.filter(|e| keep(f, e, now)) {
-            out.push(e);
+        // An exact plan's entries all match: only expiry is left to check,
+        // and the expiry index answers it without a decode.
+        let known = match plan.exact {
+            true => expired.seqs(tree)?.map(|set| set.contains(&seq)),
+            false => None,
+        };
+        if known == Some(true) {
+            continue;
+        }
+        let Some(e) = load(tree, seq, merged.budget)? else {
+            continue;
+        };
+        if known == Some(false) || keep(f, &e, now)? {
+            out.push((tail, e));
         }
     }
     Ok(out)
 }
 
-/// Events matching any filter, newest first, de-duplicated.
+/// Results in result order (newest first, ties by the id's first 8 bytes,
+/// then commit order, as in the index), each event once.
+fn merge(mut out: Vec<([u8; TAIL], StoredEvent)>) -> Vec<([u8; TAIL], StoredEvent)> {
+    out.sort_by_key(|(tail, _)| *tail);
+    out.dedup_by(|a, b| a.0 == b.0);
+    out
+}
+
+/// Events matching any filter, newest first, de-duplicated. Results of a
+/// plan the index expresses exactly come back undecoded.
 pub(crate) fn query<R: Reader>(
     tree: &R,
     filters: &[Filter],
@@ -324,11 +383,15 @@ pub(crate) fn query<R: Reader>(
     max_scan: usize,
 ) -> Result<Vec<StoredEvent>> {
     let mut budget = Budget::new(max_scan);
+    let mut expired = Expired::new(now);
     let mut out = Vec::new();
     for f in filters {
-        out.extend(query_filter(tree, f, now, &mut budget)?);
+        out.extend(query_filter(tree, f, &mut expired, &mut budget)?);
     }
-    Ok(merge_stored(out))
+    if filters.len() > 1 {
+        out = merge(out);
+    }
+    Ok(out.into_iter().map(|(_, e)| e).collect())
 }
 
 /// How many stored events match any filter. `expired` lists the stored
@@ -367,7 +430,7 @@ pub(crate) fn count<R: Reader>(
         if let Some(wanted) = f.ids.as_ref().filter(|ids| !ids.is_empty()) {
             for id in wanted {
                 if let Some((seq, e)) = load_id(tree, id, &mut budget)? {
-                    if keep(f, &e, now) {
+                    if keep(f, &e, now)? {
                         seqs.insert(seq);
                     }
                 }
@@ -386,7 +449,10 @@ pub(crate) fn count<R: Reader>(
             } else if !passes_probes(tree, &plan, &tail, merged.budget)? {
                 false
             } else {
-                load(tree, seq, merged.budget)?.is_some_and(|e| keep(f, &e, now))
+                match load(tree, seq, merged.budget)? {
+                    Some(e) => keep(f, &e, now)?,
+                    None => false,
+                }
             };
             if matches {
                 seqs.insert(seq);

@@ -100,7 +100,7 @@ async fn queries_hand_back_the_stored_json() {
             .await
             .unwrap();
         assert_eq!(got.len(), 1);
-        assert_eq!(got[0].event, e);
-        assert_eq!(got[0].json, nostr::JsonUtil::as_json(&e));
+        assert_eq!(got[0].event().unwrap(), &e);
+        assert_eq!(got[0].json(), nostr::JsonUtil::as_json(&e));
     }
 }

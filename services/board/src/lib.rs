@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use civkit_framework::kinds::{tag_value, Address};
 use civkit_framework::{
     Admission, BuildContext, Error, Origin, Registry, Rejection, Result, Service, ServiceContext,
-    Shutdown,
+    Shutdown, StoredEvent,
 };
 use nostr::{Event, EventBuilder, EventId, Filter, Kind, Tag, Timestamp};
 use serde_json::{json, Value};
@@ -246,10 +246,14 @@ impl Service for Board {
         m
     }
 
-    fn serves(&self, event: &Event, now: Timestamp) -> bool {
-        event.kind.as_u16() != ORDER_KIND
-            || tag_value(event, "s") != Some("pending")
-            || pending_and_live(event, now.as_secs())
+    fn serves(&self, stored: &StoredEvent, now: Timestamp) -> bool {
+        // Only orders are judged, so only orders are decoded.
+        if stored.kind().is_some_and(|k| k.as_u16() != ORDER_KIND) {
+            return true;
+        }
+        stored.event().is_ok_and(|event| {
+            tag_value(event, "s") != Some("pending") || pending_and_live(event, now.as_secs())
+        })
     }
 
     async fn admit_event(
