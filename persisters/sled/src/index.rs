@@ -20,7 +20,6 @@
 //! | `0xff` | events | seq | event JSON |
 //! | `I` | ids | id | seq |
 //! | `t` | by time | tail | - |
-//! | `a` | by author | pubkey, tail | - |
 //! | `k` | by kind | kind u16, tail | - |
 //! | `K` | by author and kind | pubkey, kind u16, tail | - |
 //! | `g` | by tag | letter, sha256(value)[..16], tail | - |
@@ -31,8 +30,12 @@
 //! | `v` | service key-value | namespace, 0x00, key | value |
 //! | `M` | store metadata | `layout`, `seq` | u64 |
 //!
+//! An author's events are found under `K ‖ pubkey`, one prefix per kind the
+//! author used (found by seeking from kind to kind), merged.
+//!
 //! Layout 1 keyed bodies by id under `e` and ended index keys in
-//! `inv ‖ id`; [`upgrade`] rewrites such a store on open.
+//! `inv ‖ id`; layouts 1 and 2 had a by-author index under `a`. [`upgrade`]
+//! rewrites such a store on open.
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
@@ -50,7 +53,6 @@ use crate::store_err;
 pub(crate) const EVENTS: u8 = 0xff;
 const IDS: u8 = b'I';
 pub(crate) const BY_TIME: u8 = b't';
-pub(crate) const BY_AUTHOR: u8 = b'a';
 pub(crate) const BY_KIND: u8 = b'k';
 pub(crate) const BY_AUTHOR_KIND: u8 = b'K';
 pub(crate) const BY_TAG: u8 = b'g';
@@ -62,9 +64,13 @@ const KV: u8 = b'v';
 const META: u8 = b'M';
 /// Bodies of layout 1, keyed by id.
 const LEGACY_EVENTS: u8 = b'e';
+/// The by-author index of layouts 1 and 2 (`pubkey ‖ tail`). Layout 3
+/// serves authors from the by-author-and-kind index instead, one prefix per
+/// kind the author used: a 57-byte key less per event.
+const LEGACY_BY_AUTHOR: u8 = b'a';
 
 /// The layout this code writes.
-const LAYOUT: u64 = 2;
+const LAYOUT: u64 = 3;
 /// Bytes at the end of every index key: `inv ‖ id[..8] ‖ seq`.
 pub(crate) const TAIL: usize = 8 + 8 + 8;
 
@@ -141,7 +147,6 @@ fn index_keys(e: &Event, id_part: &[u8]) -> Vec<Vec<u8>> {
     let kind = e.kind.as_u16().to_be_bytes();
     let mut keys = vec![
         key(BY_TIME, &[&ts, id_part]),
-        key(BY_AUTHOR, &[&pk, &ts, id_part]),
         key(BY_KIND, &[&kind, &ts, id_part]),
         key(BY_AUTHOR_KIND, &[&pk, &kind, &ts, id_part]),
     ];
@@ -410,9 +415,11 @@ impl<R: Reader> EventTable for Overlay<R> {
 const UPGRADE_GROUP: usize = 5_000;
 
 /// Bring the store to the current layout before anything reads it: mark a
-/// new store, rewrite a store of layout 1 in groups (each atomic and
-/// durable, so an upgrade cut short resumes on the next open), and refuse a
-/// store of a newer layout.
+/// new store; rewrite the bodies of a layout-1 store and drop the by-author
+/// index of a layout-1 or layout-2 store, in groups (each atomic and
+/// durable, so an upgrade cut short resumes on the next open); refuse a
+/// store of a newer layout. Returns how many entries were rewritten or
+/// dropped.
 pub(crate) fn upgrade<E: Engine>(engine: &E) -> Result<u64> {
     let layout = match engine.reader()?.get(&meta_key("layout"))? {
         Some(v) => Some(u64_of(&v)?),
@@ -454,12 +461,26 @@ pub(crate) fn upgrade<E: Engine>(engine: &E) -> Result<u64> {
         engine.sync()?;
         moved += old.len() as u64;
     }
+    loop {
+        let dropped = engine
+            .reader()?
+            .prefixed(&[LEGACY_BY_AUTHOR])?
+            .take(UPGRADE_GROUP)
+            .map(|r| Ok((r?.0.into_owned(), None)))
+            .collect::<Result<Vec<Change>>>()?;
+        if dropped.is_empty() {
+            break;
+        }
+        moved += dropped.len() as u64;
+        engine.write(dropped)?;
+        engine.sync()?;
+    }
     let mark = (meta_key("layout"), Some(LAYOUT.to_be_bytes().to_vec()));
     engine.write(vec![mark])?;
     engine.sync()?;
     if moved > 0 {
         tracing::info!(
-            events = moved,
+            entries = moved,
             layout = LAYOUT,
             "rewrote the store in the current layout"
         );
@@ -472,7 +493,7 @@ pub(crate) fn upgrade<E: Engine>(engine: &E) -> Result<u64> {
 const LEGACY_TREES: [(&str, u8); 11] = [
     ("events", LEGACY_EVENTS),
     ("by_time", BY_TIME),
-    ("by_author", BY_AUTHOR),
+    ("by_author", LEGACY_BY_AUTHOR),
     ("by_kind", BY_KIND),
     ("by_author_kind", BY_AUTHOR_KIND),
     ("by_tag", BY_TAG),

@@ -718,15 +718,131 @@ mod tests {
         assert_eq!(p.remove_expired(now).await.unwrap(), 1);
         assert_eq!(p.delete_events(&[events[0].id]).await.unwrap(), 1);
         assert_eq!(p.count(&[by_author], now).await.unwrap(), 12_000);
+        let author_only = Filter::new().author(k.public_key());
+        assert_eq!(p.count(&[author_only], now).await.unwrap(), 12_000);
         // Nothing of layout 1 is left, and a second open rewrites nothing.
         let reader = p.engine.reader().unwrap();
         assert_eq!(reader.prefixed(b"e").unwrap().count(), 0);
+        assert_eq!(reader.prefixed(b"a").unwrap().count(), 0);
         let tails = reader.prefixed(b"t").unwrap().map(|r| r.unwrap().0.len());
         assert!(tails.into_iter().all(|n| n == 1 + index::TAIL));
         drop(reader);
         drop(p);
         let engine = engine::Lmdb::open(&path, 1).unwrap();
         assert_eq!(index::upgrade(&engine).unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_store_of_layout_2_loses_its_author_index_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let k = Keys::generate();
+        let events: Vec<Event> = (0..3u64).map(|i| event(&k, 1, NOW - i, "x", &[])).collect();
+        {
+            let p = LmdbPersister::open(&path).unwrap();
+            for e in &events {
+                p.save_event(e, &[]).await.unwrap();
+            }
+        }
+        {
+            // What layout 2 also held: `a ‖ pubkey ‖ tail` per event (more
+            // than one upgrade group of them), and its mark.
+            let engine = engine::Lmdb::open(&path, 1).unwrap();
+            let pk = k.public_key().to_bytes();
+            let mut changes: Vec<engine::Change> = (0..6_000u64)
+                .map(|i| {
+                    (
+                        index::key(b'a', &[&pk, &[0; 16], &i.to_be_bytes()]),
+                        Some(vec![]),
+                    )
+                })
+                .collect();
+            let layout = index::key(b'M', &[b"layout"]);
+            changes.push((layout, Some(2u64.to_be_bytes().to_vec())));
+            changes.sort();
+            engine.write(changes).unwrap();
+            engine.sync().unwrap();
+        }
+        let p = LmdbPersister::open(&path).unwrap();
+        let reader = p.engine.reader().unwrap();
+        assert_eq!(reader.prefixed(b"a").unwrap().count(), 0);
+        drop(reader);
+        let now = Timestamp::from_secs(NOW);
+        let got = p
+            .query(&[Filter::new().author(k.public_key())], now)
+            .await
+            .unwrap();
+        assert_eq!(got, events);
+        drop(p);
+        let engine = engine::Lmdb::open(&path, 1).unwrap();
+        assert_eq!(index::upgrade(&engine).unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_authors_events_are_merged_across_the_kinds_they_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Arc::new(LmdbPersister::open(&dir.path().join("db")).unwrap());
+        let (k, other) = (Keys::generate(), Keys::generate());
+        let kinds = [0u16, 1, 5, 7, 1_059, 30_402, 65_535];
+        let mut want = Vec::new();
+        for i in 0..40u64 {
+            let kind = kinds[i as usize % kinds.len()];
+            // Kind 0 and 30402 are replaceable: keep one address each.
+            let d = i.to_string();
+            let e = event(&k, kind, NOW - i, "x", &[&["d", &d]]);
+            p.save_event(&e, &[]).await.unwrap();
+            p.save_event(&event(&other, kind, NOW - i, "y", &[]), &[])
+                .await
+                .unwrap();
+            want.push(e);
+        }
+        let now = Timestamp::from_secs(NOW);
+        want.retain(|e| e.kind.as_u16() != 0 || e.created_at.as_secs() == NOW);
+        let f = Filter::new().author(k.public_key());
+        assert_eq!(p.query(std::slice::from_ref(&f), now).await.unwrap(), want);
+        assert_eq!(
+            p.count(std::slice::from_ref(&f), now).await.unwrap(),
+            want.len() as u64
+        );
+        let got = p.query(&[f.clone().limit(5)], now).await.unwrap();
+        assert_eq!(got, want[..5]);
+        let until = Timestamp::from_secs(NOW - 10);
+        let got = p
+            .query(&[f.clone().until(until).limit(3)], now)
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            want.iter()
+                .filter(|e| e.created_at <= until)
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+        );
+
+        // An author who used more kinds than a query may open cursors for
+        // is refused with a reason, not served partly.
+        let many = Keys::generate();
+        let saves: Vec<_> = (0..=query::MAX_AUTHOR_KINDS as u16)
+            .map(|kind| {
+                let e = event(&many, 1_000 + kind, NOW, "k", &[]);
+                let p = p.clone();
+                tokio::spawn(async move { p.save_event(&e, &[]).await.unwrap() })
+            })
+            .collect();
+        for s in saves {
+            s.await.unwrap();
+        }
+        let err = p
+            .query(&[Filter::new().author(many.public_key()).limit(10)], now)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("name the kinds"), "{err}");
+        let named = Filter::new()
+            .author(many.public_key())
+            .kind(nostr::Kind::from_u16(1_000));
+        assert_eq!(p.query(&[named], now).await.unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -22,8 +22,8 @@ use nostr::{Event, EventId, Filter, Timestamp};
 
 use crate::engine::{Entries, Reader};
 use crate::index::{
-    body_key, decode, inv, key, seq_in, seq_of, tag_hash, tail_of, BY_AUTHOR, BY_AUTHOR_KIND,
-    BY_KIND, BY_TAG, BY_TIME, EXPIRY, TAIL,
+    body_key, decode, inv, key, seq_in, seq_of, tag_hash, tail_of, BY_AUTHOR_KIND, BY_KIND, BY_TAG,
+    BY_TIME, EXPIRY, TAIL,
 };
 use crate::store_err;
 
@@ -35,6 +35,9 @@ struct Plan {
     exact: bool,
     /// One event may sit under several of the prefixes (several tag values).
     overlapping: bool,
+    /// The prefixes are `K ‖ pubkey`, each to be read as one prefix per
+    /// kind the author used ([`author_kinds`]).
+    by_author: bool,
     /// Tag conditions the prefixes do not hold: for each, the tag index
     /// prefixes of its values. An entry whose tail sits under none of one
     /// condition's prefixes cannot match, and is skipped without loading
@@ -85,14 +88,16 @@ fn plan(f: &Filter) -> Plan {
             prefixes,
             exact: tags.is_empty() && !others,
             overlapping: false,
+            by_author: false,
             probes: probes(0),
         };
     }
     if !authors.is_empty() {
         return Plan {
-            prefixes: authors.iter().map(|a| key(BY_AUTHOR, &[a])).collect(),
+            prefixes: authors.iter().map(|a| key(BY_AUTHOR_KIND, &[a])).collect(),
             exact: kinds.is_empty() && tags.is_empty() && !others,
             overlapping: false,
+            by_author: true,
             probes: probes(0),
         };
     }
@@ -101,6 +106,7 @@ fn plan(f: &Filter) -> Plan {
             prefixes: tag_prefixes(letter, values),
             exact: kinds.is_empty() && tags.len() == 1 && !others,
             overlapping: values.len() > 1,
+            by_author: false,
             probes: probes(1),
         };
     }
@@ -109,6 +115,7 @@ fn plan(f: &Filter) -> Plan {
             prefixes: kinds.iter().map(|k| key(BY_KIND, &[k])).collect(),
             exact: !others,
             overlapping: false,
+            by_author: false,
             probes: Vec::new(),
         };
     }
@@ -116,8 +123,46 @@ fn plan(f: &Filter) -> Plan {
         prefixes: vec![key(BY_TIME, &[])],
         exact: !others,
         overlapping: false,
+        by_author: false,
         probes: Vec::new(),
     }
+}
+
+/// The most author-and-kind prefixes one filter's authors may expand to
+/// (an author who used thousands of kinds would otherwise open a cursor
+/// for each).
+pub(crate) const MAX_AUTHOR_KINDS: usize = 4096;
+
+/// The prefixes `K ‖ pubkey ‖ kind` of every kind an author used, found by
+/// a skip scan (one seek per kind) under `K ‖ pubkey`.
+fn author_kinds<R: Reader>(
+    tree: &R,
+    author: &[u8],
+    budget: &mut Budget,
+    out: &mut Vec<Vec<u8>>,
+) -> Result<()> {
+    let end = [author, &[0xff; 2 + TAIL][..]].concat();
+    let mut next = Some(0u16);
+    while let Some(kind) = next {
+        budget.spend(1)?;
+        let start = [author, &kind.to_be_bytes()[..]].concat();
+        let Some(item) = tree.between(&start, &end)?.next() else {
+            break;
+        };
+        let found: [u8; 2] = item?
+            .0
+            .get(author.len()..author.len() + 2)
+            .and_then(|k| k.try_into().ok())
+            .ok_or_else(|| store_err("an author-and-kind key without its kind"))?;
+        if out.len() >= MAX_AUTHOR_KINDS {
+            return Err(Error::Invalid(format!(
+                "these authors used more than {MAX_AUTHOR_KINDS} kinds; name the kinds"
+            )));
+        }
+        out.push([author, &found[..]].concat());
+        next = u16::from_be_bytes(found).checked_add(1);
+    }
+    Ok(())
 }
 
 /// What a query may cost before it runs, in stored entries read (a bound,
@@ -169,7 +214,16 @@ impl<'r, 'b> Merged<'r, 'b> {
         if since > until {
             return Ok(m);
         }
-        for (i, prefix) in plan.prefixes.iter().enumerate() {
+        let mut found = Vec::new();
+        let prefixes = if plan.by_author {
+            for author in &plan.prefixes {
+                author_kinds(tree, author, m.budget, &mut found)?;
+            }
+            &found
+        } else {
+            &plan.prefixes
+        };
+        for (i, prefix) in prefixes.iter().enumerate() {
             let start = [prefix.as_slice(), &newest[..]].concat();
             let end = [prefix.as_slice(), &oldest[..], &[0xff; 16][..]].concat();
             m.iters.push(tree.between(&start, &end)?);
