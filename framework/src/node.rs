@@ -291,6 +291,24 @@ impl Node {
                 }
             }
         }));
+        if let Some(mut peer_events) = self.0.persister.peer_events() {
+            // Events other nodes on a shared store accepted reach this
+            // node's subscribers; their post-store hooks ran on the node
+            // that accepted them.
+            let core = self.0.clone();
+            let mut sd = shutdown.clone();
+            handles.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = sd.wait() => break,
+                        event = peer_events.recv() => match event {
+                            Some(event) => core.hub.fan_out(&event),
+                            None => break,
+                        },
+                    }
+                }
+            }));
+        }
         for slot in &self.0.services {
             let service = slot.service.clone();
             let ctx = slot.ctx.clone();

@@ -151,6 +151,20 @@ pub trait Persister: Send + Sync + 'static {
     async fn stats(&self) -> Result<StoreStats>;
     /// Make everything written so far durable (called at shutdown).
     async fn flush(&self) -> Result<()>;
+    /// For a store that several nodes share: the events other nodes
+    /// accepted (stored or ephemeral), in the order they were committed, for
+    /// this node to fan out to its own subscribers. Taken once, when the
+    /// node starts its background work; `None` (the default) for a store
+    /// that one node owns.
+    fn peer_events(&self) -> Option<tokio::sync::mpsc::Receiver<Event>> {
+        None
+    }
+    /// Pass an accepted ephemeral event (never stored) to the other nodes
+    /// sharing this store. The default, for a store one node owns, does
+    /// nothing.
+    async fn share_ephemeral(&self, _event: &Event) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The storage primitives [`apply_save`] needs. A backend implements this over

@@ -275,6 +275,12 @@ impl Core {
     /// Fan out a new event to every matching subscription, then run post-store hooks.
     pub async fn distribute(&self, origin: &Origin, event: &Event) {
         self.hub.fan_out(event);
+        if kinds::classify(event.kind) == KindClass::Ephemeral {
+            // Stored events reach other nodes through the store itself.
+            if let Err(e) = self.persister.share_ephemeral(event).await {
+                warn!(error = %e, id = %event.id, "could not pass an ephemeral event to other nodes");
+            }
+        }
         for slot in &self.services {
             slot.service.on_stored(&slot.ctx, origin, event).await;
         }

@@ -7,6 +7,7 @@ use civkit_framework::Registry;
 pub fn registry() -> Registry {
     let mut r = Registry::new();
     civkit_sled::register(&mut r);
+    civkit_postgres::register(&mut r);
     civkit_nostr_ws::register(&mut r);
     civkit_bolt8::register(&mut r);
     civkit_onion::register(&mut r);

@@ -149,14 +149,29 @@ impl Lmdb {
             .map_err(|_| store_err("map_size_gib does not fit this machine"))?;
         let mut options = heed::EnvOpenOptions::new().read_txn_without_tls();
         options.map_size(map_size).max_dbs(1);
-        // SAFETY: the map is memory that other writers of the files could
-        // change under us. Only LMDB writes them: heed refuses to open one
-        // path twice in a process, and other processes (a second civkitd,
-        // `civkit-cli`) go through LMDB's own lock file. Nothing else writes
-        // the node's data directory.
-        #[allow(unsafe_code)]
-        let env = unsafe { options.open(path) }
-            .map_err(|e| store_err(format!("opening {}: {e}", path.display())))?;
+        // A store reopened in the same process (a daemon restarted in
+        // place, as the federation tests do) may still be closing: its last
+        // readers and writer thread let go within moments. Wait for that,
+        // for 5 s at most, rather than fail.
+        let mut waited = 0;
+        let env = loop {
+            // SAFETY: the map is memory that other writers of the files could
+            // change under us. Only LMDB writes them: heed refuses to open one
+            // path twice in a process, and other processes (a second civkitd,
+            // `civkit-cli`) go through LMDB's own lock file. Nothing else writes
+            // the node's data directory.
+            #[allow(unsafe_code)]
+            match unsafe { options.open(path) } {
+                Err(heed::Error::EnvAlreadyOpened) if waited < 100 => {
+                    waited += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => {
+                    break other
+                        .map_err(|e| store_err(format!("opening {}: {e}", path.display())))?
+                }
+            }
+        };
         let mut txn = env.write_txn().map_err(store_err)?;
         let db = env
             .create_database(&mut txn, Some(crate::index::TREE))

@@ -1,0 +1,123 @@
+//! NIP-01 filters as SQL. Every value is a bound parameter; nothing from a
+//! filter is spliced into the statement text.
+
+use civkit_framework::persister::merge_results;
+use civkit_framework::stored::StoredEvent;
+use civkit_framework::Result;
+use nostr::{Filter, Timestamp};
+use postgres::types::ToSql;
+use postgres::GenericClient;
+
+use crate::db_err;
+use crate::table::big;
+
+type Param = Box<dyn ToSql + Sync + Send>;
+
+/// The `WHERE` clause of one filter (expired events left out at `now`);
+/// its parameters are appended to `params`, numbered after those already
+/// there.
+fn conditions(f: &Filter, now: Timestamp, params: &mut Vec<Param>) -> String {
+    let mut clauses: Vec<String> = Vec::new();
+    let bind = |params: &mut Vec<Param>, p: Param| {
+        params.push(p);
+        format!("${}", params.len())
+    };
+    if let Some(ids) = &f.ids {
+        let v: Vec<Vec<u8>> = ids.iter().map(|i| i.as_bytes().to_vec()).collect();
+        clauses.push(format!("e.id = ANY({})", bind(params, Box::new(v))));
+    }
+    if let Some(authors) = &f.authors {
+        let v: Vec<Vec<u8>> = authors.iter().map(|a| a.to_bytes().to_vec()).collect();
+        clauses.push(format!("e.pubkey = ANY({})", bind(params, Box::new(v))));
+    }
+    if let Some(kinds) = &f.kinds {
+        let v: Vec<i32> = kinds.iter().map(|k| i32::from(k.as_u16())).collect();
+        clauses.push(format!("e.kind = ANY({})", bind(params, Box::new(v))));
+    }
+    if let Some(since) = f.since {
+        let p = bind(params, Box::new(big(since.as_secs())));
+        clauses.push(format!("e.created_at >= {p}"));
+    }
+    if let Some(until) = f.until {
+        let p = bind(params, Box::new(big(until.as_secs())));
+        clauses.push(format!("e.created_at <= {p}"));
+    }
+    for (letter, values) in &f.generic_tags {
+        let l = bind(params, Box::new(letter.as_char() as u8 as i8));
+        let v: Vec<String> = values.iter().cloned().collect();
+        let v = bind(params, Box::new(v));
+        clauses.push(format!(
+            "EXISTS (SELECT 1 FROM tags t WHERE t.seq = e.seq AND t.letter = {l} AND t.value = ANY({v}))"
+        ));
+    }
+    let now = bind(params, Box::new(big(now.as_secs())));
+    clauses.push(format!("(e.expiration IS NULL OR e.expiration > {now})"));
+    clauses.join(" AND ")
+}
+
+fn refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
+/// Events matching any filter, newest first (ties by lowest id), each once.
+pub(crate) fn query(
+    client: &mut impl GenericClient,
+    filters: &[Filter],
+    now: Timestamp,
+) -> Result<Vec<StoredEvent>> {
+    let mut out = Vec::new();
+    for f in filters {
+        if f.limit == Some(0) {
+            continue;
+        }
+        let mut params = Vec::new();
+        let clause = conditions(f, now, &mut params);
+        let mut sql =
+            format!("SELECT e.json FROM events e WHERE {clause} ORDER BY e.created_at DESC, e.id");
+        if let Some(limit) = f.limit {
+            params.push(Box::new(i64::try_from(limit).unwrap_or(i64::MAX)));
+            sql.push_str(&format!(" LIMIT ${}", params.len()));
+        }
+        for row in client.query(&sql, &refs(&params)).map_err(db_err)? {
+            out.push(StoredEvent::from_json(row.get(0)));
+        }
+    }
+    if filters.len() == 1 {
+        return Ok(out);
+    }
+    // Several filters: merge by the decoded events (order and repeats).
+    let events = out
+        .into_iter()
+        .map(StoredEvent::into_event)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(merge_results(events)
+        .into_iter()
+        .map(StoredEvent::from)
+        .collect())
+}
+
+/// How many stored events match any filter, without reading their bodies.
+pub(crate) fn count(
+    client: &mut impl GenericClient,
+    filters: &[Filter],
+    now: Timestamp,
+) -> Result<u64> {
+    let mut all_params: Vec<Param> = Vec::new();
+    let mut selects = Vec::new();
+    for f in filters {
+        let clause = conditions(f, now, &mut all_params);
+        selects.push(format!("SELECT e.seq FROM events e WHERE {clause}"));
+    }
+    let sql = format!(
+        "SELECT count(*) FROM ({}) AS matched",
+        selects.join(" UNION ")
+    );
+    let n: i64 = client
+        .query_one(&sql, &refs(&all_params))
+        .map_err(db_err)?
+        .get(0);
+    Ok(n.max(0) as u64)
+}

@@ -1,0 +1,241 @@
+//! The writer thread: applies queued writes in one transaction per group
+//! (group commit), each write under its own savepoint, and answers every
+//! caller only after the transaction commits.
+//!
+//! Every group first takes a transaction-scoped advisory lock shared by all
+//! nodes on the database, so writes from different nodes are applied one
+//! group at a time: two nodes replacing one address converge on the newest
+//! version, and of two nodes redeeming one credential exactly one wins.
+
+use civkit_framework::kinds;
+use civkit_framework::persister::{apply_claims, apply_save, Claim, EventTable};
+use civkit_framework::{stored, Result, SaveOutcome};
+use nostr::{Event, EventId, Timestamp};
+use postgres::{Client, Transaction};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::table::{big, PgTable};
+use crate::{db_err, pg_err};
+
+/// The advisory lock key every node's writer takes per group.
+const WRITE_LOCK: i64 = 0x6369_766b_6974_0002;
+
+/// Most expired events one sweep removes (the next sweep takes the rest).
+const EXPIRE_MAX: i64 = 10_000;
+
+pub(crate) enum Op {
+    Save(Box<Event>, Vec<Claim>, oneshot::Sender<Result<SaveOutcome>>),
+    Claim(Vec<Claim>, oneshot::Sender<Result<Option<Claim>>>),
+    Delete(Vec<EventId>, oneshot::Sender<Result<u64>>),
+    Expire(Timestamp, oneshot::Sender<Result<u64>>),
+    /// Pass an ephemeral event to the other nodes.
+    Ephemeral(Box<Event>, oneshot::Sender<Result<()>>),
+    Kv {
+        namespace: String,
+        key: Vec<u8>,
+        /// `None` deletes the key.
+        value: Option<Vec<u8>>,
+        only_new: bool,
+        tx: oneshot::Sender<Result<bool>>,
+    },
+}
+
+/// What one write produced, before its group commits.
+enum Answer {
+    Save(SaveOutcome),
+    Claim(Option<Claim>),
+    Count(u64),
+    Bool(bool),
+    Done,
+}
+
+impl Op {
+    /// Apply the write inside `tx`.
+    fn apply(&self, tx: &mut Transaction<'_>, node: i64) -> Result<Answer> {
+        let mut table = PgTable {
+            tx: std::cell::RefCell::new(tx),
+            node,
+        };
+        match self {
+            Op::Save(event, claims, _) => apply_save(&mut table, event, claims).map(Answer::Save),
+            Op::Claim(claims, _) => apply_claims(&mut table, claims).map(Answer::Claim),
+            Op::Delete(ids, _) => {
+                let mut n = 0;
+                for id in ids {
+                    if let Some(e) = table.get(id)? {
+                        table.remove(&e)?;
+                        n += 1;
+                    }
+                }
+                Ok(Answer::Count(n))
+            }
+            Op::Expire(now, _) => {
+                let rows = table
+                    .tx
+                    .borrow_mut()
+                    .query(
+                        "SELECT json FROM events WHERE expiration <= $1 LIMIT $2",
+                        &[&big(now.as_secs()), &EXPIRE_MAX],
+                    )
+                    .map_err(db_err)?;
+                let mut n = 0;
+                for row in rows {
+                    let e = stored::decode(row.get::<_, &str>(0))?;
+                    if kinds::is_expired(&e, *now) {
+                        table.remove(&e)?;
+                        n += 1;
+                    }
+                }
+                Ok(Answer::Count(n))
+            }
+            Op::Ephemeral(event, _) => {
+                let mut tx = table.tx.borrow_mut();
+                tx.execute(
+                    "DELETE FROM ephemeral WHERE at < now() - interval '60 seconds'",
+                    &[],
+                )
+                .map_err(db_err)?;
+                tx.execute(
+                    "INSERT INTO ephemeral (node, json) VALUES ($1, $2)",
+                    &[&node, &nostr::JsonUtil::as_json(event.as_ref())],
+                )
+                .map_err(db_err)?;
+                Ok(Answer::Done)
+            }
+            Op::Kv {
+                namespace,
+                key,
+                value,
+                only_new,
+                ..
+            } => match value {
+                Some(v) => {
+                    if *only_new && table.kv_exists(namespace, key)? {
+                        return Ok(Answer::Bool(false));
+                    }
+                    table.kv_set(namespace, key, v)?;
+                    Ok(Answer::Bool(true))
+                }
+                None => {
+                    let n = table
+                        .tx
+                        .borrow_mut()
+                        .execute(
+                            "DELETE FROM kv WHERE namespace = $1 AND key = $2",
+                            &[namespace, key],
+                        )
+                        .map_err(db_err)?;
+                    Ok(Answer::Bool(n > 0))
+                }
+            },
+        }
+    }
+
+    /// Send the caller its answer (an error for a mismatched answer, which
+    /// cannot happen: each op produces its own kind).
+    fn respond(self, answer: Result<Answer>) {
+        let mismatch = || pg_err("internal: a write produced another write's answer");
+        // A caller that gave up (its future dropped) is no error.
+        match self {
+            Op::Save(_, _, tx) => drop(tx.send(answer.and_then(|a| match a {
+                Answer::Save(s) => Ok(s),
+                _ => Err(mismatch()),
+            }))),
+            Op::Claim(_, tx) => drop(tx.send(answer.and_then(|a| match a {
+                Answer::Claim(c) => Ok(c),
+                _ => Err(mismatch()),
+            }))),
+            Op::Delete(_, tx) | Op::Expire(_, tx) => drop(tx.send(answer.and_then(|a| match a {
+                Answer::Count(n) => Ok(n),
+                _ => Err(mismatch()),
+            }))),
+            Op::Kv { tx, .. } => drop(tx.send(answer.and_then(|a| match a {
+                Answer::Bool(b) => Ok(b),
+                _ => Err(mismatch()),
+            }))),
+            Op::Ephemeral(_, tx) => drop(tx.send(answer.and_then(|a| match a {
+                Answer::Done => Ok(()),
+                _ => Err(mismatch()),
+            }))),
+        }
+    }
+}
+
+/// Apply one group in one transaction; each write under a savepoint, so a
+/// write that fails leaves the others in place. When the group stored or
+/// passed on an event, the other nodes are notified (on commit).
+fn run_group(client: &mut Client, ops: &[Op], node: i64) -> Result<Vec<Result<Answer>>> {
+    let mut tx = client.transaction().map_err(db_err)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
+        .map_err(db_err)?;
+    let mut answers = Vec::with_capacity(ops.len());
+    let mut news = false;
+    for op in ops {
+        let mut sp = tx.savepoint("op").map_err(db_err)?;
+        let answer = op.apply(&mut sp, node);
+        if answer.is_ok() {
+            sp.commit().map_err(db_err)?;
+        } else {
+            sp.rollback().map_err(db_err)?;
+        }
+        news |= matches!(
+            answer,
+            Ok(Answer::Save(SaveOutcome::Stored { .. })) | Ok(Answer::Done)
+        );
+        answers.push(answer);
+    }
+    if news {
+        tx.execute("SELECT pg_notify($1, '')", &[&crate::listen::CHANNEL])
+            .map_err(db_err)?;
+    }
+    tx.commit().map_err(db_err)?;
+    Ok(answers)
+}
+
+/// Run the writer until every sender is gone. `connect` opens (and reopens
+/// after a failure) the writer's connection.
+pub(crate) fn run(
+    mut rx: mpsc::Receiver<Op>,
+    max_batch: usize,
+    node: i64,
+    mut connect: impl FnMut() -> Result<Client>,
+) {
+    let mut client: Option<Client> = None;
+    while let Some(first) = rx.blocking_recv() {
+        let mut ops = vec![first];
+        while ops.len() < max_batch {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        if client.as_ref().is_none_or(Client::is_closed) {
+            client = match connect() {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot connect to PostgreSQL; writes refused");
+                    for op in ops {
+                        op.respond(Err(pg_err("the database is unreachable")));
+                    }
+                    continue;
+                }
+            };
+        }
+        let Some(c) = client.as_mut() else { continue };
+        match run_group(c, &ops, node) {
+            Ok(answers) => {
+                for (op, answer) in ops.into_iter().zip(answers) {
+                    op.respond(answer);
+                }
+            }
+            Err(e) => {
+                // Nothing of the group committed (or its commit is unknown):
+                // no caller is told it succeeded.
+                tracing::warn!(error = %e, writes = ops.len(), "a PostgreSQL group commit failed");
+                for op in ops {
+                    op.respond(Err(pg_err(format!("the write was not committed: {e}"))));
+                }
+            }
+        }
+    }
+}
