@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use nostr::filter::MatchEventOptions;
 use nostr::{
@@ -70,7 +70,18 @@ struct SubRecord {
     session: u64,
     id: SubscriptionId,
     filters: Arc<[Filter]>,
+    /// Live events held back while the subscription's stored events are
+    /// being read and sent (`Some`), so that none is sent twice or before
+    /// `EOSE`; `None` once [`Hub::primed`] has released them.
+    held: Held,
 }
+
+/// Live events held back for one subscription (see `SubRecord::held`).
+type Held = Arc<Mutex<Option<Vec<(EventId, String)>>>>;
+
+/// Most live events held back for one subscription while its stored events
+/// are sent; a subscription that gathers more is treated as a slow reader.
+const MAX_HELD: usize = 1024;
 
 /// Where one filter is indexed.
 #[derive(Debug, PartialEq, Eq, Hash, Clone)]
@@ -166,6 +177,13 @@ impl Registry {
             self.index.remove(key, &rec.filters);
         }
     }
+}
+
+/// A matching subscription: its session, id, queue and held-back events.
+type Target = (u64, SubscriptionId, SessionTx, Held);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The registry of sessions and subscriptions of one node.
@@ -288,6 +306,7 @@ impl Hub {
                 session,
                 id: sub,
                 filters,
+                held: Arc::new(Mutex::new(Some(Vec::new()))),
             },
         );
         true
@@ -338,12 +357,17 @@ impl Hub {
     }
 
     /// The subscriptions `event` matches, as (session, subscription id, queue).
-    fn targets(&self, event: &Event) -> Vec<(u64, SubscriptionId, SessionTx)> {
+    fn targets(&self, event: &Event) -> Vec<Target> {
         let reg = self.read();
         let mut out = Vec::new();
         let mut push = |rec: &SubRecord, entry: &SessionEntry| {
             if entry.scope.allows(event) && matches_any(&rec.filters, event) {
-                out.push((rec.session, rec.id.clone(), entry.out.clone()));
+                out.push((
+                    rec.session,
+                    rec.id.clone(),
+                    entry.out.clone(),
+                    rec.held.clone(),
+                ));
             }
         };
         match self.mode {
@@ -380,16 +404,54 @@ impl Hub {
         }
         let json = event.as_json();
         let mut kicked: Vec<u64> = Vec::new();
-        for (session, sub, out) in targets {
+        for (session, sub, out, held) in targets {
             if kicked.contains(&session) {
                 continue;
             }
-            if let Err(mpsc::error::TrySendError::Full(_)) =
-                out.tx.try_send(wire::event_message(sub.as_str(), &json))
-            {
+            let message = wire::event_message(sub.as_str(), &json);
+            let mut held = lock(&held);
+            let sent = match held.as_mut() {
+                Some(queue) if queue.len() < MAX_HELD => {
+                    queue.push((event.id, message));
+                    true
+                }
+                Some(_) => false,
+                None => !matches!(
+                    out.tx.try_send(message),
+                    Err(mpsc::error::TrySendError::Full(_))
+                ),
+            };
+            if !sent {
                 warn!(session, "subscriber too slow; disconnecting");
                 out.kick.notify_one();
                 kicked.push(session);
+            }
+        }
+    }
+
+    /// The stored events of a subscription are queued (through `EOSE`):
+    /// send the live events held back meanwhile, leaving out those that
+    /// were among the stored ones, and deliver the next ones directly.
+    pub fn primed(&self, session: u64, sub: &SubscriptionId, stored: impl Fn(&EventId) -> bool) {
+        let (held, out) = {
+            let reg = self.read();
+            let Some(entry) = reg.sessions.get(&session) else {
+                return;
+            };
+            let Some(rec) = entry.subs.get(sub).and_then(|k| reg.subs.get(k)) else {
+                return;
+            };
+            (rec.held.clone(), entry.out.clone())
+        };
+        let mut held = lock(&held);
+        for (id, message) in held.take().into_iter().flatten() {
+            if stored(&id) {
+                continue;
+            }
+            if let Err(mpsc::error::TrySendError::Full(_)) = out.tx.try_send(message) {
+                warn!(session, "subscriber too slow; disconnecting");
+                out.kick.notify_one();
+                return;
             }
         }
     }
@@ -401,7 +463,7 @@ impl Hub {
         let mut v: Vec<(u64, String)> = self
             .targets(event)
             .into_iter()
-            .map(|(s, id, _)| (s, id.to_string()))
+            .map(|(s, id, _, _)| (s, id.to_string()))
             .collect();
         v.sort();
         v
@@ -444,6 +506,76 @@ mod tests {
                 kick: Arc::default(),
             },
         )
+    }
+
+    #[test]
+    fn live_events_during_a_history_read_come_after_it_each_once() {
+        let hub = Hub::new(FanOut::Indexed);
+        let (tx, mut rx) = mpsc::channel(64);
+        let s = hub.open(
+            Origin::new("t", crate::Source::Memory { client: 0 }),
+            Timestamp::from_secs(0),
+            Scope::Everything,
+            SessionTx {
+                tx,
+                kick: Arc::default(),
+            },
+        );
+        let sub = SubscriptionId::new("s");
+        let f: Arc<[Filter]> = vec![Filter::new().kind(Kind::TextNote)].into();
+        assert!(hub.subscribe(s, sub.clone(), f, 10));
+        let k = Keys::generate();
+        let note = |c: &str| EventBuilder::text_note(c).sign_with_keys(&k).unwrap();
+        let (in_history, after_read, live) = (note("1"), note("2"), note("3"));
+        // Published while the history is read: held back.
+        hub.fan_out(&in_history);
+        hub.fan_out(&after_read);
+        assert!(rx.try_recv().is_err(), "nothing before the history");
+        // The history held the first one: only the second is sent.
+        hub.primed(s, &sub, |id| *id == in_history.id);
+        hub.fan_out(&live);
+        let got: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        let want: Vec<String> = [&after_read, &live]
+            .iter()
+            .map(|e| wire::event_message("s", &e.as_json()))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_subscription_that_holds_back_too_much_is_a_slow_reader() {
+        let hub = Hub::new(FanOut::Indexed);
+        let (tx, _rx) = mpsc::channel(64);
+        let kick = Arc::new(Notify::new());
+        let s = hub.open(
+            Origin::new("t", crate::Source::Memory { client: 0 }),
+            Timestamp::from_secs(0),
+            Scope::Everything,
+            SessionTx {
+                tx,
+                kick: kick.clone(),
+            },
+        );
+        let f: Arc<[Filter]> = vec![Filter::new()].into();
+        assert!(hub.subscribe(s, SubscriptionId::new("s"), f, 10));
+        let k = Keys::generate();
+        for i in 0..=MAX_HELD {
+            hub.fan_out(
+                &EventBuilder::text_note(i.to_string())
+                    .sign_with_keys(&k)
+                    .unwrap(),
+            );
+        }
+        // The kick was signalled: the session is closed as too slow.
+        let kicked = kick.notified();
+        tokio::pin!(kicked);
+        assert!(futures_poll_ready(kicked.as_mut()), "kicked");
+    }
+
+    fn futures_poll_ready<F: std::future::Future>(f: std::pin::Pin<&mut F>) -> bool {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        f.poll(&mut cx).is_ready()
     }
 
     /// Random filters and events over a small universe, so that matches

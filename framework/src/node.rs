@@ -53,6 +53,7 @@ impl NodeBuilder {
                 hub: Hub::new(FanOut::Indexed),
                 outbox_capacity: 1024,
                 sweep_interval: Duration::from_secs(60),
+                lease_ttl: Duration::from_secs(10),
             },
         }
     }
@@ -81,6 +82,14 @@ impl NodeBuilder {
         self.parts.sweep_interval = d;
         self
     }
+    /// How long the board lease lasts without renewal (default 10 s): on a
+    /// store several nodes share, the board-wide work moves to another
+    /// node within this time (plus one renewal interval, a fifth of it)
+    /// after the node doing it dies.
+    pub fn lease_ttl(mut self, d: Duration) -> Self {
+        self.parts.lease_ttl = d.max(Duration::from_millis(100));
+        self
+    }
     /// How fan-out finds matching subscriptions (default: indexed).
     pub fn fan_out(mut self, mode: FanOut) -> Self {
         self.parts.hub = Hub::new(mode);
@@ -91,6 +100,9 @@ impl NodeBuilder {
         Node(Core::new(self.parts))
     }
 }
+
+/// The name of the lease that decides which node does the board-wide work.
+const BOARD_LEASE: &str = "board";
 
 /// A handle to the node core. Cheap to clone.
 #[derive(Clone)]
@@ -271,9 +283,40 @@ impl Node {
         Arc::strong_count(&self.0)
     }
 
-    /// Spawn the expiry sweeper and every service's background work.
+    /// Whether this node does the board-wide work (expiry sweeps, service
+    /// rounds): always with a store of its own; with a store several nodes
+    /// share, while it holds the board lease.
+    pub fn is_leader(&self) -> bool {
+        self.0.leader.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Spawn the board lease, the expiry sweeper and every service's
+    /// background work.
     pub fn spawn_background(&self, shutdown: Shutdown) -> Vec<tokio::task::JoinHandle<()>> {
         let mut handles = Vec::new();
+        let core = self.0.clone();
+        let mut sd = shutdown.clone();
+        handles.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(core.lease_ttl / 5);
+            loop {
+                tokio::select! {
+                    _ = sd.wait() => break,
+                    _ = tick.tick() => {
+                        // In doubt (the store failed), not the leader: better
+                        // no node doing the work for a moment than two.
+                        let held = core.persister.hold_lease(BOARD_LEASE, core.lease_ttl).await;
+                        let held = held.unwrap_or_else(|e| {
+                            warn!(error = %e, "board lease check failed");
+                            false
+                        });
+                        let was = core.leader.swap(held, std::sync::atomic::Ordering::Relaxed);
+                        if was != held {
+                            tracing::info!(leader = held, "board lease changed hands");
+                        }
+                    }
+                }
+            }
+        }));
         let core = self.0.clone();
         let mut sd = shutdown.clone();
         handles.push(tokio::spawn(async move {
@@ -282,6 +325,9 @@ impl Node {
                 tokio::select! {
                     _ = sd.wait() => break,
                     _ = tick.tick() => {
+                        if !core.leader.load(std::sync::atomic::Ordering::Relaxed) {
+                            continue;
+                        }
                         match core.persister.remove_expired(core.now()).await {
                             Ok(0) => {}
                             Ok(n) => debug!(removed = n, "expired events swept"),

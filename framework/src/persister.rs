@@ -165,6 +165,14 @@ pub trait Persister: Send + Sync + 'static {
     async fn share_ephemeral(&self, _event: &Event) -> Result<()> {
         Ok(())
     }
+    /// For a store that several nodes share: take the board-wide lease
+    /// `name` for `ttl` when it is free or expired, or renew it when this
+    /// node holds it. `true` while this node holds it: the work it guards
+    /// (expiry sweeps, service rounds) then runs here and on no other node.
+    /// A store one node owns always answers `true`.
+    async fn hold_lease(&self, _name: &str, _ttl: std::time::Duration) -> Result<bool> {
+        Ok(true)
+    }
 }
 
 /// The storage primitives [`apply_save`] needs. A backend implements this over

@@ -85,6 +85,9 @@ pub(crate) struct Core {
     rejected: AtomicU64,
     pub outbox_capacity: usize,
     pub sweep_interval: Duration,
+    pub lease_ttl: Duration,
+    /// Whether this node holds the board lease (see `Node::is_leader`).
+    pub leader: std::sync::atomic::AtomicBool,
 }
 
 /// The parts [`Core::new`] takes.
@@ -97,6 +100,7 @@ pub(crate) struct CoreParts {
     pub hub: Hub,
     pub outbox_capacity: usize,
     pub sweep_interval: Duration,
+    pub lease_ttl: Duration,
 }
 
 enum Ingested {
@@ -139,6 +143,8 @@ impl Core {
                 rejected: AtomicU64::new(0),
                 outbox_capacity: p.outbox_capacity,
                 sweep_interval: p.sweep_interval,
+                lease_ttl: p.lease_ttl,
+                leader: std::sync::atomic::AtomicBool::new(false),
             }
         })
     }
@@ -339,6 +345,9 @@ impl ServiceHost for Core {
     }
     fn persister(&self) -> &Arc<dyn Persister> {
         &self.persister
+    }
+    fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
     }
     async fn submit(&self, origin: LocalOrigin, event: Event) -> OkReply {
         self.process(origin.origin(), &event).await.0

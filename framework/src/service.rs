@@ -221,6 +221,7 @@ pub(crate) trait ServiceHost: Send + Sync + 'static {
     fn relay_url(&self) -> Option<String>;
     fn service_nip11(&self) -> serde_json::Map<String, serde_json::Value>;
     fn persister(&self) -> &Arc<dyn Persister>;
+    fn is_leader(&self) -> bool;
     async fn submit(&self, origin: LocalOrigin, event: Event) -> OkReply;
 }
 
@@ -275,6 +276,13 @@ impl ServiceContext {
     /// services' announcements into its policy).
     pub fn service_nip11(&self) -> Result<serde_json::Map<String, serde_json::Value>> {
         Ok(self.host()?.service_nip11())
+    }
+    /// Whether this node does the board-wide work now: always on a node
+    /// with a store of its own; on nodes sharing a store, on the one that
+    /// holds the board lease. Check it before each round of work that must
+    /// happen once per board (republishing, rotations, sweeps).
+    pub fn is_leader(&self) -> bool {
+        self.host().is_ok_and(|h| h.is_leader())
     }
     /// The node's persister (for queries).
     pub fn persister(&self) -> Result<Arc<dyn Persister>> {

@@ -620,8 +620,14 @@ impl Session {
                     // The stored JSON, not serialized again.
                     .map(|s| wire::event_message(sub_id.as_str(), s.json()))
                     .collect();
-                replies.push(RelayMessage::eose(sub_id).as_json());
+                replies.push(RelayMessage::eose(sub_id.clone()).as_json());
                 self.send_burst(replies).await;
+                // Live events that arrived while the history was read go
+                // out now, after EOSE, each once: one that was stored in
+                // time to be in the history is not sent again.
+                self.core.hub.primed(self.id, &sub_id, |id| {
+                    events.iter().any(|s| s.id() == Some(*id))
+                });
             }
             Err(e) => {
                 self.core.hub.unsubscribe(self.id, &sub_id);

@@ -56,6 +56,22 @@ impl StoredEvent {
         }
     }
 
+    /// The event's id, read from the JSON's first field without decoding
+    /// the event when the JSON has nostr's field order; `None` when the
+    /// stored text is not an event.
+    pub fn id(&self) -> Option<EventId> {
+        if let Some(decoded) = self.event.get() {
+            return decoded.as_ref().ok().map(|e| e.id);
+        }
+        let peeked = self
+            .json
+            .strip_prefix("{\"id\":\"")
+            .and_then(|rest| rest.get(..64))
+            .and_then(|hex| unhex::<32>(hex).ok())
+            .map(EventId::from_byte_array);
+        peeked.or_else(|| self.event().ok().map(|e| e.id))
+    }
+
     /// The event's kind, read without decoding the event when the JSON has
     /// nostr's field order (it always has when the store wrote it); `None`
     /// when the stored text is not an event.
@@ -219,6 +235,7 @@ mod tests {
             let stored = StoredEvent::from_json(json.clone());
             assert_eq!(peek_kind(&json), Some(e.kind), "{json}");
             assert_eq!(stored.kind(), Some(e.kind));
+            assert_eq!(stored.id(), Some(e.id));
             assert_eq!(stored.event().unwrap(), &e);
             assert_eq!(stored.into_event().unwrap(), e);
             assert_eq!(StoredEvent::from(e.clone()).json(), json);
@@ -236,6 +253,7 @@ mod tests {
             let stored = StoredEvent::from_json(bad.to_string());
             assert!(stored.event().is_err());
             assert_eq!(stored.kind(), None);
+            assert_eq!(stored.id(), None);
             assert!(stored.into_event().is_err());
         }
         // Every hex field: wrong length or a non-digit is an error; either

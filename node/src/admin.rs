@@ -117,6 +117,7 @@ async fn status(_: Authorized, State(s): State<Arc<AdminState>>) -> Result<Json<
         "events_stored": stats.events,
         "store_bytes": stats.size_bytes,
         "store_backend": node.persister().backend(),
+        "role": if node.is_leader() { "leader" } else { "follower" },
         "store_write_error": stats.write_error,
         "events_accepted": accepted,
         "events_rejected": rejected,

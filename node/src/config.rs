@@ -30,6 +30,10 @@ pub struct NodeSection {
     pub relay_url: String,
     /// Seconds between sweeps of expired events (NIP-40).
     pub sweep_interval_secs: u64,
+    /// Seconds the board lease lasts unrenewed: with a store several nodes
+    /// share, the board-wide work moves to another node within about this
+    /// long after the node doing it dies.
+    pub lease_ttl_secs: u64,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
     pub log: String,
     /// How fan-out finds the subscriptions a new event matches: `indexed`, or
@@ -47,6 +51,7 @@ impl Default for NodeSection {
             contact: String::new(),
             relay_url: String::new(),
             sweep_interval_secs: 60,
+            lease_ttl_secs: 10,
             log: "info".into(),
             fan_out: FanOut::Indexed,
         }
@@ -292,6 +297,10 @@ contact = ""
 relay_url = ""
 # Seconds between sweeps of expired events (NIP-40).
 sweep_interval_secs = 60
+# Seconds the board lease lasts unrenewed: with a store several nodes share,
+# the board-wide work moves to another node within about this long after
+# the node doing it dies.
+lease_ttl_secs = 10
 # Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
 log = "info"
 # How fan-out finds the subscriptions a new event matches: "indexed", or

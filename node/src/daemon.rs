@@ -57,6 +57,7 @@ impl Daemon {
         let mut builder = NodeBuilder::new(persister, keys)
             .info(config.node_info())
             .sweep_interval(Duration::from_secs(config.node.sweep_interval_secs.max(1)))
+            .lease_ttl(Duration::from_secs(config.node.lease_ttl_secs.max(1)))
             .fan_out(config.node.fan_out);
         for (name, s) in services {
             builder = builder.service(name, s);

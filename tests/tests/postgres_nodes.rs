@@ -15,7 +15,7 @@ use nostr_sdk::{Client, RelayPoolNotification};
 
 async fn node(dir: &std::path::Path, url: &str) -> (Daemon, String) {
     let cfg = format!(
-        "[node]\ndata_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+        "[node]\ndata_dir = \"{}\"\nlease_ttl_secs = 1\n[admin]\nlisten = \"127.0.0.1:0\"\n\
          [persister]\ntype = \"postgres\"\nurl = \"{url}\"\n\
          [transports.relay]\ntype = \"nostr-ws\"\nlisten = \"127.0.0.1:0\"\nauth_challenge = false\n",
         dir.display()
@@ -102,4 +102,43 @@ async fn an_event_accepted_on_one_node_reaches_subscribers_on_the_others_once() 
     for d in [a, b, c] {
         d.shutdown().await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_does_the_board_work_and_another_takes_over_when_it_dies() {
+    let url = civkit_postgres::testing::fresh_database();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (a, _) = node(dirs[0].path(), &url).await;
+    let (b, _) = node(dirs[1].path(), &url).await;
+    let leaders = |a: &Daemon, b: &Daemon| [a.node.is_leader(), b.node.is_leader()];
+    let start = std::time::Instant::now();
+    while leaders(&a, &b).iter().filter(|l| **l).count() != 1 {
+        assert!(start.elapsed() < Duration::from_secs(5), "no single leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Never two at once, over a few renewals.
+    for _ in 0..30 {
+        assert!(
+            leaders(&a, &b).iter().filter(|l| **l).count() <= 1,
+            "two leaders"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (leader, follower) = if a.node.is_leader() { (a, b) } else { (b, a) };
+    // The leader goes away without releasing the lease, as a killed node
+    // does; within the lease (1 s) and a renewal, the other node leads.
+    leader.shutdown().await.unwrap();
+    let gone = std::time::Instant::now();
+    while !follower.node.is_leader() {
+        assert!(
+            gone.elapsed() < Duration::from_secs(5),
+            "the work did not move"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "the lease moved {} ms after the leader stopped",
+        gone.elapsed().as_millis()
+    );
+    follower.shutdown().await.unwrap();
 }

@@ -254,6 +254,10 @@ fn print_text(command: &Command, v: &Value) {
                 v["store_backend"].as_str().unwrap_or("?"),
                 v["store_bytes"]
             );
+            println!(
+                "role            {} (board-wide work runs on the node holding the board lease)",
+                v["role"].as_str().unwrap_or("?")
+            );
             match v["store_write_error"].as_str() {
                 Some(why) => println!("store health    REFUSING WRITES: {why}"),
                 None => println!("store health    ok"),

@@ -388,6 +388,27 @@ impl Persister for PostgresPersister {
             .ok()?;
         Some(rx)
     }
+    async fn hold_lease(&self, name: &str, ttl: Duration) -> Result<bool> {
+        let (name, node) = (name.to_string(), self.node);
+        let ttl_secs = ttl.as_secs_f64();
+        self.read(move |c| {
+            // Taken when free or expired, renewed by its holder; the
+            // database's clock decides, so nodes' clocks need not agree.
+            let row = c
+                .query_opt(
+                    "INSERT INTO leases (name, holder, expires_at)
+                     VALUES ($1, $2, now() + $3::float8 * interval '1 second')
+                     ON CONFLICT (name) DO UPDATE
+                       SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+                       WHERE leases.holder = EXCLUDED.holder OR leases.expires_at < now()
+                     RETURNING holder",
+                    &[&name, &node, &ttl_secs],
+                )
+                .map_err(db_err)?;
+            Ok(row.is_some())
+        })
+        .await
+    }
     async fn share_ephemeral(&self, event: &Event) -> Result<()> {
         let event = Box::new(event.clone());
         self.write(|tx| Op::Ephemeral(event, tx)).await

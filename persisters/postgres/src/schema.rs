@@ -68,6 +68,12 @@ CREATE TABLE ephemeral (
     json text NOT NULL,
     at timestamptz NOT NULL DEFAULT now()
 );
+-- Board-wide leases: the work one node does for the whole board.
+CREATE TABLE leases (
+    name text PRIMARY KEY,
+    holder bigint NOT NULL,
+    expires_at timestamptz NOT NULL
+);
 -- One number per persister instance (a running node).
 CREATE SEQUENCE civkit_nodes;
 CREATE TABLE kv (

@@ -147,3 +147,32 @@ async fn recv(rx: &mut tokio::sync::mpsc::Receiver<nostr::Event>) -> nostr::Even
         .expect("no peer event within 10 s")
         .expect("the listener stopped")
 }
+
+#[tokio::test]
+async fn the_board_lease_is_held_by_one_node_and_moves_when_it_lapses() {
+    let url = fresh_database();
+    let (a, b) = (open(&url), open(&url));
+    let ttl = std::time::Duration::from_millis(800);
+    assert!(a.hold_lease("board", ttl).await.unwrap());
+    assert!(!b.hold_lease("board", ttl).await.unwrap(), "one holder");
+    assert!(
+        a.hold_lease("board", ttl).await.unwrap(),
+        "the holder renews"
+    );
+    // Another lease is independent.
+    assert!(b.hold_lease("other", ttl).await.unwrap());
+    // A stops renewing (as a killed node does): B takes it once it lapses.
+    let start = std::time::Instant::now();
+    while !b.hold_lease("board", ttl).await.unwrap() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "the lease never moved"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        start.elapsed() >= std::time::Duration::from_millis(500),
+        "not before it lapsed"
+    );
+    assert!(!a.hold_lease("board", ttl).await.unwrap(), "A lost it");
+}

@@ -280,7 +280,8 @@ impl Service for Board {
         loop {
             let reach = Self::reach(&ctx);
             let known = !reach.is_empty();
-            if known && announced.as_ref() != Some(&reach) {
+            // Once per board: the node holding the board lease announces.
+            if known && ctx.is_leader() && announced.as_ref() != Some(&reach) {
                 match self.publish_policy(&ctx).await {
                     Ok(()) => announced = Some(reach),
                     Err(e) => warn!(error = %e, "could not publish the board policy"),

@@ -271,8 +271,10 @@ async fn policy_is_announced_in_nip11_and_a_signed_replaceable_event() {
         .kind(Kind::from(10383))
         .author(tn.node.keys().public_key());
     let mut found = Vec::new();
-    for _ in 0..100 {
-        found = c.req("p", vec![f.clone()]).await;
+    // A fresh subscription id each time: a live event for an earlier
+    // subscription of the same id may arrive before the next one's EOSE.
+    for i in 0..100 {
+        found = c.req(&format!("p{i}"), vec![f.clone()]).await;
         if !found.is_empty() {
             break;
         }

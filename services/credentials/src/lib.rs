@@ -624,8 +624,11 @@ impl Service for Credentials {
     ) -> civkit_framework::Result<()> {
         let every = Duration::from_secs(self.0.cfg.invoice_expiry_secs.clamp(1, 60));
         loop {
-            if let Err(e) = self.sweep(&ctx).await {
-                warn!(error = %e, "quote sweep failed");
+            // The quotes live in the store: one node sweeps them for all.
+            if ctx.is_leader() {
+                if let Err(e) = self.sweep(&ctx).await {
+                    warn!(error = %e, "quote sweep failed");
+                }
             }
             tokio::select! {
                 _ = shutdown.wait() => return Ok(()),
