@@ -168,6 +168,54 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
     );
 }
 
+/// Two civkitd processes on one PostgreSQL database: SIGKILL one during
+/// ingest, and the other serves every event the killed one acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_one_node_loses_nothing_it_acknowledged_on_a_shared_store() {
+    let db = civkit_postgres::testing::fresh_database();
+    let store = format!("[persister]\ntype = \"postgres\"\nurl = \"{db}\"\n");
+    let (ta, tb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_config(ta.path(), &store);
+    write_config(tb.path(), &store);
+    let mut a = start(ta.path());
+    let _b = start(tb.path());
+    let streams: Vec<Vec<nostr::Event>> = (0..4)
+        .map(|w| {
+            let keys = Keys::generate();
+            (0..1500)
+                .map(|i| {
+                    EventBuilder::text_note(format!("w{w} #{i}"))
+                        .sign_with_keys(&keys)
+                        .unwrap()
+                })
+                .collect()
+        })
+        .collect();
+    let acked: Vec<EventId> = ingest_then_kill(&mut a, &relay_url(ta.path()), streams, 1000)
+        .await
+        .into_iter()
+        .collect();
+    let mut c = ws(&relay_url(tb.path())).await;
+    let mut found = HashSet::new();
+    for (n, chunk) in acked.chunks(400).enumerate() {
+        let f = Filter::new().ids(chunk.iter().copied()).limit(500);
+        for e in fetch(&mut c, &format!("check{n}"), f).await {
+            found.insert(e.id);
+        }
+    }
+    let lost = acked.iter().filter(|id| !found.contains(id)).count();
+    assert_eq!(
+        lost,
+        0,
+        "{lost} of {} acknowledged events lost",
+        acked.len()
+    );
+    eprintln!(
+        "shared-store SIGKILL test: {} acknowledged events all served by the other node",
+        acked.len()
+    );
+}
+
 /// SIGKILL during replaceable, addressable and deletion traffic: every
 /// acknowledged address holds its newest acknowledged version or a newer
 /// one (never none), and nothing acknowledged as deleted comes back.
