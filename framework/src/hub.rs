@@ -497,14 +497,15 @@ mod tests {
     fn open(hub: &Hub, scope: Scope) -> u64 {
         let (tx, _rx) = mpsc::channel(1);
         // The receiver is dropped: sends fail with Closed, which fan_out ignores.
+        open_to(hub, scope, tx, Arc::default())
+    }
+
+    fn open_to(hub: &Hub, scope: Scope, tx: mpsc::Sender<String>, kick: Arc<Notify>) -> u64 {
         hub.open(
             Origin::new("t", crate::Source::Memory { client: 0 }),
             Timestamp::from_secs(0),
             scope,
-            SessionTx {
-                tx,
-                kick: Arc::default(),
-            },
+            SessionTx { tx, kick },
         )
     }
 
@@ -512,15 +513,7 @@ mod tests {
     fn live_events_during_a_history_read_come_after_it_each_once() {
         let hub = Hub::new(FanOut::Indexed);
         let (tx, mut rx) = mpsc::channel(64);
-        let s = hub.open(
-            Origin::new("t", crate::Source::Memory { client: 0 }),
-            Timestamp::from_secs(0),
-            Scope::Everything,
-            SessionTx {
-                tx,
-                kick: Arc::default(),
-            },
-        );
+        let s = open_to(&hub, Scope::Everything, tx, Arc::default());
         let sub = SubscriptionId::new("s");
         let f: Arc<[Filter]> = vec![Filter::new().kind(Kind::TextNote)].into();
         assert!(hub.subscribe(s, sub.clone(), f, 10));
@@ -547,15 +540,7 @@ mod tests {
         let hub = Hub::new(FanOut::Indexed);
         let (tx, _rx) = mpsc::channel(64);
         let kick = Arc::new(Notify::new());
-        let s = hub.open(
-            Origin::new("t", crate::Source::Memory { client: 0 }),
-            Timestamp::from_secs(0),
-            Scope::Everything,
-            SessionTx {
-                tx,
-                kick: kick.clone(),
-            },
-        );
+        let s = open_to(&hub, Scope::Everything, tx, kick.clone());
         let f: Arc<[Filter]> = vec![Filter::new()].into();
         assert!(hub.subscribe(s, SubscriptionId::new("s"), f, 10));
         let k = Keys::generate();

@@ -305,6 +305,18 @@ pub fn merge_results(mut events: Vec<Event>) -> Vec<Event> {
     events
 }
 
+/// `Ok` when a namespace name is in the allowed alphabet, else the error a
+/// persister answers with.
+pub fn check_namespace(ns: &str) -> Result<()> {
+    if valid_namespace(ns) {
+        Ok(())
+    } else {
+        Err(crate::Error::Invalid(format!(
+            "bad key-value namespace `{ns}`"
+        )))
+    }
+}
+
 /// True when a namespace name is in the allowed alphabet `[a-z0-9_-]{1,64}`.
 pub fn valid_namespace(ns: &str) -> bool {
     !ns.is_empty()

@@ -119,15 +119,9 @@ async fn fetch(c: &mut Ws, sub: &str, filter: Filter) -> Vec<nostr::Event> {
     }
 }
 
-/// Every id that was answered `OK true` before the SIGKILL is there after a restart.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_during_ingest_loses_no_acknowledged_event() {
-    let tmp = tempfile::tempdir().unwrap();
-    write_config(tmp.path(), "");
-    let mut proc = start(tmp.path());
-    let url = relay_url(tmp.path());
-    // Pre-sign events so the clients keep the relay busy.
-    let streams: Vec<Vec<nostr::Event>> = (0..4)
+/// Four writers' notes, pre-signed so that the clients keep the relay busy.
+fn note_streams() -> Vec<Vec<nostr::Event>> {
+    (0..4)
         .map(|w| {
             let keys = Keys::generate();
             (0..1500)
@@ -138,7 +132,30 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
                 })
                 .collect()
         })
-        .collect();
+        .collect()
+}
+
+/// How many of `ids` the relay at `url` does not serve.
+async fn missing(url: &str, ids: &[EventId]) -> usize {
+    let mut c = ws(url).await;
+    let mut found = HashSet::new();
+    for (n, chunk) in ids.chunks(400).enumerate() {
+        let f = Filter::new().ids(chunk.iter().copied()).limit(500);
+        for e in fetch(&mut c, &format!("check{n}"), f).await {
+            found.insert(e.id);
+        }
+    }
+    ids.iter().filter(|id| !found.contains(id)).count()
+}
+
+/// Every id that was answered `OK true` before the SIGKILL is there after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_ingest_loses_no_acknowledged_event() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_config(tmp.path(), "");
+    let mut proc = start(tmp.path());
+    let url = relay_url(tmp.path());
+    let streams = note_streams();
     let acked: Vec<EventId> = ingest_then_kill(&mut proc, &url, streams, 1000)
         .await
         .into_iter()
@@ -147,19 +164,11 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
     drop(proc);
     let _proc = start(tmp.path());
     let url = relay_url(tmp.path());
-    let mut c = ws(&url).await;
-    let mut found = HashSet::new();
-    for (n, chunk) in acked.chunks(400).enumerate() {
-        let f = Filter::new().ids(chunk.iter().copied()).limit(500);
-        for e in fetch(&mut c, &format!("check{n}"), f).await {
-            found.insert(e.id);
-        }
-    }
-    let lost: Vec<_> = acked.iter().filter(|id| !found.contains(id)).collect();
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged events lost",
-        lost.len(),
+    let lost = missing(&url, &acked).await;
+    assert_eq!(
+        lost,
+        0,
+        "{lost} of {} acknowledged events lost",
         acked.len()
     );
     eprintln!(
@@ -179,31 +188,12 @@ async fn sigkill_of_one_node_loses_nothing_it_acknowledged_on_a_shared_store() {
     write_config(tb.path(), &store);
     let mut a = start(ta.path());
     let _b = start(tb.path());
-    let streams: Vec<Vec<nostr::Event>> = (0..4)
-        .map(|w| {
-            let keys = Keys::generate();
-            (0..1500)
-                .map(|i| {
-                    EventBuilder::text_note(format!("w{w} #{i}"))
-                        .sign_with_keys(&keys)
-                        .unwrap()
-                })
-                .collect()
-        })
-        .collect();
+    let streams = note_streams();
     let acked: Vec<EventId> = ingest_then_kill(&mut a, &relay_url(ta.path()), streams, 1000)
         .await
         .into_iter()
         .collect();
-    let mut c = ws(&relay_url(tb.path())).await;
-    let mut found = HashSet::new();
-    for (n, chunk) in acked.chunks(400).enumerate() {
-        let f = Filter::new().ids(chunk.iter().copied()).limit(500);
-        for e in fetch(&mut c, &format!("check{n}"), f).await {
-            found.insert(e.id);
-        }
-    }
-    let lost = acked.iter().filter(|id| !found.contains(id)).count();
+    let lost = missing(&relay_url(tb.path()), &acked).await;
     assert_eq!(
         lost,
         0,

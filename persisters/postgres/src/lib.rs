@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use civkit_framework::persister::{valid_namespace, Claim, StoredEvent};
+use civkit_framework::persister::{check_namespace, Claim, StoredEvent};
 use civkit_framework::{BuildContext, Error, Persister, Registry, Result, SaveOutcome, StoreStats};
 use nostr::{Event, EventId, Filter, Timestamp};
 use postgres::{Client, NoTls};
@@ -262,14 +262,6 @@ impl PostgresPersister {
     }
 }
 
-fn check_ns(ns: &str) -> Result<()> {
-    if valid_namespace(ns) {
-        Ok(())
-    } else {
-        Err(Error::Invalid(format!("bad key-value namespace `{ns}`")))
-    }
-}
-
 #[async_trait]
 impl Persister for PostgresPersister {
     fn backend(&self) -> &'static str {
@@ -277,7 +269,7 @@ impl Persister for PostgresPersister {
     }
     async fn save_event(&self, event: &Event, claims: &[Claim]) -> Result<SaveOutcome> {
         for c in claims {
-            check_ns(&c.namespace)?;
+            check_namespace(&c.namespace)?;
         }
         let (event, claims) = (Box::new(event.clone()), claims.to_vec());
         self.write(|tx| Op::Save(event, claims, tx)).await
@@ -312,7 +304,7 @@ impl Persister for PostgresPersister {
         self.write(|tx| Op::Expire(now, tx)).await
     }
     async fn kv_get(&self, namespace: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        check_ns(namespace)?;
+        check_namespace(namespace)?;
         let (ns, key) = (namespace.to_string(), key.to_vec());
         self.read(move |c| {
             let row = c
@@ -334,7 +326,7 @@ impl Persister for PostgresPersister {
     }
     async fn kv_claim(&self, claims: &[Claim]) -> Result<Option<Claim>> {
         for c in claims {
-            check_ns(&c.namespace)?;
+            check_namespace(&c.namespace)?;
         }
         let claims = claims.to_vec();
         self.write(|tx| Op::Claim(claims, tx)).await
@@ -343,7 +335,7 @@ impl Persister for PostgresPersister {
         self.kv_write(namespace, key, None, false).await
     }
     async fn kv_scan(&self, namespace: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        check_ns(namespace)?;
+        check_namespace(namespace)?;
         let (ns, prefix) = (namespace.to_string(), prefix.to_vec());
         self.read(move |c| {
             // Keys are bytes: compare the prefix bytes, not a LIKE pattern.
@@ -423,7 +415,7 @@ impl PostgresPersister {
         value: Option<&[u8]>,
         only_new: bool,
     ) -> Result<bool> {
-        check_ns(namespace)?;
+        check_namespace(namespace)?;
         let (namespace, key, value) = (
             namespace.to_string(),
             key.to_vec(),

@@ -34,7 +34,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use civkit_framework::persister::{valid_namespace, Claim, StoredEvent};
+use civkit_framework::persister::{check_namespace, Claim, StoredEvent};
 use civkit_framework::{BuildContext, Error, Persister, Registry, Result, SaveOutcome, StoreStats};
 use nostr::{Event, EventId, Filter, Timestamp};
 use tokio::sync::{mpsc, oneshot};
@@ -318,14 +318,6 @@ impl<E: Engine> EmbeddedPersister<E> {
     }
 }
 
-fn check_ns(ns: &str) -> Result<()> {
-    if valid_namespace(ns) {
-        Ok(())
-    } else {
-        Err(Error::Invalid(format!("bad key-value namespace `{ns}`")))
-    }
-}
-
 #[async_trait]
 impl<E: Engine> Persister for EmbeddedPersister<E> {
     fn backend(&self) -> &'static str {
@@ -333,7 +325,7 @@ impl<E: Engine> Persister for EmbeddedPersister<E> {
     }
     async fn save_event(&self, event: &Event, claims: &[Claim]) -> Result<SaveOutcome> {
         for c in claims {
-            check_ns(&c.namespace)?;
+            check_namespace(&c.namespace)?;
         }
         let (event, claims) = (Box::new(event.clone()), claims.to_vec());
         self.write(|tx| WriteOp::Save(event, claims, tx)).await
@@ -384,7 +376,7 @@ impl<E: Engine> Persister for EmbeddedPersister<E> {
         self.write(|tx| WriteOp::Expire(now, tx)).await
     }
     async fn kv_get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        check_ns(ns)?;
+        check_namespace(ns)?;
         Ok(self
             .engine
             .reader()?
@@ -399,7 +391,7 @@ impl<E: Engine> Persister for EmbeddedPersister<E> {
     }
     async fn kv_claim(&self, claims: &[Claim]) -> Result<Option<Claim>> {
         for c in claims {
-            check_ns(&c.namespace)?;
+            check_namespace(&c.namespace)?;
         }
         let claims = claims.to_vec();
         self.write(|tx| WriteOp::Claim(claims, tx)).await
@@ -408,7 +400,7 @@ impl<E: Engine> Persister for EmbeddedPersister<E> {
         self.kv_write(ns, key, None, false).await
     }
     async fn kv_scan(&self, ns: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        check_ns(ns)?;
+        check_namespace(ns)?;
         let start = index::kv_key(ns, prefix);
         let skip = index::kv_key(ns, b"").len();
         let reader = self.engine.reader()?;
@@ -438,7 +430,7 @@ impl<E: Engine> EmbeddedPersister<E> {
         value: Option<&[u8]>,
         only_new: bool,
     ) -> Result<bool> {
-        check_ns(ns)?;
+        check_namespace(ns)?;
         let (key, value) = (index::kv_key(ns, key), value.map(<[u8]>::to_vec));
         self.write(|tx| WriteOp::KvPut {
             key,
