@@ -44,7 +44,7 @@ fn conditions(f: &Filter, now: Timestamp, params: &mut Vec<Param>) -> String {
     }
     for (letter, values) in &f.generic_tags {
         let l = bind(params, Box::new(letter.as_char() as u8 as i8));
-        let v: Vec<String> = values.iter().cloned().collect();
+        let v: Vec<Vec<u8>> = values.iter().map(|v| v.as_bytes().to_vec()).collect();
         let v = bind(params, Box::new(v));
         clauses.push(format!(
             "EXISTS (SELECT 1 FROM tags t WHERE t.seq = e.seq AND t.letter = {l} AND t.value = ANY({v}))"

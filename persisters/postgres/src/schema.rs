@@ -37,7 +37,8 @@ CREATE INDEX events_by_expiration ON events (expiration) WHERE expiration IS NOT
 CREATE TABLE tags (
     seq bigint NOT NULL REFERENCES events (seq) ON DELETE CASCADE,
     letter "char" NOT NULL,
-    value text NOT NULL,
+    -- bytes, not text: a tag value may hold a NUL, which text cannot.
+    value bytea NOT NULL,
     created_at bigint NOT NULL
 );
 CREATE INDEX tags_by_value ON tags (letter, value, created_at DESC);
@@ -45,7 +46,7 @@ CREATE INDEX tags_by_seq ON tags (seq);
 CREATE TABLE addresses (
     pubkey bytea NOT NULL,
     kind integer NOT NULL,
-    d text NOT NULL,
+    d bytea NOT NULL,
     id bytea NOT NULL,
     PRIMARY KEY (pubkey, kind, d)
 );
@@ -56,7 +57,7 @@ CREATE TABLE id_tombstones (
 CREATE TABLE address_tombstones (
     pubkey bytea NOT NULL,
     kind integer NOT NULL,
-    d text NOT NULL,
+    d bytea NOT NULL,
     until bigint NOT NULL,
     PRIMARY KEY (pubkey, kind, d)
 );

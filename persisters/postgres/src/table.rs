@@ -43,11 +43,13 @@ impl PgTable<'_, '_> {
     }
 }
 
-fn address_params(a: &Address) -> (Vec<u8>, i32, &str) {
+/// An address as bound parameters (`d` as bytes, like tag values: it may
+/// hold a NUL).
+fn address_params(a: &Address) -> (Vec<u8>, i32, &[u8]) {
     (
         a.pubkey.to_bytes().to_vec(),
         i32::from(a.kind),
-        a.d.as_str(),
+        a.d.as_bytes(),
     )
 }
 
@@ -110,7 +112,7 @@ impl EventTable for PgTable<'_, '_> {
                 let letter = letter.as_char() as u8 as i8;
                 self.run(
                     "INSERT INTO tags (seq, letter, value, created_at) VALUES ($1, $2, $3, $4)",
-                    &[&seq, &letter, &value, &created],
+                    &[&seq, &letter, &value.as_bytes(), &created],
                 )?;
             }
         }

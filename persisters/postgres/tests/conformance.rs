@@ -89,7 +89,24 @@ async fn hostile_filter_values_are_parameters_not_sql() {
     assert_eq!(p.query(&f, now).await.unwrap(), vec![e.clone()]);
     let f = [Filter::new().hashtag("x' OR '1'='1")];
     assert!(p.query(&f, now).await.unwrap().is_empty());
-    assert_eq!(p.stats().await.unwrap().events, 1);
+    // A NUL in a tag value (text columns cannot hold one) is stored and
+    // found like any other value.
+    let nul = event(&k, 1, NOW, "nul", &[&["t", "a\u{0}b"]]);
+    assert!(matches!(
+        p.save_event(&nul, &[]).await.unwrap(),
+        SaveOutcome::Stored { .. }
+    ));
+    let f = [Filter::new().hashtag("a\u{0}b")];
+    assert_eq!(p.query(&f, now).await.unwrap(), vec![nul]);
+    // So is an address whose `d` holds one, replaced as any other.
+    let v1 = event(&k, 30_402, NOW, "v1", &[&["d", "x\u{0}y"]]);
+    let v2 = event(&k, 30_402, NOW + 1, "v2", &[&["d", "x\u{0}y"]]);
+    p.save_event(&v1, &[]).await.unwrap();
+    p.save_event(&v2, &[]).await.unwrap();
+    let f = [Filter::new().kind(nostr::Kind::from(30_402))];
+    assert_eq!(p.query(&f, now).await.unwrap(), vec![v2]);
+    // Nothing of the hostile values ran as SQL: all three events are there.
+    assert_eq!(p.stats().await.unwrap().events, 3);
     // Key-value prefixes are bytes, not LIKE patterns.
     p.kv_put("svc", b"a%b", b"1").await.unwrap();
     p.kv_put("svc", b"axb", b"2").await.unwrap();
