@@ -17,11 +17,19 @@ type Param = Box<dyn ToSql + Sync + Send>;
 /// its parameters are appended to `params`, numbered after those already
 /// there.
 fn conditions(f: &Filter, now: Timestamp, params: &mut Vec<Param>) -> String {
+    conditions_but(f, now, params, None)
+}
+
+/// [`conditions`] without the tag condition of letter `skip` (one the
+/// query's `FROM` already applies).
+fn conditions_but(
+    f: &Filter,
+    now: Timestamp,
+    params: &mut Vec<Param>,
+    skip: Option<nostr::SingleLetterTag>,
+) -> String {
     let mut clauses: Vec<String> = Vec::new();
-    let bind = |params: &mut Vec<Param>, p: Param| {
-        params.push(p);
-        format!("${}", params.len())
-    };
+    let bind = bind_one;
     if let Some(ids) = &f.ids {
         let v: Vec<Vec<u8>> = ids.iter().map(|i| i.as_bytes().to_vec()).collect();
         clauses.push(format!("e.id = ANY({})", bind(params, Box::new(v))));
@@ -43,6 +51,9 @@ fn conditions(f: &Filter, now: Timestamp, params: &mut Vec<Param>) -> String {
         clauses.push(format!("e.created_at <= {p}"));
     }
     for (letter, values) in &f.generic_tags {
+        if Some(*letter) == skip {
+            continue;
+        }
         let l = bind(params, Box::new(letter.as_char() as u8 as i8));
         let v: Vec<Vec<u8>> = values.iter().map(|v| v.as_bytes().to_vec()).collect();
         let v = bind(params, Box::new(v));
@@ -53,6 +64,24 @@ fn conditions(f: &Filter, now: Timestamp, params: &mut Vec<Param>) -> String {
     let now = bind(params, Box::new(big(now.as_secs())));
     clauses.push(format!("(e.expiration IS NULL OR e.expiration > {now})"));
     clauses.join(" AND ")
+}
+
+fn bind_one(params: &mut Vec<Param>, p: Param) -> String {
+    params.push(p);
+    format!("${}", params.len())
+}
+
+/// The filter's one tag condition with one value, when it names no
+/// authors or ids (which the events' own indexes serve better).
+fn by_one_tag(f: &Filter) -> Option<(nostr::SingleLetterTag, &String)> {
+    if f.ids.is_some() || f.authors.is_some() {
+        return None;
+    }
+    let (letter, values) = f.generic_tags.iter().next()?;
+    match values.len() {
+        1 => values.iter().next().map(|v| (*letter, v)),
+        _ => None,
+    }
 }
 
 fn refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
@@ -74,9 +103,27 @@ pub(crate) fn query(
             continue;
         }
         let mut params = Vec::new();
-        let clause = conditions(f, now, &mut params);
-        let mut sql =
-            format!("SELECT e.json FROM events e WHERE {clause} ORDER BY e.created_at DESC, e.id");
+        let mut sql = match by_one_tag(f) {
+            // One tag value and no author or id: read the tag index in
+            // time order and stop at the limit (an EXISTS per event would
+            // walk every event by time until enough match).
+            Some((letter, value)) => {
+                let l = bind_one(&mut params, Box::new(letter.as_char() as u8 as i8));
+                let v = bind_one(&mut params, Box::new(value.as_bytes().to_vec()));
+                let clause = conditions_but(f, now, &mut params, Some(letter));
+                format!(
+                    "SELECT e.json FROM tags t JOIN events e ON e.seq = t.seq \
+                     WHERE t.letter = {l} AND t.value = {v} AND {clause} \
+                     ORDER BY t.created_at DESC, e.id"
+                )
+            }
+            None => {
+                let clause = conditions(f, now, &mut params);
+                format!(
+                    "SELECT e.json FROM events e WHERE {clause} ORDER BY e.created_at DESC, e.id"
+                )
+            }
+        };
         if let Some(limit) = f.limit {
             params.push(Box::new(i64::try_from(limit).unwrap_or(i64::MAX)));
             sql.push_str(&format!(" LIMIT ${}", params.len()));

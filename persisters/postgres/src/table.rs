@@ -107,8 +107,14 @@ impl EventTable for PgTable<'_, '_> {
                 |r| Ok(r.get(0)),
             )?
             .ok_or_else(|| pg_err("INSERT returned no seq"))?;
+        // One row per distinct (letter, value): a value repeated in the
+        // event would otherwise make it a result twice.
+        let mut seen = std::collections::HashSet::new();
         for tag in event.tags.iter() {
             if let (Some(letter), Some(value)) = (tag.single_letter_tag(), tag.content()) {
+                if !seen.insert((letter, value)) {
+                    continue;
+                }
                 let letter = letter.as_char() as u8 as i8;
                 self.run(
                     "INSERT INTO tags (seq, letter, value, created_at) VALUES ($1, $2, $3, $4)",

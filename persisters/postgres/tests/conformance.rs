@@ -105,8 +105,14 @@ async fn hostile_filter_values_are_parameters_not_sql() {
     p.save_event(&v2, &[]).await.unwrap();
     let f = [Filter::new().kind(nostr::Kind::from(30_402))];
     assert_eq!(p.query(&f, now).await.unwrap(), vec![v2]);
-    // Nothing of the hostile values ran as SQL: all three events are there.
-    assert_eq!(p.stats().await.unwrap().events, 3);
+    // A value repeated in one event: that event is one result.
+    let twice = event(&k, 1, NOW + 5, "twice", &[&["t", "dup"], &["t", "dup"]]);
+    p.save_event(&twice, &[]).await.unwrap();
+    let f = [Filter::new().hashtag("dup").limit(10)];
+    assert_eq!(p.query(&f, now).await.unwrap(), vec![twice]);
+    assert_eq!(p.count(&f, now).await.unwrap(), 1);
+    // Nothing of the hostile values ran as SQL: all four events are there.
+    assert_eq!(p.stats().await.unwrap().events, 4);
     // Key-value prefixes are bytes, not LIKE patterns.
     p.kv_put("svc", b"a%b", b"1").await.unwrap();
     p.kv_put("svc", b"axb", b"2").await.unwrap();
