@@ -12,20 +12,7 @@ use crate::{Error, Result};
 /// source on first use. Returns the secret and whether it was just created.
 pub fn load_or_create(path: &Path) -> Result<([u8; 32], bool)> {
     if path.exists() {
-        let mode = fs::metadata(path)
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
-            .permissions()
-            .mode()
-            & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(Error::Invalid(format!(
-                "{} is readable by other users (mode {mode:o}); run `chmod 600 {}`",
-                path.display(),
-                path.display()
-            )));
-        }
-        let text = fs::read_to_string(path)
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let text = read_private(path)?;
         let bytes = hex::decode(text.trim())
             .ok()
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
@@ -42,6 +29,23 @@ pub fn load_or_create(path: &Path) -> Result<([u8; 32], bool)> {
         .map_err(|e| Error::Invalid(format!("OS random source: {e}")))?;
     write_secret(path, &hex::encode(secret))?;
     Ok((secret, true))
+}
+
+/// Read a secret file, refused when group or others may read it.
+pub fn read_private(path: &Path) -> Result<String> {
+    let mode = fs::metadata(path)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(Error::Invalid(format!(
+            "{} is readable by other users (mode {mode:o}); run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        )));
+    }
+    fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))
 }
 
 /// Write a secret file with mode 0600, replacing any old one.

@@ -125,9 +125,8 @@ fn connection_string(cfg: &PostgresConfig, data_dir: &std::path::Path) -> Result
         (false, true) => Ok(cfg.url.clone()),
         (true, false) => {
             let path = data_dir.join(&cfg.url_file);
-            check_private(&path).map_err(|m| config_err("url_file", m))?;
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| config_err("url_file", format!("{}: {e}", path.display())))?;
+            let text = civkit_framework::keyfile::read_private(&path)
+                .map_err(|e| config_err("url_file", e.to_string()))?;
             let url = text.trim().to_string();
             if url.is_empty() {
                 return Err(config_err(
@@ -140,20 +139,6 @@ fn connection_string(cfg: &PostgresConfig, data_dir: &std::path::Path) -> Result
         (true, true) => Err(config_err("url", "set url or url_file".into())),
         (false, false) => Err(config_err("url", "set url or url_file, not both".into())),
     }
-}
-
-/// A secret file must not be readable by group or others.
-fn check_private(path: &std::path::Path) -> std::result::Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "{} has mode {mode:o}; it holds a secret, so make it 0600",
-            path.display()
-        ));
-    }
-    Ok(())
 }
 
 /// The PostgreSQL persister.

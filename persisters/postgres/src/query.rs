@@ -1,7 +1,6 @@
 //! NIP-01 filters as SQL. Every value is a bound parameter; nothing from a
 //! filter is spliced into the statement text.
 
-use civkit_framework::persister::merge_results;
 use civkit_framework::stored::StoredEvent;
 use civkit_framework::Result;
 use nostr::{Filter, Timestamp};
@@ -135,15 +134,18 @@ pub(crate) fn query(
     if filters.len() == 1 {
         return Ok(out);
     }
-    // Several filters: merge by the decoded events (order and repeats).
-    let events = out
+    // Several filters: newest first, ties by lowest id, each once, keeping
+    // each event's stored JSON (decoded once, for its order key).
+    let mut keyed = out
         .into_iter()
-        .map(StoredEvent::into_event)
+        .map(|s| {
+            let e = s.event()?;
+            Ok(((std::cmp::Reverse(e.created_at), e.id), s))
+        })
         .collect::<Result<Vec<_>>>()?;
-    Ok(merge_results(events)
-        .into_iter()
-        .map(StoredEvent::from)
-        .collect())
+    keyed.sort_by_key(|(key, _)| *key);
+    keyed.dedup_by(|a, b| a.0 == b.0);
+    Ok(keyed.into_iter().map(|(_, s)| s).collect())
 }
 
 /// How many stored events match any filter, without reading their bodies.
