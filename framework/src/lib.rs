@@ -26,6 +26,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod board_secrets;
 pub mod clock;
 pub mod control;
 pub mod error;
@@ -54,7 +55,9 @@ pub use error::{Error, ErrorKind, Result};
 pub use hub::{ConnectionInfo, FanOut, Scope};
 pub use node::{Node, NodeBuilder};
 pub use origin::{LocalOrigin, Origin, Source};
-pub use persister::{Claim, EventTable, Persister, SaveOutcome, StoreStats, StoredEvent};
+pub use persister::{
+    Claim, EventTable, Export, Persister, Record, SaveOutcome, StoreStats, StoredEvent,
+};
 pub use pipeline::NodeInfo;
 pub use registry::{BuildContext, ComponentConfig, ComponentInfo, ComponentKind, Registry};
 pub use service::{Admission, OkReply, Prefix, Rejection, Service, ServiceContext};

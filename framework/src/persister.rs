@@ -151,6 +151,12 @@ pub trait Persister: Send + Sync + 'static {
     async fn stats(&self) -> Result<StoreStats>;
     /// Make everything written so far durable (called at shutdown).
     async fn flush(&self) -> Result<()>;
+    /// Whether several nodes may share this store (and so must hold the
+    /// same board secrets, see [`crate::board_secrets`]). `false` (the
+    /// default) for a store that one node owns.
+    fn shared(&self) -> bool {
+        false
+    }
     /// For a store that several nodes share: the events other nodes
     /// accepted (stored or ephemeral), in the order they were committed, for
     /// this node to fan out to its own subscribers. Taken once, when the
@@ -165,6 +171,16 @@ pub trait Persister: Send + Sync + 'static {
     async fn share_ephemeral(&self, _event: &Event) -> Result<()> {
         Ok(())
     }
+    /// Up to `max` records of the store's whole content, from the start
+    /// (`cursor` `None`) or after the cursor an earlier call returned, and
+    /// the cursor to go on from (`None` once everything was returned). For
+    /// moving a store to another backend (`civkitd migrate`); the store
+    /// keeps serving meanwhile, and records written during an export may
+    /// or may not be in it.
+    async fn export(&self, cursor: Option<Vec<u8>>, max: usize) -> Result<Export>;
+    /// Write records exported from another store, in one atomic durable
+    /// write (see [`apply_import`]).
+    async fn import(&self, records: &[Record]) -> Result<()>;
     /// For a store that several nodes share: take the board-wide lease
     /// `name` for `ttl` when it is free or expired, or renew it when this
     /// node holds it. `true` while this node holds it: the work it guards
@@ -211,6 +227,79 @@ pub fn taken_claim<T: EventTable + ?Sized>(table: &T, claims: &[Claim]) -> Resul
         }
     }
     Ok(None)
+}
+
+/// One piece of a store's content, as [`Persister::export`] gives it and
+/// [`Persister::import`] takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A stored event, as its JSON.
+    Event(String),
+    /// A deleted event id and who deleted it (NIP-09): the event is not
+    /// stored again.
+    IdTombstone { id: EventId, author: PublicKey },
+    /// An address deleted (NIP-09 `a` tag) up to `until`.
+    AddressTombstone { address: Address, until: Timestamp },
+    /// One key of a service's key-value namespace.
+    Kv {
+        namespace: String,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+}
+
+/// One page of an export: its records, and where the next page starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Export {
+    pub records: Vec<Record>,
+    /// `None` when this was the last page.
+    pub next: Option<Vec<u8>>,
+}
+
+/// Write `records` into `table` as they are (the shared algorithm behind
+/// [`Persister::import`]). The store they come from already applied
+/// replacement and deletion, so events are not checked against each other;
+/// each is parsed and its id and signature verified, so that a damaged or
+/// tampered source is refused rather than copied. Events already in the
+/// table are left as they are.
+pub fn apply_import<T: EventTable + ?Sized>(table: &mut T, records: &[Record]) -> Result<()> {
+    use nostr::JsonUtil;
+    // Check the whole page before writing any of it.
+    let mut events = Vec::new();
+    for r in records {
+        match r {
+            Record::Event(json) => {
+                let event = Event::from_json(json)
+                    .map_err(|e| crate::Error::Invalid(format!("an exported event: {e}")))?;
+                event.verify().map_err(|e| {
+                    crate::Error::Invalid(format!("exported event {}: {e}", event.id))
+                })?;
+                events.push(event);
+            }
+            Record::Kv { namespace, .. } => check_namespace(namespace)?,
+            Record::IdTombstone { .. } | Record::AddressTombstone { .. } => {}
+        }
+    }
+    for event in &events {
+        if table.get(&event.id)?.is_none() {
+            table.insert(event)?;
+        }
+    }
+    for r in records {
+        match r {
+            Record::Event(_) => {}
+            Record::IdTombstone { id, author } => table.put_id_tombstone(id, author)?,
+            Record::AddressTombstone { address, until } => {
+                table.put_address_tombstone(address, *until)?
+            }
+            Record::Kv {
+                namespace,
+                key,
+                value,
+            } => table.kv_set(namespace, key, value)?,
+        }
+    }
+    Ok(())
 }
 
 /// Take every claim or none (the shared algorithm behind [`Persister::kv_claim`]).

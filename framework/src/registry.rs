@@ -22,6 +22,7 @@ use nostr::Keys;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::board_secrets::BoardSecrets;
 use crate::{Error, Persister, Result, Service, Transport};
 
 /// What a constructor may use besides its own config.
@@ -33,6 +34,32 @@ pub struct BuildContext {
     pub instance: String,
     /// The node's keys.
     pub keys: Keys,
+    /// Secrets every node of the board must hold alike (see
+    /// [`crate::board_secrets`]); shared by all of one node's contexts.
+    pub board_secrets: BoardSecrets,
+}
+
+impl BuildContext {
+    /// A context for `instance`, with a fresh set of board secrets.
+    pub fn new(data_dir: impl Into<PathBuf>, instance: &str, keys: Keys) -> Self {
+        BuildContext {
+            data_dir: data_dir.into(),
+            instance: instance.to_string(),
+            keys,
+            board_secrets: BoardSecrets::default(),
+        }
+    }
+
+    /// Record a secret that every node of the board must hold alike, read
+    /// from `file` (named in the error when a node's copy differs). The
+    /// label is this instance's `key`, as in `services.<instance>.key_file`.
+    pub fn board_secret(&self, kind: &str, key: &str, file: &std::path::Path, secret: &[u8]) {
+        self.board_secrets.record(
+            &format!("{kind}.{}.{key}", self.instance),
+            &file.display().to_string(),
+            secret,
+        );
+    }
 }
 
 /// One component's config table, with its dotted path for error messages.

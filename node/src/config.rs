@@ -197,6 +197,14 @@ impl Config {
     pub fn services_in_order(&self) -> Result<Vec<(String, Option<i64>, Dict)>> {
         let mut out = Vec::new();
         for (name, table) in &self.services {
+            // The name is the service's key-value namespace; `_` names are
+            // the framework's own.
+            if !civkit_framework::persister::valid_namespace(name) || name.starts_with('_') {
+                return Err(anyhow!(
+                    "config error at `services.{name}`: a service name is 1 to 64 lowercase \
+                     letters, digits, `-` and `_`, and does not start with `_`"
+                ));
+            }
             let mut table = table.clone();
             let order = match table.remove("order") {
                 None => None,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
+use civkit_framework::board_secrets::BoardSecrets;
 use civkit_framework::{
     BuildContext, ComponentKind, Node, NodeBuilder, Persister, Registry, Service, Shutdown,
     ShutdownTrigger, Transport,
@@ -44,16 +45,23 @@ impl Daemon {
         let data_dir = config.node.data_dir.clone();
         files::ensure_data_dir(&data_dir)?;
         let keys = files::load_or_create_keys(&data_dir)?;
+        // The node key is the board's Nostr identity: one per board.
+        let secrets = BoardSecrets::default();
+        secrets.record(
+            "node key",
+            &data_dir.join(files::NODE_KEY).display().to_string(),
+            &keys.secret_key().secret_bytes(),
+        );
         let ctx = |instance: &str| BuildContext {
-            data_dir: data_dir.clone(),
-            instance: instance.to_string(),
-            keys: keys.clone(),
+            board_secrets: secrets.clone(),
+            ..BuildContext::new(&data_dir, instance, keys.clone())
         };
         let Components {
             persister,
             services,
             transports,
         } = build_components(config, registry, &ctx)?;
+        secrets.check(persister.as_ref()).await?;
         let mut builder = NodeBuilder::new(persister, keys)
             .info(config.node_info())
             .sweep_interval(Duration::from_secs(config.node.sweep_interval_secs.max(1)))

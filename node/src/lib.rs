@@ -13,6 +13,7 @@ pub mod components;
 pub mod config;
 pub mod daemon;
 pub mod files;
+pub mod migrate;
 
 pub use config::Config;
 pub use daemon::Daemon;

@@ -182,10 +182,8 @@ async fn sigkill_during_ingest_loses_no_acknowledged_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_one_node_loses_nothing_it_acknowledged_on_a_shared_store() {
     let db = civkit_postgres::testing::fresh_database();
-    let store = format!("[persister]\ntype = \"postgres\"\nurl = \"{db}\"\n");
-    let (ta, tb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    write_config(ta.path(), &store);
-    write_config(tb.path(), &store);
+    let dirs = common::board(2, &db, "", &[]);
+    let (ta, tb) = (&dirs[0], &dirs[1]);
     let mut a = start(ta.path());
     let _b = start(tb.path());
     let streams = note_streams();

@@ -94,11 +94,7 @@ fn example_covers_every_key_and_builds() {
     let dir = tempfile::tempdir().unwrap();
     // Files an operator provides (the Mainstay slot token).
     std::fs::write(dir.path().join("mainstay.token"), "token").unwrap();
-    let ctx = |name: &str| BuildContext {
-        data_dir: dir.path().to_path_buf(),
-        instance: name.to_string(),
-        keys: nostr::Keys::generate(),
-    };
+    let ctx = |name: &str| BuildContext::new(dir.path(), name, nostr::Keys::generate());
     let built = civkit_node::daemon::build_components(&cfg, &registry, &ctx)
         .unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(built.transports.len(), cfg.transports.len());

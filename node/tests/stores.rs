@@ -11,11 +11,7 @@ use nostr::Keys;
 fn build(ty: &str, data_dir: &std::path::Path) -> civkit_framework::Result<()> {
     let mut table = Dict::new();
     table.insert("type".into(), Value::from(ty));
-    let ctx = BuildContext {
-        data_dir: data_dir.to_path_buf(),
-        instance: "persister".into(),
-        keys: Keys::generate(),
-    };
+    let ctx = BuildContext::new(data_dir, "persister", Keys::generate());
     components::registry()
         .build_persister(&ComponentConfig::new("persister", table), &ctx)
         .map(drop)

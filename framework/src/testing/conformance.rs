@@ -36,7 +36,7 @@ macro_rules! persister_conformance {
             limit_newest_first_ties_lowest_id, filters_are_ored, replaceable_keeps_newest,
             addressable_keyed_by_d, deletion_by_id, deletion_by_address,
             deletion_only_by_author, expiry, kv_namespaces, operator_delete_and_stats,
-            claims_with_events, concurrent_claims_one_wins);
+            claims_with_events, concurrent_claims_one_wins, export_then_import_moves_everything);
     };
 }
 
@@ -557,6 +557,111 @@ pub mod persister {
             None
         );
         assert!(p.kv_get("cred", b"e1").await.unwrap().is_some());
+    }
+
+    /// Every record of a store, sorted: what two stores must agree on.
+    async fn everything(p: &dyn Persister, page: usize) -> Vec<String> {
+        let (mut out, mut cursor) = (Vec::new(), None);
+        loop {
+            let e = p.export(cursor, page).await.expect("export failed");
+            assert!(e.records.len() <= page, "a page over its size");
+            out.extend(e.records.iter().map(|r| format!("{r:?}")));
+            match e.next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// A store's content, tombstones and keys move through export and
+    /// import, page by page, into this backend and back out of it; a
+    /// tampered event refuses its whole page.
+    pub async fn export_then_import_moves_everything(p: Arc<dyn Persister>) {
+        use crate::persister::Record;
+        let src: Arc<dyn Persister> = Arc::new(crate::testing::MemoryPersister::new());
+        let k = Keys::generate();
+        let note = event(&k, 1, NOW - 30, "gone", &[]);
+        let kept = event(&k, 1, NOW - 29, "kept", &[&["t", "x"]]);
+        let v1 = event(&k, 30_001, NOW - 28, "v1", &[&["d", "a"]]);
+        let v2 = event(&k, 30_001, NOW - 27, "v2", &[&["d", "a"]]);
+        let addressed = event(&k, 30_001, NOW - 26, "deleted", &[&["d", "b"]]);
+        for e in [&note, &kept, &v1, &v2, &addressed] {
+            store(&src, e).await;
+        }
+        let addr = format!("30001:{}:b", k.public_key().to_hex());
+        let del = event(
+            &k,
+            5,
+            NOW - 20,
+            "",
+            &[&["e", &note.id.to_hex()], &["a", &addr]],
+        );
+        store(&src, &del).await;
+        src.kv_put("alpha", b"k\x00\xff", b"v1").await.unwrap();
+        src.kv_put("beta", b"", b"").await.unwrap();
+        let want = everything(src.as_ref(), 1000).await;
+        // kept, v2 and the deletion request; two tombstones; two keys.
+        assert_eq!(want.len(), 3 + 2 + 2, "{want:#?}");
+
+        let mut cursor = None;
+        loop {
+            let page = src.export(cursor, 3).await.unwrap();
+            p.import(&page.records).await.expect("import failed");
+            match page.next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(everything(p.as_ref(), 2).await, want);
+        assert_eq!(p.stats().await.unwrap().events, 3);
+        assert_eq!(save(&p, &note).await, SaveOutcome::Deleted, "id tombstone");
+        assert_eq!(
+            save(&p, &addressed).await,
+            SaveOutcome::Deleted,
+            "address tombstone"
+        );
+        assert_eq!(save(&p, &v1).await, SaveOutcome::Stale, "the address index");
+        assert_eq!(
+            ids(&p, vec![Filter::new().hashtag("x")]).await,
+            vec![kept.id],
+            "the tag index"
+        );
+        assert_eq!(
+            p.kv_get("alpha", b"k\x00\xff").await.unwrap(),
+            Some(b"v1".to_vec())
+        );
+
+        // And back out, into the reference store.
+        let back: Arc<dyn Persister> = Arc::new(crate::testing::MemoryPersister::new());
+        let mut cursor = None;
+        loop {
+            let page = p.export(cursor, 2).await.unwrap();
+            back.import(&page.records).await.unwrap();
+            match page.next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(everything(back.as_ref(), 1000).await, want);
+
+        // A tampered event: the page it is in is refused whole.
+        let forged = nostr::JsonUtil::as_json(&kept).replace("kept", "k3pt");
+        let page = [
+            Record::Kv {
+                namespace: "gamma".into(),
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+            },
+            Record::Event(forged),
+        ];
+        assert!(
+            p.import(&page).await.is_err(),
+            "a forged event was imported"
+        );
+        assert_eq!(p.kv_get("gamma", b"k").await.unwrap(), None);
+        assert!(p.import(&[Record::Event("{".into())]).await.is_err());
     }
 
     pub async fn concurrent_claims_one_wins(p: Arc<dyn Persister>) {

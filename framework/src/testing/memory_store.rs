@@ -9,7 +9,9 @@ use nostr::filter::MatchEventOptions;
 use nostr::{Event, EventId, Filter, PublicKey, Timestamp};
 
 use crate::kinds::{self, Address};
-use crate::persister::{apply_claims, apply_save, merge_results, Claim, EventTable};
+use crate::persister::{
+    apply_claims, apply_import, apply_save, merge_results, Claim, EventTable, Export, Record,
+};
 use crate::{Persister, Result, SaveOutcome, StoreStats};
 
 #[derive(Default)]
@@ -209,5 +211,46 @@ impl Persister for MemoryPersister {
     }
     async fn flush(&self) -> Result<()> {
         Ok(())
+    }
+    async fn export(&self, cursor: Option<Vec<u8>>, max: usize) -> Result<Export> {
+        use nostr::JsonUtil;
+        // Everything in a fixed order (events oldest first); the cursor is
+        // the position reached.
+        let t = self.tables();
+        let mut all: Vec<Record> = Vec::new();
+        for (a, until) in &t.address_tombstones {
+            all.push(Record::AddressTombstone {
+                address: a.clone(),
+                until: *until,
+            });
+        }
+        for (id, author) in &t.id_tombstones {
+            all.push(Record::IdTombstone {
+                id: *id,
+                author: *author,
+            });
+        }
+        all.sort_by_key(|r| format!("{r:?}"));
+        for ((namespace, key), value) in &t.kv {
+            all.push(Record::Kv {
+                namespace: namespace.clone(),
+                key: key.clone(),
+                value: value.clone(),
+            });
+        }
+        for (_, id) in t.ordered.iter().rev() {
+            all.push(Record::Event(t.events[id].as_json()));
+        }
+        let from = cursor
+            .and_then(|c| <[u8; 8]>::try_from(c).ok())
+            .map_or(0, u64::from_be_bytes) as usize;
+        let to = from.saturating_add(max.max(1)).min(all.len());
+        Ok(Export {
+            records: all.get(from..to).unwrap_or_default().to_vec(),
+            next: (to < all.len()).then(|| (to as u64).to_be_bytes().to_vec()),
+        })
+    }
+    async fn import(&self, records: &[Record]) -> Result<()> {
+        apply_import(&mut *self.tables(), records)
     }
 }

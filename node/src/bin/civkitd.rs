@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use civkit_node::{components, config, Config, Daemon};
+use civkit_node::{components, config, migrate, Config, Daemon};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -30,6 +30,17 @@ enum Command {
     /// List registered components, then (with --config, or on the embedded
     /// defaults) the configured transports and the services in admission order.
     List,
+    /// Move a store's whole content (events, deletions, service state) into
+    /// another, empty store: LMDB or sled into PostgreSQL, and back. Stop
+    /// the nodes of the source first.
+    Migrate {
+        /// Config whose `[persister]` (and `node.data_dir`) is the source.
+        #[arg(long)]
+        from: PathBuf,
+        /// Config whose `[persister]` (and `node.data_dir`) is the target.
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 fn main() {
@@ -68,6 +79,37 @@ fn real_main() -> Result<()> {
                 println!("  {}. {name} (order {order})", i + 1);
             }
             Ok(())
+        }
+        Command::Migrate { from, to } => {
+            let (from, to) = (
+                Config::load(Some(from.as_path()))?,
+                Config::load(Some(to.as_path()))?,
+            );
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(async {
+                    let source = migrate::open_store(&from, &registry)?;
+                    let target = migrate::open_store(&to, &registry)?;
+                    println!(
+                        "moving the {} store into the {} store",
+                        source.backend(),
+                        target.backend()
+                    );
+                    let mut shown = 0;
+                    let moved = migrate::migrate(source.as_ref(), target.as_ref(), |m| {
+                        if m.events >= shown + 100_000 {
+                            shown = m.events;
+                            println!("  {} events so far", m.events);
+                        }
+                    })
+                    .await?;
+                    println!(
+                        "moved {} events, {} deletion tombstones and {} service keys",
+                        moved.events, moved.tombstones, moved.keys
+                    );
+                    Ok(())
+                })
         }
         Command::Run => {
             let cfg = Config::load(args.config.as_deref())?;

@@ -100,3 +100,55 @@ pub async fn sample_async<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, Strin
     );
     (out.status.success(), text)
 }
+
+/// Directories for `n` nodes of one board on the PostgreSQL database `db`:
+/// each has a config with `extra` and a 1 s board lease, and the same
+/// board secrets (the node key and each file of `secrets`), written as an
+/// operator copies them to every node (mode 0600).
+pub fn board(n: usize, db: &str, extra: &str, secrets: &[&str]) -> Vec<tempfile::TempDir> {
+    use std::os::unix::fs::DirBuilderExt;
+    let shared: Vec<(&str, String)> = std::iter::once("node.key")
+        .chain(secrets.iter().copied())
+        .map(|f| (f, nostr::Keys::generate().secret_key().to_secret_hex()))
+        .collect();
+    (0..n)
+        .map(|_| {
+            let t = tempfile::tempdir().expect("temp dir");
+            let data = t.path().join("data");
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&data)
+                .expect("data dir");
+            for (file, secret) in &shared {
+                civkit_framework::keyfile::write_secret(&data.join(file), secret)
+                    .expect("write a board secret");
+            }
+            let path = write_config(
+                t.path(),
+                &format!("[persister]\ntype = \"postgres\"\nurl = \"{db}\"\n{extra}"),
+            );
+            let text = std::fs::read_to_string(&path).expect("read config");
+            std::fs::write(
+                &path,
+                text.replacen("[node]\n", "[node]\nlease_ttl_secs = 1\n", 1),
+            )
+            .expect("write config");
+            t
+        })
+        .collect()
+}
+
+/// The node of `procs` that holds the board lease, once exactly one does.
+pub fn leader(procs: &[&Proc]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let leaders: Vec<usize> = (0..procs.len())
+            .filter(|i| status(&procs[*i].dir)["role"] == "leader")
+            .collect();
+        if let [one] = leaders[..] {
+            return one;
+        }
+        assert!(Instant::now() < deadline, "no single leader: {leaders:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -15,6 +15,7 @@
 //! The connection URL is a secret (it may hold a password): it is never
 //! logged, and `url_file` lets it live in a file of mode 0600.
 
+mod export;
 pub mod listen;
 mod query;
 mod schema;
@@ -30,7 +31,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use civkit_framework::persister::{check_namespace, Claim, StoredEvent};
-use civkit_framework::{BuildContext, Error, Persister, Registry, Result, SaveOutcome, StoreStats};
+use civkit_framework::{
+    BuildContext, Error, Export, Persister, Record, Registry, Result, SaveOutcome, StoreStats,
+};
 use nostr::{Event, EventId, Filter, Timestamp};
 use postgres::{Client, NoTls};
 use r2d2_postgres::PostgresConnectionManager;
@@ -354,6 +357,16 @@ impl Persister for PostgresPersister {
     async fn flush(&self) -> Result<()> {
         // Every answered write has committed; nothing waits for a flush.
         Ok(())
+    }
+    async fn export(&self, cursor: Option<Vec<u8>>, max: usize) -> Result<Export> {
+        self.read(move |c| export::page(c, cursor, max)).await
+    }
+    async fn import(&self, records: &[Record]) -> Result<()> {
+        let records = records.to_vec();
+        self.write(|tx| Op::Import(records, tx)).await
+    }
+    fn shared(&self) -> bool {
+        true
     }
     fn peer_events(&self) -> Option<mpsc::Receiver<Event>> {
         let (tx, rx) = mpsc::channel(PEER_EVENTS_QUEUE);

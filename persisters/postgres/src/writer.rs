@@ -8,7 +8,9 @@
 //! version, and of two nodes redeeming one credential exactly one wins.
 
 use civkit_framework::kinds;
-use civkit_framework::persister::{apply_claims, apply_save, Claim, EventTable};
+use civkit_framework::persister::{
+    apply_claims, apply_import, apply_save, Claim, EventTable, Record,
+};
 use civkit_framework::{stored, Result, SaveOutcome};
 use nostr::{Event, EventId, Timestamp};
 use postgres::{Client, Transaction};
@@ -38,6 +40,9 @@ pub(crate) enum Op {
         only_new: bool,
         tx: oneshot::Sender<Result<bool>>,
     },
+    /// Records of another store (`civkitd migrate`); no notification, as
+    /// they are not news.
+    Import(Vec<Record>, oneshot::Sender<Result<()>>),
 }
 
 /// What one write produced, before its group commits.
@@ -47,6 +52,7 @@ enum Answer {
     Count(u64),
     Bool(bool),
     Done,
+    Imported,
 }
 
 impl Op {
@@ -88,6 +94,7 @@ impl Op {
                 }
                 Ok(Answer::Count(n))
             }
+            Op::Import(records, _) => apply_import(&mut table, records).map(|()| Answer::Imported),
             Op::Ephemeral(event, _) => {
                 let mut tx = table.tx.borrow_mut();
                 tx.execute(
@@ -155,6 +162,10 @@ impl Op {
             }))),
             Op::Ephemeral(_, tx) => drop(tx.send(answer.and_then(|a| match a {
                 Answer::Done => Ok(()),
+                _ => Err(mismatch()),
+            }))),
+            Op::Import(_, tx) => drop(tx.send(answer.and_then(|a| match a {
+                Answer::Imported => Ok(()),
                 _ => Err(mismatch()),
             }))),
         }

@@ -38,10 +38,10 @@
 //! rewrites such a store on open.
 
 use std::collections::BTreeMap;
-use std::ops::RangeInclusive;
+use std::ops::{Bound, RangeInclusive};
 
 use civkit_framework::kinds::{self, Address};
-use civkit_framework::persister::EventTable;
+use civkit_framework::persister::{EventTable, Export, Record};
 use civkit_framework::stored;
 use civkit_framework::Result;
 use nostr::hashes::{sha256, Hash};
@@ -409,6 +409,78 @@ impl<R: Reader> EventTable for Overlay<R> {
         self.set(kv_key(namespace, k), value.to_vec());
         Ok(())
     }
+}
+
+/// One page of [`civkit_framework::Persister::export`]: address tombstones,
+/// id tombstones, service keys, then event bodies in commit order (the
+/// tables in key order); the cursor is the last key returned.
+pub(crate) fn export<R: Reader>(r: &R, cursor: Option<Vec<u8>>, max: usize) -> Result<Export> {
+    let mut records = Vec::new();
+    let mut last: Option<Vec<u8>> = None;
+    for table in [ADDRESS_TOMBSTONES, ID_TOMBSTONES, KV, EVENTS] {
+        let first = [table];
+        let lower = match &cursor {
+            Some(c) if c.first() > Some(&table) => continue,
+            Some(c) if c.first() == Some(&table) => Bound::Excluded(c.as_slice()),
+            _ => Bound::Included(first.as_slice()),
+        };
+        let after = [table.wrapping_add(1)];
+        let upper = match table {
+            EVENTS => Bound::Unbounded,
+            _ => Bound::Excluded(after.as_slice()),
+        };
+        for entry in r.range(lower, upper)? {
+            let (k, v) = entry?;
+            if records.len() >= max.max(1) {
+                return Ok(Export {
+                    records,
+                    next: last,
+                });
+            }
+            records.push(exported(table, &k, &v)?);
+            last = Some(k.into_owned());
+        }
+    }
+    Ok(Export {
+        records,
+        next: None,
+    })
+}
+
+/// The record of one entry of an exported table.
+fn exported(table: u8, k: &[u8], v: &[u8]) -> Result<Record> {
+    let bad = || store_err(format!("unreadable entry in table {:?}", table as char));
+    let k = &k[1..];
+    Ok(match table {
+        ADDRESS_TOMBSTONES => {
+            let pubkey = PublicKey::from_slice(k.get(..32).ok_or_else(bad)?).map_err(|_| bad())?;
+            let kind = u16::from_be_bytes(
+                k.get(32..34)
+                    .ok_or_else(bad)?
+                    .try_into()
+                    .map_err(|_| bad())?,
+            );
+            let d = String::from_utf8(k[34..].to_vec()).map_err(|_| bad())?;
+            let until = u64::from_be_bytes(v.try_into().map_err(|_| bad())?);
+            Record::AddressTombstone {
+                address: Address { kind, pubkey, d },
+                until: Timestamp::from(until),
+            }
+        }
+        ID_TOMBSTONES => Record::IdTombstone {
+            id: EventId::from_slice(k).map_err(|_| bad())?,
+            author: PublicKey::from_slice(v).map_err(|_| bad())?,
+        },
+        KV => {
+            let split = k.iter().position(|b| *b == 0).ok_or_else(bad)?;
+            Record::Kv {
+                namespace: String::from_utf8(k[..split].to_vec()).map_err(|_| bad())?,
+                key: k[split + 1..].to_vec(),
+                value: v.to_vec(),
+            }
+        }
+        _ => Record::Event(String::from_utf8(v.to_vec()).map_err(|_| bad())?),
+    })
 }
 
 /// Events rewritten per atomic, durable group by [`upgrade`].

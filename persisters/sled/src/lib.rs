@@ -34,7 +34,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use civkit_framework::persister::{check_namespace, Claim, StoredEvent};
+use civkit_framework::persister::{check_namespace, Claim, Export, Record, StoredEvent};
 use civkit_framework::{BuildContext, Error, Persister, Registry, Result, SaveOutcome, StoreStats};
 use nostr::{Event, EventId, Filter, Timestamp};
 use tokio::sync::{mpsc, oneshot};
@@ -419,6 +419,13 @@ impl<E: Engine> Persister for EmbeddedPersister<E> {
     }
     async fn flush(&self) -> Result<()> {
         self.write(WriteOp::Flush).await
+    }
+    async fn export(&self, cursor: Option<Vec<u8>>, max: usize) -> Result<Export> {
+        index::export(&self.engine.reader()?, cursor, max)
+    }
+    async fn import(&self, records: &[Record]) -> Result<()> {
+        let records = records.to_vec();
+        self.write(|tx| WriteOp::Import(records, tx)).await
     }
 }
 

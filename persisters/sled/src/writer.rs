@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use civkit_framework::persister::{apply_claims, apply_save, Claim};
+use civkit_framework::persister::{apply_claims, apply_import, apply_save, Claim, Record};
 use civkit_framework::{Result, SaveOutcome};
 use nostr::{Event, EventId, Timestamp};
 use tokio::sync::{mpsc, oneshot};
@@ -32,6 +32,7 @@ pub(crate) enum WriteOp {
         tx: oneshot::Sender<Result<bool>>,
     },
     Flush(oneshot::Sender<Result<()>>),
+    Import(Vec<Record>, oneshot::Sender<Result<()>>),
 }
 
 /// What the writer shares with readers.
@@ -78,6 +79,7 @@ enum Pending {
     Count(oneshot::Sender<Result<u64>>, Result<u64>),
     Bool(oneshot::Sender<Result<bool>>, Result<bool>),
     Unit(oneshot::Sender<Result<()>>),
+    Imported(oneshot::Sender<Result<()>>, Result<()>),
 }
 
 pub(crate) fn spawn<E: Engine>(
@@ -215,6 +217,7 @@ fn apply<R: Reader>(overlay: &mut Overlay<R>, op: WriteOp) -> Pending {
             Pending::Bool(tx, r)
         }
         WriteOp::Flush(tx) => Pending::Unit(tx),
+        WriteOp::Import(records, tx) => Pending::Imported(tx, apply_import(overlay, &records)),
     };
     if pending.failed() {
         overlay.abort_op();
@@ -232,6 +235,7 @@ impl Pending {
             Pending::Count(_, r) => r.is_err(),
             Pending::Bool(_, r) => r.is_err(),
             Pending::Unit(_) => false,
+            Pending::Imported(_, r) => r.is_err(),
         }
     }
 }
@@ -244,7 +248,7 @@ fn refuse(op: WriteOp, why: &str) {
         WriteOp::Claim(_, tx) => drop(tx.send(Err(err()))),
         WriteOp::Delete(_, tx) | WriteOp::Expire(_, tx) => drop(tx.send(Err(err()))),
         WriteOp::KvPut { tx, .. } => drop(tx.send(Err(err()))),
-        WriteOp::Flush(tx) => drop(tx.send(Err(err()))),
+        WriteOp::Flush(tx) | WriteOp::Import(_, tx) => drop(tx.send(Err(err()))),
     }
 }
 
@@ -261,5 +265,6 @@ fn answer(p: Pending, written: &Result<()>) {
         Pending::Count(tx, r) => drop(tx.send(gate(r, written))),
         Pending::Bool(tx, r) => drop(tx.send(gate(r, written))),
         Pending::Unit(tx) => drop(tx.send(gate(Ok(()), written))),
+        Pending::Imported(tx, r) => drop(tx.send(gate(r, written))),
     }
 }

@@ -157,8 +157,10 @@ pub fn register(registry: &mut Registry) {
                     "epoch_secs, epochs_valid, per_event, max_open_quotes_per_author, max_open_quotes and max_backend_calls must be at least 1",
                 ));
             }
-            let (master, _) =
-                civkit_framework::keyfile::load_or_create(&ctx.data_dir.join(&cfg.key_file))?;
+            let path = ctx.data_dir.join(&cfg.key_file);
+            let (master, _) = civkit_framework::keyfile::load_or_create(&path)?;
+            // Every node of the board issues and checks with the same epoch keys.
+            ctx.board_secret("services", "key_file", &path, &master);
             let backend =
                 payment::from_config(&cfg.payment, &ctx.data_dir, &format!("{key}.payment"))?;
             Ok(Arc::new(Credentials::new(cfg, master, backend)) as Arc<dyn Service>)

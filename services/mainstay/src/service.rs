@@ -4,7 +4,8 @@
 //! delays event ingestion: events are queued locally and rounds are retried.
 //!
 //! Key-value layout (the service's namespace):
-//! `pending:<seq u64 BE>` = event id, `round:<n u64 BE>` = round JSON,
+//! `pending:<seq u64 BE><event id>` = event id (older stores wrote
+//! `pending:<seq u64 BE>`; both are read), `round:<n u64 BE>` = round JSON,
 //! `last` = `{"round", "seq"}` of the last closed round, `proof:<n>` = the
 //! verified slot proof attesting round n, and the lookup indexes
 //! `commit:<commitment hex>` and `event:<event id hex>` = round number.
@@ -202,8 +203,9 @@ fn key(prefix: &str, n: u64) -> Vec<u8> {
     [prefix.as_bytes(), &n.to_be_bytes()].concat()
 }
 
+/// The number after `prefix` (the first 8 bytes after it).
 fn number(k: &[u8], prefix: &str) -> Option<u64> {
-    k.get(prefix.len()..)?
+    k.get(prefix.len()..prefix.len() + 8)?
         .try_into()
         .ok()
         .map(u64::from_be_bytes)
@@ -237,7 +239,11 @@ impl Notary {
 
     /// The next acceptance sequence number: persisted (as the keys of
     /// pending events and the last round's `seq`), so it keeps growing
-    /// across restarts whatever the clock does.
+    /// across restarts whatever the clock does, and never below the clock
+    /// in microseconds, so that nodes sharing a store order their events
+    /// by acceptance time (to the second) rather than by how many each
+    /// took. Two nodes may take the same number; the pending key carries
+    /// the event id as well, and a round orders by both.
     async fn next_seq(&self, ctx: &ServiceContext) -> Result<u64> {
         let counter = self
             .seq
@@ -253,7 +259,13 @@ impl Notary {
                 Ok::<_, Error>(AtomicU64::new(last.max(pending)))
             })
             .await?;
-        Ok(counter.fetch_add(1, Ordering::SeqCst) + 1)
+        let floor = ctx.now().as_secs().saturating_mul(1_000_000);
+        let previous = counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some(n.saturating_add(1).max(floor))
+            })
+            .unwrap_or_else(|n| n);
+        Ok(previous.saturating_add(1).max(floor))
     }
 
     fn errors(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<Task, (String, u64)>> {
@@ -310,8 +322,9 @@ impl Notary {
         let last = Self::last(ctx).await?;
         // Every pending event, in acceptance order, however late it was
         // written; one already in a round (a crash between writing a round
-        // and clearing its pending entries) is only cleared.
-        let mut pending: Vec<(u64, String)> = Vec::new();
+        // and clearing its pending entries) is only cleared. kv_scan
+        // answers in key order: by sequence, then event id.
+        let mut pending: Vec<(Vec<u8>, u64, String)> = Vec::new();
         for (k, v) in ctx.kv_scan(b"pending:").await? {
             let Some(seq) = number(&k, "pending:") else {
                 continue;
@@ -320,10 +333,10 @@ impl Notary {
             if Self::indexed(ctx, &format!("event:{id}")).await?.is_some() {
                 ctx.kv_delete(&k).await?;
             } else {
-                pending.push((seq, id));
+                pending.push((k, seq, id));
             }
         }
-        let Some(max_seq) = pending.iter().map(|(s, _)| *s).max() else {
+        let Some(max_seq) = pending.iter().map(|(_, s, _)| *s).max() else {
             return Ok(None);
         };
         let max_seq = max_seq.max(last.map_or(0, |(_, s)| s));
@@ -336,17 +349,31 @@ impl Notary {
             ),
             None => (0, GENESIS.to_string()),
         };
-        let round = rounds::build(
+        let built = rounds::build(
             n,
             &previous,
-            pending.iter().map(|(_, id)| id.clone()).collect(),
+            pending.iter().map(|(_, _, id)| id.clone()).collect(),
         )
         .map_err(kv_err)?;
-        ctx.kv_put(
-            &key("round:", n),
-            &serde_json::to_vec(&round).map_err(kv_err)?,
-        )
-        .await?;
+        // Round n is written once. When it is already there (another node
+        // of the board closed it during a lease handover, or this node
+        // crashed before finishing it), that round stands, and is finished
+        // here: its indexes and `last` are written again, which is
+        // idempotent, and only its own events leave the pending set.
+        let round = if ctx
+            .kv_insert_new(
+                &key("round:", n),
+                &serde_json::to_vec(&built).map_err(kv_err)?,
+            )
+            .await?
+        {
+            built
+        } else {
+            warn!(round = n, "round already written; finishing it as it is");
+            Self::round(ctx, n)
+                .await?
+                .ok_or_else(|| kv_err(format!("round {n} is unreadable")))?
+        };
         // Indexes for proof lookups: commitment -> round, event id -> round.
         ctx.kv_put(
             format!("commit:{}", round.commitment).as_bytes(),
@@ -362,8 +389,11 @@ impl Notary {
             json!({ "round": n, "seq": max_seq }).to_string().as_bytes(),
         )
         .await?;
-        for (s, _) in &pending {
-            ctx.kv_delete(&key("pending:", *s)).await?;
+        let included: std::collections::HashSet<&String> = round.events.iter().collect();
+        for (k, _, id) in &pending {
+            if included.contains(id) {
+                ctx.kv_delete(k).await?;
+            }
         }
         info!(round = n, events = round.events.len(), commitment = %round.commitment, "round closed");
         self.publish_round(ctx, &round, None).await;
@@ -631,7 +661,10 @@ impl Service for Notary {
         }
         match self.next_seq(ctx).await {
             Ok(seq) => Admission::AcceptClaiming {
-                keys: vec![(key("pending:", seq), event.id.to_bytes().to_vec())],
+                keys: vec![(
+                    [key("pending:", seq).as_slice(), event.id.as_bytes()].concat(),
+                    event.id.to_bytes().to_vec(),
+                )],
                 taken: Rejection::error("the notary's sequence repeated; retry"),
             },
             Err(e) => {
@@ -645,7 +678,10 @@ impl Service for Notary {
         // Three clocks, so that a Mainstay that hangs or fails never holds
         // up the rounds: rounds close every `round_secs`; the latest round
         // is sent with backoff; proofs are polled every `poll_secs`. Every
-        // request has its own deadline.
+        // request has its own deadline. With a store that several nodes
+        // share, only the node holding the board lease runs them: the
+        // rounds, the sent marks and the proofs are the board's, in the
+        // store.
         let deadline = Duration::from_secs(self.cfg.request_timeout_secs.max(1));
         let timed = |what: &'static str| {
             move |r: std::result::Result<crate::error::Result<()>, tokio::time::error::Elapsed>| {
@@ -672,6 +708,9 @@ impl Service for Notary {
                         _ = sd.wait() => return,
                         _ = tokio::time::sleep(every) => {}
                     }
+                    if !ctx.is_leader() {
+                        continue;
+                    }
                     let r = this.close_round(&ctx).await;
                     if matches!(r, Ok(Some(_))) {
                         closed.notify_one();
@@ -691,6 +730,14 @@ impl Service for Notary {
                 let max_backoff = Duration::from_secs(this.cfg.max_backoff_secs.max(1));
                 let mut backoff = Duration::from_secs(1);
                 loop {
+                    if !ctx.is_leader() {
+                        tokio::select! {
+                            _ = sd.wait() => return,
+                            _ = closed.notified() => {}
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                        continue;
+                    }
                     let r = timed("commitment")(
                         tokio::time::timeout(deadline, this.send_latest(&ctx)).await,
                     );
@@ -722,6 +769,9 @@ impl Service for Notary {
                     tokio::select! {
                         _ = sd.wait() => return,
                         _ = tokio::time::sleep(every) => {}
+                    }
+                    if !ctx.is_leader() {
+                        continue;
                     }
                     let r = timed("proof request")(
                         tokio::time::timeout(deadline, this.poll(&ctx))

@@ -32,6 +32,11 @@ struct Args {
     /// Name printed in the result line.
     #[arg(long, default_value = "relay")]
     name: String,
+    /// Also count the CPU time of every process of this name (a database
+    /// server such as `postgres`, with the children it reaped) during
+    /// ingest, printed as `db_cpu_us_per_event`.
+    #[arg(long)]
+    db_process: Option<String>,
     /// Concurrent publishing clients.
     #[arg(long, default_value_t = 32)]
     clients: usize,
@@ -115,6 +120,31 @@ fn cpu_micros(pid: u32) -> Option<u64> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
     Some(ticks * 1_000_000 / clk_tck())
+}
+
+/// utime + stime, with those of reaped children, of every process named
+/// `name`, in microseconds.
+fn cpu_micros_named(name: &str) -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut ticks = 0u64;
+    for entry in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if &stat[open + 1..close] != name {
+            continue;
+        }
+        let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        ticks += (11..15)
+            .filter_map(|i| f.get(i)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    ticks * 1_000_000 / clk_tck()
 }
 
 /// Resident memory of a process, in KiB.
@@ -689,16 +719,18 @@ async fn main() -> Result<()> {
     let fill = sign(args.events..args.store.max(args.events));
 
     // 1. Ingest: accepted events per second and relay CPU per accepted event.
-    let cpu0 = args.pid.and_then(cpu_micros);
+    let db_cpu = || args.db_process.as_deref().map(cpu_micros_named);
+    let (cpu0, db0) = (args.pid.and_then(cpu_micros), db_cpu());
     let t0 = Instant::now();
     let accepted = publish(url, split(measured, args.clients), args.window).await?;
     let secs = t0.elapsed().as_secs_f64();
-    let cpu1 = args.pid.and_then(cpu_micros);
+    let (cpu1, db1) = (args.pid.and_then(cpu_micros), db_cpu());
     let eps = accepted as f64 / secs;
-    let cpu_per_event = match (cpu0, cpu1) {
-        (Some(a), Some(b)) if accepted > 0 => Some((b - a) as f64 / accepted as f64),
+    let per_event = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) if accepted > 0 => Some(b.saturating_sub(a) as f64 / accepted as f64),
         _ => None,
     };
+    let (cpu_per_event, db_cpu_per_event) = (per_event(cpu0, cpu1), per_event(db0, db1));
 
     // 2. Fill the store, then time REQ round trips on it.
     let filled = publish(url, split(fill, args.clients), args.window * 4).await?;
@@ -766,6 +798,7 @@ async fn main() -> Result<()> {
         "ingest_secs": secs,
         "events_per_sec": eps,
         "cpu_us_per_event": cpu_per_event,
+        "db_cpu_us_per_event": db_cpu_per_event,
         "store_events": accepted + filled,
         "req": req,
         "idle_bytes_per_conn": mem,

@@ -1,0 +1,183 @@
+//! `civkitd migrate` moves a board's store from LMDB into PostgreSQL and
+//! from there into sled: every event, and the deletions, which must not
+//! come back. Needs the test server of `bash .ci/test`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests assert by panicking
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{relay_url, start, write_config};
+use futures_util::{SinkExt, StreamExt};
+use nostr::{EventBuilder, Filter, JsonUtil, Keys, Kind, Tag, Timestamp};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn next(c: &mut Ws) -> Value {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), c.next())
+            .await
+            .expect("an answer")
+            .expect("open")
+            .unwrap();
+        if let Message::Text(t) = m {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v[0] != "AUTH" && v[0] != "NOTICE" {
+                return v;
+            }
+        }
+    }
+}
+
+async fn publish(c: &mut Ws, e: &nostr::Event) -> (bool, String) {
+    c.send(Message::Text(json!(["EVENT", e]).to_string().into()))
+        .await
+        .unwrap();
+    let v = next(c).await;
+    assert_eq!(v[0], "OK", "{v}");
+    (v[2] == true, v[3].as_str().unwrap_or("").to_string())
+}
+
+async fn fetch(c: &mut Ws, filter: Filter) -> Vec<nostr::Event> {
+    c.send(Message::Text(
+        json!(["REQ", "q", filter]).to_string().into(),
+    ))
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    loop {
+        let v = next(c).await;
+        match v[0].as_str() {
+            Some("EVENT") => out.push(nostr::Event::from_json(v[2].to_string()).unwrap()),
+            Some("EOSE") => return out,
+            _ => panic!("{v}"),
+        }
+    }
+}
+
+/// A node dir whose config names its data dir by absolute path (the two
+/// configs of a migration are read from one working directory).
+fn node_dir(persister: &str) -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    let path = write_config(t.path(), persister);
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "data_dir = \"data\"",
+        &format!("data_dir = \"{}\"", t.path().join("data").display()),
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    t
+}
+
+fn migrate(from: &Path, to: &Path) -> (bool, String) {
+    let out = std::process::Command::new(common::CIVKITD)
+        .arg("migrate")
+        .arg("--from")
+        .arg(from.join("civkit.toml"))
+        .arg("--to")
+        .arg(to.join("civkit.toml"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// What a migrated board must serve and refuse.
+async fn check(dir: &Path, kept: &[nostr::Event], deleted: &nostr::Event, replaced: &nostr::Event) {
+    let _node = start(dir);
+    let mut c = tokio_tungstenite::connect_async(relay_url(dir))
+        .await
+        .unwrap()
+        .0;
+    let author = kept[0].pubkey;
+    let mut got: Vec<_> = fetch(&mut c, Filter::new().author(author).limit(1000))
+        .await
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    let mut want: Vec<_> = kept.iter().map(|e| e.id).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    let (ok, msg) = publish(&mut c, deleted).await;
+    assert!(
+        !ok && msg.contains("deleted"),
+        "a deleted event came back: {msg}"
+    );
+    let (ok, msg) = publish(&mut c, replaced).await;
+    assert!(!ok && msg.contains("newer version"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_moves_from_lmdb_into_postgresql_and_on_into_sled() {
+    let lmdb = node_dir("");
+    let db = civkit_postgres::testing::fresh_database();
+    let pg = node_dir(&format!(
+        "[persister]\ntype = \"postgres\"\nurl = \"{db}\"\n"
+    ));
+    let sled = node_dir("[persister]\ntype = \"sled\"\n");
+
+    let keys = Keys::generate();
+    let now = Timestamp::now().as_secs();
+    let notes: Vec<nostr::Event> = (0..120)
+        .map(|i| {
+            EventBuilder::text_note(format!("note {i}"))
+                .tags([Tag::hashtag("moved")])
+                .custom_created_at(Timestamp::from(now - 1000 + i))
+                .sign_with_keys(&keys)
+                .unwrap()
+        })
+        .collect();
+    let version = |text: &str, at: u64| {
+        EventBuilder::new(Kind::from(30_078), text)
+            .tags([Tag::identifier("settings")])
+            .custom_created_at(Timestamp::from(at))
+            .sign_with_keys(&keys)
+            .unwrap()
+    };
+    let (v1, v2) = (version("v1", now - 50), version("v2", now - 40));
+    let deletion = EventBuilder::new(Kind::from(5), "")
+        .tags([Tag::event(notes[7].id)])
+        .custom_created_at(Timestamp::from(now - 30))
+        .sign_with_keys(&keys)
+        .unwrap();
+    {
+        let _node = start(lmdb.path());
+        let mut c = tokio_tungstenite::connect_async(relay_url(lmdb.path()))
+            .await
+            .unwrap()
+            .0;
+        for e in notes.iter().chain([&v1, &v2, &deletion]) {
+            let (ok, msg) = publish(&mut c, e).await;
+            assert!(ok, "{msg}");
+        }
+    }
+    let mut kept: Vec<nostr::Event> = notes.clone();
+    kept.remove(7);
+    kept.extend([v2.clone(), deletion.clone()]);
+
+    let (ok, out) = migrate(lmdb.path(), pg.path());
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("moved 121 events, 1 deletion tombstones"),
+        "{out}"
+    );
+    check(pg.path(), &kept, &notes[7], &v1).await;
+
+    // A second run into a store that holds events is refused.
+    let (ok, out) = migrate(lmdb.path(), pg.path());
+    assert!(!ok && out.contains("already holds 121 events"), "{out}");
+
+    let (ok, out) = migrate(pg.path(), sled.path());
+    assert!(ok, "{out}");
+    check(sled.path(), &kept, &notes[7], &v1).await;
+}
