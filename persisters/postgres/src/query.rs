@@ -31,15 +31,15 @@ fn conditions_but(
     let bind = bind_one;
     if let Some(ids) = &f.ids {
         let v: Vec<Vec<u8>> = ids.iter().map(|i| i.as_bytes().to_vec()).collect();
-        clauses.push(format!("e.id = ANY({})", bind(params, Box::new(v))));
+        clauses.push(one_of(params, "e.id", v));
     }
     if let Some(authors) = &f.authors {
         let v: Vec<Vec<u8>> = authors.iter().map(|a| a.to_bytes().to_vec()).collect();
-        clauses.push(format!("e.pubkey = ANY({})", bind(params, Box::new(v))));
+        clauses.push(one_of(params, "e.pubkey", v));
     }
     if let Some(kinds) = &f.kinds {
         let v: Vec<i32> = kinds.iter().map(|k| i32::from(k.as_u16())).collect();
-        clauses.push(format!("e.kind = ANY({})", bind(params, Box::new(v))));
+        clauses.push(one_of(params, "e.kind", v));
     }
     if let Some(since) = f.since {
         let p = bind(params, Box::new(big(since.as_secs())));
@@ -63,6 +63,22 @@ fn conditions_but(
     let now = bind(params, Box::new(big(now.as_secs())));
     clauses.push(format!("(e.expiration IS NULL OR e.expiration > {now})"));
     clauses.join(" AND ")
+}
+
+/// `column` equal to one of `values`: `= $n` for one value, so that the
+/// planner walks an index in `created_at` order and stops at the limit
+/// (PostgreSQL 15 cannot do that for `= ANY($n)`), else `= ANY($n)`.
+fn one_of<T>(params: &mut Vec<Param>, column: &str, mut values: Vec<T>) -> String
+where
+    T: ToSql + Sync + Send + 'static,
+    Vec<T>: ToSql + Sync + Send,
+{
+    if values.len() == 1 {
+        if let Some(v) = values.pop() {
+            return format!("{column} = {}", bind_one(params, Box::new(v)));
+        }
+    }
+    format!("{column} = ANY({})", bind_one(params, Box::new(values)))
 }
 
 fn bind_one(params: &mut Vec<Param>, p: Param) -> String {

@@ -3,12 +3,13 @@
 //! `apply_save`, all inside the writer's transaction.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 
 use civkit_framework::kinds::{self, Address};
 use civkit_framework::persister::EventTable;
 use civkit_framework::{stored, Result};
 use nostr::{Event, EventId, JsonUtil, PublicKey, Timestamp};
-use postgres::Transaction;
+use postgres::{Statement, Transaction};
 
 use crate::{db_err, pg_err};
 
@@ -17,29 +18,55 @@ pub(crate) fn big(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// The statements of one connection, prepared on first use and kept for
+/// as long as the connection: a write then costs one round trip per
+/// statement instead of two (parse, then execute).
+#[derive(Default)]
+pub(crate) struct Prepared(RefCell<HashMap<&'static str, Statement>>);
+
 pub(crate) struct PgTable<'a, 'b> {
     pub tx: RefCell<&'a mut Transaction<'b>>,
     /// This node's number, recorded with each event it stores.
     pub node: i64,
+    /// The statements of the transaction's connection.
+    pub prepared: &'a Prepared,
 }
 
 impl PgTable<'_, '_> {
+    fn statement(&self, sql: &'static str) -> Result<Statement> {
+        if let Some(s) = self.prepared.0.borrow().get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.tx.borrow_mut().prepare(sql).map_err(db_err)?;
+        self.prepared.0.borrow_mut().insert(sql, s.clone());
+        Ok(s)
+    }
+
     fn one<T>(
         &self,
-        sql: &str,
+        sql: &'static str,
         params: &[&(dyn postgres::types::ToSql + Sync)],
         get: impl FnOnce(&postgres::Row) -> Result<T>,
     ) -> Result<Option<T>> {
+        let statement = self.statement(sql)?;
         let row = self
             .tx
             .borrow_mut()
-            .query_opt(sql, params)
+            .query_opt(&statement, params)
             .map_err(db_err)?;
         row.as_ref().map(get).transpose()
     }
 
-    fn run(&self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<u64> {
-        self.tx.borrow_mut().execute(sql, params).map_err(db_err)
+    pub(crate) fn run(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<u64> {
+        let statement = self.statement(sql)?;
+        self.tx
+            .borrow_mut()
+            .execute(&statement, params)
+            .map_err(db_err)
     }
 }
 

@@ -16,7 +16,7 @@ use nostr::{Event, EventId, Timestamp};
 use postgres::{Client, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::table::{big, PgTable};
+use crate::table::{big, PgTable, Prepared};
 use crate::{db_err, pg_err};
 
 /// The advisory lock key every node's writer takes per group.
@@ -57,10 +57,11 @@ enum Answer {
 
 impl Op {
     /// Apply the write inside `tx`.
-    fn apply(&self, tx: &mut Transaction<'_>, node: i64) -> Result<Answer> {
+    fn apply(&self, tx: &mut Transaction<'_>, prepared: &Prepared, node: i64) -> Result<Answer> {
         let mut table = PgTable {
             tx: std::cell::RefCell::new(tx),
             node,
+            prepared,
         };
         match self {
             Op::Save(event, claims, _) => apply_save(&mut table, event, claims).map(Answer::Save),
@@ -96,17 +97,14 @@ impl Op {
             }
             Op::Import(records, _) => apply_import(&mut table, records).map(|()| Answer::Imported),
             Op::Ephemeral(event, _) => {
-                let mut tx = table.tx.borrow_mut();
-                tx.execute(
+                table.run(
                     "DELETE FROM ephemeral WHERE at < now() - interval '60 seconds'",
                     &[],
-                )
-                .map_err(db_err)?;
-                tx.execute(
+                )?;
+                table.run(
                     "INSERT INTO ephemeral (node, json) VALUES ($1, $2)",
                     &[&node, &nostr::JsonUtil::as_json(event.as_ref())],
-                )
-                .map_err(db_err)?;
+                )?;
                 Ok(Answer::Done)
             }
             Op::Kv {
@@ -124,14 +122,10 @@ impl Op {
                     Ok(Answer::Bool(true))
                 }
                 None => {
-                    let n = table
-                        .tx
-                        .borrow_mut()
-                        .execute(
-                            "DELETE FROM kv WHERE namespace = $1 AND key = $2",
-                            &[namespace, key],
-                        )
-                        .map_err(db_err)?;
+                    let n = table.run(
+                        "DELETE FROM kv WHERE namespace = $1 AND key = $2",
+                        &[namespace, key],
+                    )?;
                     Ok(Answer::Bool(n > 0))
                 }
             },
@@ -172,35 +166,63 @@ impl Op {
     }
 }
 
-/// Apply one group in one transaction; each write under a savepoint, so a
-/// write that fails leaves the others in place. When the group stored or
-/// passed on an event, the other nodes are notified (on commit).
-fn run_group(client: &mut Client, ops: &[Op], node: i64) -> Result<Vec<Result<Answer>>> {
+/// Whether a write's answer means other nodes have something to read.
+fn is_news(answer: &Result<Answer>) -> bool {
+    matches!(
+        answer,
+        Ok(Answer::Save(SaveOutcome::Stored { .. })) | Ok(Answer::Done)
+    )
+}
+
+/// Apply `ops` in one transaction under the write lock, notifying the other
+/// nodes (on commit) when one of them stored or passed on an event. The
+/// first write that fails is returned as `Err`, with everything rolled
+/// back: its partial changes must not commit with the others.
+fn try_together(
+    client: &mut Client,
+    prepared: &Prepared,
+    ops: &[&Op],
+    node: i64,
+) -> Result<std::result::Result<Vec<Result<Answer>>, civkit_framework::Error>> {
     let mut tx = client.transaction().map_err(db_err)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
         .map_err(db_err)?;
     let mut answers = Vec::with_capacity(ops.len());
-    let mut news = false;
     for op in ops {
-        let mut sp = tx.savepoint("op").map_err(db_err)?;
-        let answer = op.apply(&mut sp, node);
-        if answer.is_ok() {
-            sp.commit().map_err(db_err)?;
-        } else {
-            sp.rollback().map_err(db_err)?;
+        match op.apply(&mut tx, prepared, node) {
+            Ok(a) => answers.push(Ok(a)),
+            Err(e) => return Ok(Err(e)),
         }
-        news |= matches!(
-            answer,
-            Ok(Answer::Save(SaveOutcome::Stored { .. })) | Ok(Answer::Done)
-        );
-        answers.push(answer);
     }
-    if news {
+    if answers.iter().any(is_news) {
         tx.execute("SELECT pg_notify($1, '')", &[&crate::listen::CHANNEL])
             .map_err(db_err)?;
     }
     tx.commit().map_err(db_err)?;
-    Ok(answers)
+    Ok(Ok(answers))
+}
+
+/// Apply one group: in one transaction, or, when a write of it fails, each
+/// write in a transaction of its own, so that the failure is that write's
+/// answer and the others commit. (A savepoint per write would do the same
+/// at two more round trips per write, every time.)
+fn run_group(
+    client: &mut Client,
+    prepared: &Prepared,
+    ops: &[Op],
+    node: i64,
+) -> Result<Vec<Result<Answer>>> {
+    let all: Vec<&Op> = ops.iter().collect();
+    if let Ok(answers) = try_together(client, prepared, &all, node)? {
+        return Ok(answers);
+    }
+    Ok(ops
+        .iter()
+        .map(|op| match try_together(client, prepared, &[op], node) {
+            Ok(Ok(mut answer)) => answer.pop().unwrap_or_else(|| Err(pg_err("no answer"))),
+            Ok(Err(e)) | Err(e) => Err(e),
+        })
+        .collect())
 }
 
 /// Run the writer until every sender is gone. `connect` opens (and reopens
@@ -211,7 +233,7 @@ pub(crate) fn run(
     node: i64,
     mut connect: impl FnMut() -> Result<Client>,
 ) {
-    let mut client: Option<Client> = None;
+    let mut client: Option<(Client, Prepared)> = None;
     while let Some(first) = rx.blocking_recv() {
         let mut ops = vec![first];
         while ops.len() < max_batch {
@@ -220,9 +242,9 @@ pub(crate) fn run(
                 Err(_) => break,
             }
         }
-        if client.as_ref().is_none_or(Client::is_closed) {
+        if client.as_ref().is_none_or(|(c, _)| c.is_closed()) {
             client = match connect() {
-                Ok(c) => Some(c),
+                Ok(c) => Some((c, Prepared::default())),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot connect to PostgreSQL; writes refused");
                     for op in ops {
@@ -232,8 +254,10 @@ pub(crate) fn run(
                 }
             };
         }
-        let Some(c) = client.as_mut() else { continue };
-        match run_group(c, &ops, node) {
+        let Some((c, prepared)) = client.as_mut() else {
+            continue;
+        };
+        match run_group(c, prepared, &ops, node) {
             Ok(answers) => {
                 for (op, answer) in ops.into_iter().zip(answers) {
                     op.respond(answer);

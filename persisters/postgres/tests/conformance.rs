@@ -199,3 +199,73 @@ async fn the_board_lease_is_held_by_one_node_and_moves_when_it_lapses() {
     );
     assert!(!a.hold_lease("board", ttl).await.unwrap(), "A lost it");
 }
+
+/// A write that the database refuses (here a trigger plays a failing disk or
+/// a constraint) fails alone: the writes grouped with it commit, each is
+/// answered, and the refused one leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_database_refuses_fails_alone_in_its_group() {
+    let url = fresh_database();
+    drop(open(&url)); // applies the schema
+    sql(&url, |c| {
+        c.batch_execute(
+            "CREATE FUNCTION refuse_poison() RETURNS trigger AS $$
+             BEGIN
+               IF NEW.json LIKE '%poison%' THEN RAISE EXCEPTION 'refused'; END IF;
+               RETURN NEW;
+             END $$ LANGUAGE plpgsql;
+             CREATE TRIGGER refuse_poison BEFORE INSERT ON events
+               FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+        )
+        .unwrap()
+    });
+    let p = open(&url);
+    let k = Keys::generate();
+    let events: Vec<_> = (0..40u64)
+        .map(|i| {
+            let text = if i == 17 { "poison" } else { "fine" };
+            event(&k, 1, NOW + i, text, &[&["t", "group"]])
+        })
+        .collect();
+    // All at once, so that they share groups.
+    let tasks: Vec<_> = events
+        .iter()
+        .cloned()
+        .map(|e| {
+            let p = p.clone();
+            tokio::spawn(async move { p.save_event(&e, &[]).await })
+        })
+        .collect();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let r = t.await.unwrap();
+        if i == 17 {
+            assert!(r.is_err(), "the refused write was answered {r:?}");
+        } else {
+            assert!(matches!(r, Ok(SaveOutcome::Stored { .. })), "{i}: {r:?}");
+        }
+    }
+    let f = [Filter::new().hashtag("group").limit(100)];
+    let got = p.query(&f, Timestamp::from_secs(NOW + 100)).await.unwrap();
+    assert_eq!(got.len(), 39);
+    assert!(got.iter().all(|e| e.content == "fine"));
+    assert!(!p.event_exists(&events[17].id).await.unwrap());
+    // The tag row of the refused event did not stay either.
+    let tags: i64 = sql(&url, |c| {
+        c.query_one("SELECT count(*) FROM tags", &[])
+            .unwrap()
+            .get(0)
+    });
+    assert_eq!(tags, 39);
+}
+
+/// Run `f` on a connection of its own, off the async runtime (the
+/// `postgres` client blocks).
+fn sql<T: Send + 'static>(
+    url: &str,
+    f: impl FnOnce(&mut postgres::Client) -> T + Send + 'static,
+) -> T {
+    let url = url.to_string();
+    std::thread::spawn(move || f(&mut postgres::Client::connect(&url, postgres::NoTls).unwrap()))
+        .join()
+        .unwrap()
+}
