@@ -9,65 +9,16 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{board, leader, relay_url, sample_async, start, status, Proc};
-use futures_util::{SinkExt, StreamExt};
-use nostr::{EventBuilder, Filter, JsonUtil, Keys, Kind, Tag, Timestamp};
+use common::{
+    board, connect as ws, leader, publish, relay_url, sample_async, sell_order, start, status, Proc,
+};
+use nostr::{EventBuilder, Filter, Keys, Kind, Tag, Timestamp};
 use nostr_sdk::{Client, RelayPoolNotification};
-use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn ws(url: &str) -> Ws {
-    tokio_tungstenite::connect_async(url).await.unwrap().0
-}
-
-/// Send `event` and wait for its `OK`: (accepted, message).
-async fn publish(c: &mut Ws, event: &nostr::Event) -> (bool, String) {
-    c.send(Message::Text(json!(["EVENT", event]).to_string().into()))
-        .await
-        .unwrap();
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(10), c.next())
-            .await
-            .expect("an OK within 10 s")
-            .expect("open")
-            .unwrap();
-        if let Message::Text(t) = m {
-            let v: Value = serde_json::from_str(&t).unwrap();
-            if v[0] == "OK" && v[1] == event.id.to_hex() {
-                return (v[2] == true, v[3].as_str().unwrap_or("").to_string());
-            }
-        }
-    }
-}
+use serde_json::Value;
 
 /// Every stored event matching `filter`, from the relay at `url`.
 async fn fetch(url: &str, filter: Filter) -> Vec<nostr::Event> {
-    let mut c = ws(url).await;
-    c.send(Message::Text(
-        json!(["REQ", "q", filter]).to_string().into(),
-    ))
-    .await
-    .unwrap();
-    let mut out = Vec::new();
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(10), c.next())
-            .await
-            .expect("an answer")
-            .expect("open")
-            .unwrap();
-        if let Message::Text(t) = m {
-            let v: Value = serde_json::from_str(&t).unwrap();
-            match v[0].as_str() {
-                Some("EVENT") => out.push(nostr::Event::from_json(v[2].to_string()).unwrap()),
-                Some("EOSE") => return out,
-                Some("CLOSED") => panic!("{v}"),
-                _ => {} // AUTH challenges, notices
-            }
-        }
-    }
+    common::fetch(&mut ws(url).await, filter).await
 }
 
 fn start_all(dirs: &[tempfile::TempDir]) -> Vec<Proc> {
@@ -284,34 +235,9 @@ async fn killing_the_leader_moves_the_rounds_and_the_history_stays_whole() {
     let urls: Vec<String> = dirs.iter().map(|d| relay_url(d.path())).collect();
     let home = dirs[0].path().join("maker").display().to_string();
     assert!(sample_async(&["--home", &home, "keygen"]).await.0);
-    let order = |n: usize| {
-        let (home, url) = (home.clone(), urls[n % 2].clone());
-        async move {
-            let id = format!("order-{n}");
-            let (ok, out) = sample_async(&[
-                "--home",
-                &home,
-                "--board",
-                &url,
-                "order",
-                "create",
-                "--side",
-                "sell",
-                "--currency",
-                "EUR",
-                "--fiat-amount",
-                "10",
-                "--payment-method",
-                "sepa",
-                "--id",
-                &id,
-            ])
-            .await;
-            assert!(ok, "{out}");
-        }
-    };
     for n in 0..6 {
-        order(n).await;
+        let (ok, out) = sell_order(&home, &urls[n % 2], &format!("order-{n}")).await;
+        assert!(ok, "{out}");
     }
     let notary = |p: &Proc| {
         let (ok, out, err) = common::cli(
@@ -352,26 +278,7 @@ async fn killing_the_leader_moves_the_rounds_and_the_history_stays_whole() {
     let survivor = &procs[0];
     let url = relay_url(&survivor.dir);
     for n in 6..9 {
-        let id = format!("order-{n}");
-        let (ok, out) = sample_async(&[
-            "--home",
-            &home,
-            "--board",
-            &url,
-            "order",
-            "create",
-            "--side",
-            "sell",
-            "--currency",
-            "EUR",
-            "--fiat-amount",
-            "10",
-            "--payment-method",
-            "sepa",
-            "--id",
-            &id,
-        ])
-        .await;
+        let (ok, out) = sell_order(&home, &url, &format!("order-{n}")).await;
         assert!(ok, "{out}");
     }
     let after = wait_rounded(survivor);

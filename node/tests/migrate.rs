@@ -7,58 +7,9 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
 
-use common::{relay_url, start, write_config};
-use futures_util::{SinkExt, StreamExt};
-use nostr::{EventBuilder, Filter, JsonUtil, Keys, Kind, Tag, Timestamp};
-use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn next(c: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(10), c.next())
-            .await
-            .expect("an answer")
-            .expect("open")
-            .unwrap();
-        if let Message::Text(t) = m {
-            let v: Value = serde_json::from_str(&t).unwrap();
-            if v[0] != "AUTH" && v[0] != "NOTICE" {
-                return v;
-            }
-        }
-    }
-}
-
-async fn publish(c: &mut Ws, e: &nostr::Event) -> (bool, String) {
-    c.send(Message::Text(json!(["EVENT", e]).to_string().into()))
-        .await
-        .unwrap();
-    let v = next(c).await;
-    assert_eq!(v[0], "OK", "{v}");
-    (v[2] == true, v[3].as_str().unwrap_or("").to_string())
-}
-
-async fn fetch(c: &mut Ws, filter: Filter) -> Vec<nostr::Event> {
-    c.send(Message::Text(
-        json!(["REQ", "q", filter]).to_string().into(),
-    ))
-    .await
-    .unwrap();
-    let mut out = Vec::new();
-    loop {
-        let v = next(c).await;
-        match v[0].as_str() {
-            Some("EVENT") => out.push(nostr::Event::from_json(v[2].to_string()).unwrap()),
-            Some("EOSE") => return out,
-            _ => panic!("{v}"),
-        }
-    }
-}
+use common::{connect, fetch, publish, relay_url, start, write_config};
+use nostr::{EventBuilder, Filter, Keys, Kind, Tag, Timestamp};
 
 /// A node dir whose config names its data dir by absolute path (the two
 /// configs of a migration are read from one working directory).
@@ -94,10 +45,7 @@ fn migrate(from: &Path, to: &Path) -> (bool, String) {
 /// What a migrated board must serve and refuse.
 async fn check(dir: &Path, kept: &[nostr::Event], deleted: &nostr::Event, replaced: &nostr::Event) {
     let _node = start(dir);
-    let mut c = tokio_tungstenite::connect_async(relay_url(dir))
-        .await
-        .unwrap()
-        .0;
+    let mut c = connect(&relay_url(dir)).await;
     let author = kept[0].pubkey;
     let mut got: Vec<_> = fetch(&mut c, Filter::new().author(author).limit(1000))
         .await
@@ -152,10 +100,7 @@ async fn a_store_moves_from_lmdb_into_postgresql_and_on_into_sled() {
         .unwrap();
     {
         let _node = start(lmdb.path());
-        let mut c = tokio_tungstenite::connect_async(relay_url(lmdb.path()))
-            .await
-            .unwrap()
-            .0;
+        let mut c = connect(&relay_url(lmdb.path())).await;
         for e in notes.iter().chain([&v1, &v2, &deletion]) {
             let (ok, msg) = publish(&mut c, e).await;
             assert!(ok, "{msg}");

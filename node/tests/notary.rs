@@ -31,25 +31,7 @@ async fn until(d: &Daemon, what: &str, ok: impl Fn(&Value) -> bool) {
 }
 
 async fn order(home: &str, ws: &str, id: &str) -> String {
-    let (ok, out) = sample_async(&[
-        "--home",
-        home,
-        "--board",
-        ws,
-        "order",
-        "create",
-        "--side",
-        "sell",
-        "--currency",
-        "EUR",
-        "--fiat-amount",
-        "10",
-        "--payment-method",
-        "sepa",
-        "--id",
-        id,
-    ])
-    .await;
+    let (ok, out) = common::sell_order(home, ws, id).await;
     assert!(ok, "{out}");
     out.split("(event ")
         .nth(1)

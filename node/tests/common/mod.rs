@@ -152,3 +152,89 @@ pub fn leader(procs: &[&Proc]) -> usize {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A websocket client connection.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub async fn connect(url: &str) -> Ws {
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect")
+        .0
+}
+
+/// The next message other than `AUTH` and `NOTICE`, within 10 s.
+pub async fn next_message(c: &mut Ws) -> Value {
+    use futures_util::StreamExt;
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), c.next())
+            .await
+            .expect("an answer within 10 s")
+            .expect("the connection is open")
+            .expect("a websocket message");
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            let v: Value = serde_json::from_str(&t).expect("JSON");
+            if v[0] != "AUTH" && v[0] != "NOTICE" {
+                return v;
+            }
+        }
+    }
+}
+
+/// Send `event` and wait for its `OK`: (accepted, message).
+pub async fn publish(c: &mut Ws, event: &nostr::Event) -> (bool, String) {
+    use futures_util::SinkExt;
+    let text = serde_json::json!(["EVENT", event]).to_string();
+    c.send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
+        .await
+        .expect("send");
+    loop {
+        let v = next_message(c).await;
+        if v[0] == "OK" && v[1] == event.id.to_hex() {
+            return (v[2] == true, v[3].as_str().unwrap_or("").to_string());
+        }
+    }
+}
+
+/// Every stored event matching `filter` (its `limit` must cover them).
+pub async fn fetch(c: &mut Ws, filter: nostr::Filter) -> Vec<nostr::Event> {
+    use futures_util::SinkExt;
+    use nostr::JsonUtil;
+    let text = serde_json::json!(["REQ", "fetch", filter]).to_string();
+    c.send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
+        .await
+        .expect("send");
+    let mut out = Vec::new();
+    loop {
+        let v = next_message(c).await;
+        match v[0].as_str() {
+            Some("EVENT") => out.push(nostr::Event::from_json(v[2].to_string()).expect("event")),
+            Some("EOSE") => return out,
+            _ => panic!("{v}"),
+        }
+    }
+}
+
+/// `civkit-sample order create`: a sell order of 10 EUR by SEPA, id `id`.
+pub async fn sell_order(home: &str, board: &str, id: &str) -> (bool, String) {
+    sample_async(&[
+        "--home",
+        home,
+        "--board",
+        board,
+        "order",
+        "create",
+        "--side",
+        "sell",
+        "--currency",
+        "EUR",
+        "--fiat-amount",
+        "10",
+        "--payment-method",
+        "sepa",
+        "--id",
+        id,
+    ])
+    .await
+}

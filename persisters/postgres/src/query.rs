@@ -129,7 +129,7 @@ pub(crate) fn query(
                 format!(
                     "SELECT e.json FROM tags t JOIN events e ON e.seq = t.seq \
                      WHERE t.letter = {l} AND t.value = {v} AND {clause} \
-                     ORDER BY t.created_at DESC, e.id"
+                     ORDER BY t.created_at DESC, t.id"
                 )
             }
             None => {

@@ -14,7 +14,8 @@ use civkit_framework::{Error, Result};
 const MIGRATION_LOCK: i64 = 0x6369_766b_6974_0001;
 
 /// The migrations, in order; version `i + 1` is `MIGRATIONS[i]`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE events (
     seq bigserial PRIMARY KEY,
     id bytea NOT NULL UNIQUE,
@@ -83,10 +84,26 @@ CREATE TABLE kv (
     value bytea NOT NULL,
     PRIMARY KEY (namespace, key)
 );
-"#];
+"#,
+    // 2: the tag index ends in the event id, so that a tag query reads it in
+    // NIP-01 order (newest first, then lowest id) and stops at the limit,
+    // however many events share one `created_at`.
+    r#"
+ALTER TABLE tags ADD COLUMN id bytea;
+UPDATE tags t SET id = e.id FROM events e WHERE e.seq = t.seq;
+ALTER TABLE tags ALTER COLUMN id SET NOT NULL;
+DROP INDEX tags_by_value;
+CREATE INDEX tags_by_value ON tags (letter, value, created_at DESC, id);
+"#,
+];
 
 /// Bring the database to the newest schema. Returns the versions applied.
 pub(crate) fn migrate(client: &mut Client) -> Result<u32> {
+    migrate_to(client, MIGRATIONS.len())
+}
+
+/// Bring the database to schema `target` (at most the newest).
+pub(crate) fn migrate_to(client: &mut Client, target: usize) -> Result<u32> {
     let mut tx = client.transaction().map_err(db_err)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .map_err(db_err)?;
@@ -111,7 +128,12 @@ pub(crate) fn migrate(client: &mut Client) -> Result<u32> {
         });
     }
     let mut applied = 0;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .take(target)
+        .skip(current as usize)
+    {
         tx.batch_execute(sql).map_err(db_err)?;
         let version = i as i32 + 1;
         tx.execute(

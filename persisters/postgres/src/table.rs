@@ -144,8 +144,8 @@ impl EventTable for PgTable<'_, '_> {
                 }
                 let letter = letter.as_char() as u8 as i8;
                 self.run(
-                    "INSERT INTO tags (seq, letter, value, created_at) VALUES ($1, $2, $3, $4)",
-                    &[&seq, &letter, &value.as_bytes(), &created],
+                    "INSERT INTO tags (seq, letter, value, created_at, id) VALUES ($1, $2, $3, $4, $5)",
+                    &[&seq, &letter, &value.as_bytes(), &created, &event.id.as_bytes().as_slice()],
                 )?;
             }
         }

@@ -32,3 +32,20 @@ pub fn fresh_database() -> String {
         Err(_) => panic!("creating a test database panicked"),
     }
 }
+
+/// A new database with the schema of `version` and none later, as a node
+/// of that version left it: for testing the migrations after it.
+pub fn database_at_schema(version: usize) -> String {
+    let url = fresh_database();
+    let conn = url.clone();
+    let done = std::thread::spawn(move || -> civkit_framework::Result<()> {
+        let mut c = postgres::Client::connect(&conn, postgres::NoTls).map_err(crate::db_err)?;
+        crate::schema::migrate_to(&mut c, version).map(drop)
+    })
+    .join();
+    match done {
+        Ok(Ok(())) => url,
+        Ok(Err(e)) => panic!("cannot set up schema {version}: {e}"),
+        Err(_) => panic!("setting up a schema panicked"),
+    }
+}

@@ -269,3 +269,48 @@ fn sql<T: Send + 'static>(
         .join()
         .unwrap()
 }
+
+/// A database a node of schema 1 left (tag rows without the event id) is
+/// upgraded at open, and its tag queries answer as before, in NIP-01 order.
+#[tokio::test]
+async fn a_schema_1_database_is_upgraded_and_its_tags_still_answer() {
+    let url = civkit_postgres::testing::database_at_schema(1);
+    let k = Keys::generate();
+    // Three events of one second under one tag, written as schema 1 did.
+    let events: Vec<_> = (0..3)
+        .map(|i| event(&k, 1, NOW, &format!("n{i}"), &[&["t", "old"]]))
+        .collect();
+    let rows = events.clone();
+    sql(&url, move |c| {
+        for e in &rows {
+            let seq: i64 = c
+                .query_one(
+                    "INSERT INTO events (id, pubkey, kind, created_at, json, node)
+                     VALUES ($1, $2, 1, $3, $4, 0) RETURNING seq",
+                    &[
+                        &e.id.as_bytes().as_slice(),
+                        &e.pubkey.to_bytes().as_slice(),
+                        &(NOW as i64),
+                        &nostr::JsonUtil::as_json(e),
+                    ],
+                )
+                .unwrap()
+                .get(0);
+            c.execute(
+                "INSERT INTO tags (seq, letter, value, created_at) VALUES ($1, 't', 'old', $2)",
+                &[&seq, &(NOW as i64)],
+            )
+            .unwrap();
+        }
+    });
+    let p = open(&url);
+    let f = [Filter::new().hashtag("old").limit(2)];
+    let got = p.query(&f, Timestamp::from_secs(NOW + 1)).await.unwrap();
+    let mut want: Vec<_> = events.iter().map(|e| e.id).collect();
+    want.sort();
+    assert_eq!(
+        got.iter().map(|e| e.id).collect::<Vec<_>>(),
+        want[..2].to_vec(),
+        "newest first, then lowest id"
+    );
+}
