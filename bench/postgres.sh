@@ -3,13 +3,15 @@
 # same PostgreSQL server, in one run.
 #
 #   bash bench/postgres.sh                       # 100k-event store
-#   STORE=1000000 bash bench/postgres.sh
+#   STORE=1000000 ROUNDS=3 bash bench/postgres.sh
 #
 # It starts a throwaway PostgreSQL cluster (.ci/postgres.sh: Debian's
 # packages, a unix socket, fsync on) and gives each relay a fresh database.
-# Per relay, civkit-bench measures pipelined ingest (32 clients), the relay's
-# CPU per event and the PostgreSQL server's (every `postgres` process), then
-# REQ `limit:100` p50/p99 on a store of STORE events. civkitd's PostgreSQL
+# civkit-bench measures pipelined ingest (32 clients), the relay's CPU per
+# event and the PostgreSQL server's (every `postgres` process): ROUNDS rounds
+# of civkitd and nostr-rs-relay, interleaved, each on a fresh database (the
+# table gives medians; this machine's disk and CPU vary from minute to
+# minute). Then REQ `limit:100` p50/p99 on a store of STORE events. civkitd's PostgreSQL
 # store is filled to STORE by `civkitd migrate` from an LMDB store that
 # civkit-bench filled, as an operator moving a board would (filling it over
 # websockets at its ingest rate would take most of an hour); nostr-rs-relay's
@@ -20,6 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 STORE=${STORE:-100000}
 EVENTS=${EVENTS:-20000}
+ROUNDS=${ROUNDS:-3}
 source bench/common.sh
 source .ci/postgres.sh
 pg_start
@@ -51,13 +54,40 @@ civkitd "$WORK/lmdb" 7790
 bench --url ws://127.0.0.1:7790 --pid $PID --name civkitd-lmdb --events "$EVENTS" --store "$STORE"
 kill -INT $PID; wait $PID || true
 
-# 2. civkitd on PostgreSQL: ingest into an empty database, then REQ on the
-#    LMDB store moved into another database.
-URL=$(newdb civkit_ingest)
-civkitd "$WORK/pg" 7791 "type = \"postgres\"
+# 2. Ingest on PostgreSQL, civkitd and nostr-rs-relay interleaved, each
+#    round on fresh databases.
+HAVE_NRR=0; command -v nostr-rs-relay >/dev/null && HAVE_NRR=1
+[ $HAVE_NRR = 1 ] || echo "nostr-rs-relay not on PATH (apt-get install protobuf-compiler; cargo install nostr-rs-relay): skipped" >&2
+for r in $(seq 1 "$ROUNDS"); do
+  URL=$(newdb civkit_ingest_$r)
+  civkitd "$WORK/pg-$r" 7791 "type = \"postgres\"
 url = \"$URL\""
-bench --url ws://127.0.0.1:7791 --pid $PID --name civkitd-postgres --events "$EVENTS" --store "$EVENTS"
-kill -INT $PID; wait $PID || true
+  bench --url ws://127.0.0.1:7791 --pid $PID --name civkitd-postgres --events "$EVENTS" --store "$EVENTS" --req-samples 1
+  kill -INT $PID; wait $PID || true
+  [ $HAVE_NRR = 1 ] || continue
+  newdb nrr_$r >/dev/null
+  mkdir -p "$WORK/nrr-$r"
+  cat > "$WORK/nrr-$r/config.toml" <<TOML
+[info]
+relay_url = "ws://127.0.0.1:7793/"
+name = "bench"
+[database]
+engine = "postgres"
+connection = "postgres://civkit@localhost/nrr_$r?host=$PG_DIR"
+[network]
+address = "127.0.0.1"
+port = 7793
+[limits]
+messages_per_sec = 100000
+max_event_bytes = 131072
+TOML
+  (cd "$WORK/nrr-$r" && exec nostr-rs-relay --config "$WORK/nrr-$r/config.toml" > "$WORK/nrr-$r/log" 2>&1) & PID=$!
+  wait_port 7793
+  bench --url ws://127.0.0.1:7793 --pid $PID --name nostr-rs-relay-postgres --events "$EVENTS" --store "$EVENTS" --req-samples 1
+  kill -INT $PID; wait $PID || true
+done
+
+# 3. REQ on a STORE-event civkitd store, moved from LMDB into PostgreSQL.
 URL=$(newdb civkit_full)
 mkdir -p "$WORK/pg-full"
 relay_config "$WORK/pg-full" 7792 > "$WORK/pg-full/civkit.toml"
@@ -71,32 +101,6 @@ wait_port 7792
 # The store is full: a zero-event ingest phase, then REQ.
 "$BIN/civkit-bench" --url ws://127.0.0.1:7792 --pid $PID --name civkitd-postgres-full --events 1 --store 1 --idle 0 >> "$RESULTS"
 kill -INT $PID; wait $PID || true
-
-# 3. nostr-rs-relay on the same PostgreSQL server.
-if command -v nostr-rs-relay >/dev/null; then
-  newdb nrr >/dev/null
-  mkdir -p "$WORK/nrr"
-  cat > "$WORK/nrr/config.toml" <<TOML
-[info]
-relay_url = "ws://127.0.0.1:7793/"
-name = "bench"
-[database]
-engine = "postgres"
-connection = "postgres://civkit@localhost/nrr?host=$PG_DIR"
-[network]
-address = "127.0.0.1"
-port = 7793
-[limits]
-messages_per_sec = 100000
-max_event_bytes = 131072
-TOML
-  (cd "$WORK/nrr" && exec nostr-rs-relay --config "$WORK/nrr/config.toml" > "$WORK/nrr/log" 2>&1) & PID=$!
-  wait_port 7793
-  bench --url ws://127.0.0.1:7793 --pid $PID --name nostr-rs-relay-postgres --events "$EVENTS" --store "$EVENTS"
-  kill -INT $PID; wait $PID || true
-else
-  echo "nostr-rs-relay not on PATH (apt-get install protobuf-compiler; cargo install nostr-rs-relay): skipped" >&2
-fi
 
 # 4. Two civkitd nodes on one database against one: the same 32 clients,
 #    split 16 and 16.
@@ -122,34 +126,41 @@ kill -INT $PID_A $PID_B; wait $PID_A $PID_B || true
 cat "$RESULTS"
 python3 - "$RESULTS" "$STORE" <<'PY'
 import json, sys
+import statistics
 rows = [json.loads(l) for l in open(sys.argv[1])]
-by = {}
+by, runs = {}, {}
 for r in rows:
     by.setdefault(r["name"], {}).update(r)
+    runs.setdefault(r["name"], []).append(r)
 def get(name, *path):
     v = by.get(name, {})
     for p in path:
         v = v.get(p) if isinstance(v, dict) else None
     return v
+def med(name, key):
+    v = [r[key] for r in runs.get(name, []) if r.get(key) is not None]
+    return statistics.median(v) if v else None
 lm, pg, full, nrr = "civkitd-lmdb", "civkitd-postgres", "civkitd-postgres-full", "nostr-rs-relay-postgres"
 f = lambda v, fmt="%.0f": "n/a" if v is None else fmt % v
 ratio = lambda a, b: "n/a" if not a or not b else "%.2f×" % (a / b)
+print(f"\nIngest: medians of {len([r for r in runs.get(pg, []) if 'events_per_sec' in r])} interleaved rounds. Ratio > 1: civkitd is better.")
 print("\n| measure | civkitd, PostgreSQL | civkitd, LMDB | nostr-rs-relay, PostgreSQL | PostgreSQL vs nostr-rs-relay |")
 print("|---|---|---|---|---|")
 for k, label in [("events_per_sec", "pipelined ingest, events/s"), ("cpu_us_per_event", "relay CPU, µs/event"),
                  ("db_cpu_us_per_event", "PostgreSQL server CPU, µs/event")]:
-    a, b, c = get(pg, k), get(lm, k), get(nrr, k)
+    a, b, c = med(pg, k), get(lm, k), med(nrr, k)
     better = ratio(a, c) if k == "events_per_sec" else ratio(c, a)
     print(f"| {label} | {f(a)} | {f(b)} | {f(c)} | {better} |")
 for s in ["kind", "author", "tag", "mixed"]:
     for q in ["p50_ms", "p99_ms"]:
         a, b = get(full, "req", s, q), get(lm, "req", s, q)
-        c = get(nrr, "req", s, q)
-        print(f"| REQ {s} {q[:3]} on {sys.argv[2]} events (nostr-rs-relay: on its {f(get(nrr, 'store_events'))}), ms | {f(a, '%.2f')} | {f(b, '%.2f')} | {f(c, '%.2f')} | |")
+        print(f"| REQ {s} {q[:3]} on {sys.argv[2]} events, ms | {f(a, '%.2f')} | {f(b, '%.2f')} | | |")
 two = sum(get(n, "accepted") or 0 for n in ["two-nodes-a", "two-nodes-b"])
 secs = max(get(n, "ingest_secs") or 0 for n in ["two-nodes-a", "two-nodes-b"])
 if secs:
     agg = two / secs
-    print(f"| two nodes on one database, aggregate ingest, events/s | {f(agg)} | | | {ratio(agg, get(pg, 'events_per_sec'))} of one node |")
+    print(f"| two nodes on one database, aggregate ingest, events/s | {f(agg)} | | | {ratio(agg, med(pg, 'events_per_sec'))} of one node |")
+each = lambda n: ", ".join(f(r["events_per_sec"]) for r in runs.get(n, []) if "events_per_sec" in r)
+print(f"\ningest per round: civkitd {each(pg)}; nostr-rs-relay {each(nrr)}")
 print(f"\nmigrate of the {sys.argv[2]}-event LMDB store into PostgreSQL: {f(get(pg, 'migrate_secs'), '%.1f')} s")
 PY

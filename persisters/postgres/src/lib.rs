@@ -4,8 +4,9 @@
 //! that several civkitd nodes share.
 //!
 //! - Writes go through one writer thread per node, in group commits: one
-//!   transaction per group, each write under a savepoint, answered only
-//!   after `COMMIT` (so `OK true` means committed). Every group takes an
+//!   transaction per group (a group with a failing write runs again one
+//!   write per transaction), answered only after `COMMIT` (so `OK true`
+//!   means committed), with statements prepared once per connection. Every group takes an
 //!   advisory lock shared by all nodes, so replacement, deletion and claims
 //!   stay correct across nodes.
 //! - Reads (`REQ`, `COUNT`, key-value reads) use a connection pool on

@@ -24,12 +24,25 @@ pub(crate) fn big(v: u64) -> i64 {
 #[derive(Default)]
 pub(crate) struct Prepared(RefCell<HashMap<&'static str, Statement>>);
 
+/// What one group's transaction already knows of events and id
+/// tombstones: read for all of the group's events in one query each when
+/// the group starts ([`PgTable::prefetch`]), and kept current by the
+/// group's own writes. Only valid inside that transaction, under the
+/// write lock.
+#[derive(Default)]
+pub(crate) struct Known {
+    events: RefCell<HashMap<EventId, Option<Event>>>,
+    tombstones: RefCell<HashMap<EventId, Option<PublicKey>>>,
+}
+
 pub(crate) struct PgTable<'a, 'b> {
     pub tx: RefCell<&'a mut Transaction<'b>>,
     /// This node's number, recorded with each event it stores.
     pub node: i64,
     /// The statements of the transaction's connection.
     pub prepared: &'a Prepared,
+    /// What the group's transaction knows so far.
+    pub known: &'a Known,
 }
 
 impl PgTable<'_, '_> {
@@ -57,6 +70,44 @@ impl PgTable<'_, '_> {
         row.as_ref().map(get).transpose()
     }
 
+    /// Read, in one query each, whether the events `ids` are stored and
+    /// whether they were deleted, so that the group's writes need not ask
+    /// one by one.
+    pub(crate) fn prefetch(&self, ids: &[EventId]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<&[u8]> = ids.iter().map(|i| i.as_bytes().as_slice()).collect();
+        let mut events: HashMap<EventId, Option<Event>> = ids.iter().map(|i| (*i, None)).collect();
+        let mut tombstones: HashMap<EventId, Option<PublicKey>> =
+            ids.iter().map(|i| (*i, None)).collect();
+        let statement = self.statement("SELECT id, json FROM events WHERE id = ANY($1)")?;
+        for row in self
+            .tx
+            .borrow_mut()
+            .query(&statement, &[&keys])
+            .map_err(db_err)?
+        {
+            let id = EventId::from_slice(row.get::<_, &[u8]>(0)).map_err(pg_err)?;
+            events.insert(id, Some(stored::decode(row.get::<_, &str>(1))?));
+        }
+        let statement =
+            self.statement("SELECT id, author FROM id_tombstones WHERE id = ANY($1)")?;
+        for row in self
+            .tx
+            .borrow_mut()
+            .query(&statement, &[&keys])
+            .map_err(db_err)?
+        {
+            let id = EventId::from_slice(row.get::<_, &[u8]>(0)).map_err(pg_err)?;
+            let author = PublicKey::from_slice(row.get::<_, &[u8]>(1)).map_err(pg_err)?;
+            tombstones.insert(id, Some(author));
+        }
+        self.known.events.borrow_mut().extend(events);
+        self.known.tombstones.borrow_mut().extend(tombstones);
+        Ok(())
+    }
+
     pub(crate) fn run(
         &self,
         sql: &'static str,
@@ -82,6 +133,9 @@ fn address_params(a: &Address) -> (Vec<u8>, i32, &[u8]) {
 
 impl EventTable for PgTable<'_, '_> {
     fn get(&self, id: &EventId) -> Result<Option<Event>> {
+        if let Some(known) = self.known.events.borrow().get(id) {
+            return Ok(known.clone());
+        }
         self.one(
             "SELECT json FROM events WHERE id = $1",
             &[&id.as_bytes().as_slice()],
@@ -99,6 +153,9 @@ impl EventTable for PgTable<'_, '_> {
     }
 
     fn id_tombstone(&self, id: &EventId) -> Result<Option<PublicKey>> {
+        if let Some(known) = self.known.tombstones.borrow().get(id) {
+            return Ok(*known);
+        }
         self.one(
             "SELECT author FROM id_tombstones WHERE id = $1",
             &[&id.as_bytes().as_slice()],
@@ -118,37 +175,43 @@ impl EventTable for PgTable<'_, '_> {
     fn insert(&mut self, event: &Event) -> Result<()> {
         let created = big(event.created_at.as_secs());
         let expiration = kinds::expiration_of(event).map(|t| big(t.as_secs()));
-        let seq: i64 = self
-            .one(
-                "INSERT INTO events (id, pubkey, kind, created_at, expiration, json, node)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq",
-                &[
-                    &event.id.as_bytes().as_slice(),
-                    &event.pubkey.to_bytes().as_slice(),
-                    &i32::from(event.kind.as_u16()),
-                    &created,
-                    &expiration,
-                    &event.as_json(),
-                    &self.node,
-                ],
-                |r| Ok(r.get(0)),
-            )?
-            .ok_or_else(|| pg_err("INSERT returned no seq"))?;
         // One row per distinct (letter, value): a value repeated in the
         // event would otherwise make it a result twice.
         let mut seen = std::collections::HashSet::new();
+        let (mut letters, mut values): (Vec<i8>, Vec<&[u8]>) = (Vec::new(), Vec::new());
         for tag in event.tags.iter() {
             if let (Some(letter), Some(value)) = (tag.single_letter_tag(), tag.content()) {
-                if !seen.insert((letter, value)) {
-                    continue;
+                if seen.insert((letter, value)) {
+                    letters.push(letter.as_char() as u8 as i8);
+                    values.push(value.as_bytes());
                 }
-                let letter = letter.as_char() as u8 as i8;
-                self.run(
-                    "INSERT INTO tags (seq, letter, value, created_at, id) VALUES ($1, $2, $3, $4, $5)",
-                    &[&seq, &letter, &value.as_bytes(), &created, &event.id.as_bytes().as_slice()],
-                )?;
             }
         }
+        // The event and its tag rows in one statement (one round trip).
+        self.run(
+            r#"WITH e AS (
+                 INSERT INTO events (id, pubkey, kind, created_at, expiration, json, node)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq
+               )
+               INSERT INTO tags (seq, letter, value, created_at, id)
+               SELECT e.seq, t.letter, t.value, $4, $1
+               FROM e, unnest($8::"char"[], $9::bytea[]) AS t(letter, value)"#,
+            &[
+                &event.id.as_bytes().as_slice(),
+                &event.pubkey.to_bytes().as_slice(),
+                &i32::from(event.kind.as_u16()),
+                &created,
+                &expiration,
+                &event.as_json(),
+                &self.node,
+                &letters,
+                &values,
+            ],
+        )?;
+        self.known
+            .events
+            .borrow_mut()
+            .insert(event.id, Some(event.clone()));
         if let Some(address) = kinds::address_of(event) {
             let (pk, kind, d) = address_params(&address);
             self.run(
@@ -163,6 +226,7 @@ impl EventTable for PgTable<'_, '_> {
     fn remove(&mut self, event: &Event) -> Result<()> {
         let id = event.id.as_bytes().as_slice();
         self.run("DELETE FROM events WHERE id = $1", &[&id])?;
+        self.known.events.borrow_mut().insert(event.id, None);
         if let Some(address) = kinds::address_of(event) {
             let (pk, kind, d) = address_params(&address);
             self.run(
@@ -179,6 +243,10 @@ impl EventTable for PgTable<'_, '_> {
              ON CONFLICT (id) DO UPDATE SET author = EXCLUDED.author",
             &[&id.as_bytes().as_slice(), &author.to_bytes().as_slice()],
         )?;
+        self.known
+            .tombstones
+            .borrow_mut()
+            .insert(*id, Some(*author));
         Ok(())
     }
 

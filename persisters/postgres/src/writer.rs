@@ -1,6 +1,7 @@
 //! The writer thread: applies queued writes in one transaction per group
-//! (group commit), each write under its own savepoint, and answers every
-//! caller only after the transaction commits.
+//! (group commit; a group with a failing write runs again one write per
+//! transaction), and answers every caller only after its transaction
+//! commits.
 //!
 //! Every group first takes a transaction-scoped advisory lock shared by all
 //! nodes on the database, so writes from different nodes are applied one
@@ -16,7 +17,7 @@ use nostr::{Event, EventId, Timestamp};
 use postgres::{Client, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::table::{big, PgTable, Prepared};
+use crate::table::{big, Known, PgTable, Prepared};
 use crate::{db_err, pg_err};
 
 /// The advisory lock key every node's writer takes per group.
@@ -57,11 +58,18 @@ enum Answer {
 
 impl Op {
     /// Apply the write inside `tx`.
-    fn apply(&self, tx: &mut Transaction<'_>, prepared: &Prepared, node: i64) -> Result<Answer> {
+    fn apply(
+        &self,
+        tx: &mut Transaction<'_>,
+        prepared: &Prepared,
+        known: &Known,
+        node: i64,
+    ) -> Result<Answer> {
         let mut table = PgTable {
             tx: std::cell::RefCell::new(tx),
             node,
             prepared,
+            known,
         };
         match self {
             Op::Save(event, claims, _) => apply_save(&mut table, event, claims).map(Answer::Save),
@@ -187,9 +195,32 @@ fn try_together(
     let mut tx = client.transaction().map_err(db_err)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
         .map_err(db_err)?;
+    // Whether each event is stored or deleted: one query each for the group.
+    let known = Known::default();
+    let ids: Vec<EventId> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Save(event, _, _) => Some(event.id),
+            _ => None,
+        })
+        .collect();
+    if ids.len() > 1 {
+        let table = PgTable {
+            tx: std::cell::RefCell::new(&mut tx),
+            node,
+            prepared,
+            known: &known,
+        };
+        // Failing here (a stored event that does not decode) sends the
+        // group down the one-write-per-transaction path, which reads
+        // event by event.
+        if let Err(e) = table.prefetch(&ids) {
+            return Ok(Err(e));
+        }
+    }
     let mut answers = Vec::with_capacity(ops.len());
     for op in ops {
-        match op.apply(&mut tx, prepared, node) {
+        match op.apply(&mut tx, prepared, &known, node) {
             Ok(a) => answers.push(Ok(a)),
             Err(e) => return Ok(Err(e)),
         }

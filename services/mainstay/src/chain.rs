@@ -8,12 +8,10 @@
 
 use std::str::FromStr;
 
-use async_trait::async_trait;
 use bitcoin::bip32::{ChainCode, ChildNumber, Fingerprint, Xpub};
 use bitcoin::hashes::{hash160, Hash};
 use bitcoin::secp256k1::{PublicKey, Secp256k1};
 use bitcoin::{NetworkKind, PubkeyHash, ScriptBuf, Transaction, Txid, WPubkeyHash};
-use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
 
@@ -24,119 +22,11 @@ pub const MAINNET_BASE_KEY: &str =
 pub const MAINNET_CHAIN_CODE: &str =
     "14df7ece79e83f0f479a37832d770294014edc6884b0c8bfa2e0aaf51fb00229";
 
-/// Where transactions come from.
-#[async_trait]
-pub trait ChainSource: Send + Sync {
-    /// The transaction with this txid (display hex).
-    async fn transaction(&self, txid: &str) -> Result<Transaction>;
-    /// How many blocks confirm the transaction (0: unconfirmed).
-    async fn confirmations(&self, txid: &str) -> Result<u64>;
-}
+/// The chain client, shared with the other services (`civkit-chain`).
+pub use civkit_chain::{BitcoindRpc, ChainSource, Esplora};
 
-async fn http(
-    method: &'static str,
-    url: String,
-    auth: Option<(String, String)>,
-    body: Option<Value>,
-) -> Result<String> {
-    let mut req = civkit_http::Request::new(method, url);
-    if let Some((u, p)) = auth {
-        use base64::Engine;
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
-        req = req.header("Authorization", format!("Basic {basic}"));
-    }
-    if let Some(b) = body {
-        req = req.json(b);
-    }
-    Ok(req.text().await?)
-}
-
-fn decode_tx(hex_tx: &str) -> Result<Transaction> {
-    bitcoin::consensus::encode::deserialize_hex(hex_tx.trim())
-        .map_err(|e| Error::BadAnswer(format!("not a transaction: {e}")))
-}
-
-/// bitcoind's JSON-RPC (`getrawtransaction <txid> false`; needs `-txindex`).
-pub struct BitcoindRpc {
-    pub url: String,
-    pub user: String,
-    pub password: String,
-}
-
-impl BitcoindRpc {
-    async fn call(&self, method: &str, params: Value) -> Result<Value> {
-        let body = json!({ "jsonrpc": "1.0", "id": "civkit", "method": method, "params": params });
-        let text = http(
-            "POST",
-            self.url.clone(),
-            Some((self.user.clone(), self.password.clone())),
-            Some(body),
-        )
-        .await?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| Error::BadAnswer(format!("bitcoind answered non-JSON: {e}")))?;
-        if !v["error"].is_null() {
-            return Err(Error::BadAnswer(format!("bitcoind: {}", v["error"])));
-        }
-        Ok(v["result"].clone())
-    }
-}
-
-#[async_trait]
-impl ChainSource for BitcoindRpc {
-    async fn transaction(&self, txid: &str) -> Result<Transaction> {
-        let result = self.call("getrawtransaction", json!([txid, false])).await?;
-        decode_tx(
-            result
-                .as_str()
-                .ok_or_else(|| Error::BadAnswer("bitcoind: no result".into()))?,
-        )
-    }
-    async fn confirmations(&self, txid: &str) -> Result<u64> {
-        let result = self.call("getrawtransaction", json!([txid, true])).await?;
-        Ok(result["confirmations"].as_u64().unwrap_or(0))
-    }
-}
-
-/// An Esplora REST server (`GET {url}/tx/{txid}/hex`).
-pub struct Esplora {
-    pub url: String,
-}
-
-impl Esplora {
-    async fn get(&self, path: &str) -> Result<String> {
-        http(
-            "GET",
-            format!("{}/{path}", self.url.trim_end_matches('/')),
-            None,
-            None,
-        )
-        .await
-    }
-}
-
-#[async_trait]
-impl ChainSource for Esplora {
-    async fn transaction(&self, txid: &str) -> Result<Transaction> {
-        decode_tx(&self.get(&format!("tx/{txid}/hex")).await?)
-    }
-    async fn confirmations(&self, txid: &str) -> Result<u64> {
-        let status: Value = serde_json::from_str(&self.get(&format!("tx/{txid}/status")).await?)
-            .map_err(|e| Error::BadAnswer(format!("Esplora tx status is not JSON: {e}")))?;
-        let Some(height) = status["block_height"]
-            .as_u64()
-            .filter(|_| status["confirmed"] == true)
-        else {
-            return Ok(0);
-        };
-        let tip: u64 = self
-            .get("blocks/tip/height")
-            .await?
-            .trim()
-            .parse()
-            .map_err(|_| Error::BadAnswer("Esplora tip height is not a number".into()))?;
-        Ok(tip.saturating_sub(height) + 1)
-    }
+fn txid(text: &str) -> Result<Txid> {
+    Txid::from_str(text).map_err(|e| Error::Document(format!("{text} is not a txid: {e}")))
 }
 
 /// The base key tweaked by a merkle root (display hex).
@@ -200,12 +90,9 @@ pub async fn check_attestation(
     merkle_root: &str,
     min_confirmations: u64,
 ) -> Result<Transaction> {
-    let tx = chain.transaction(txid).await?;
-    if tx.compute_txid().to_string() != txid {
-        return Err(Error::BadAnswer(
-            "the chain source returned another transaction".into(),
-        ));
-    }
+    let id = self::txid(txid)?;
+    // The chain client checks that the transaction hashes to `id`.
+    let tx = chain.transaction(&id).await?;
     if tx.output.len() != 1 {
         return Err(Error::Chain(format!(
             "attestation {txid} has {} outputs, not 1",
@@ -218,7 +105,7 @@ pub async fn check_attestation(
             "attestation {txid} does not pay to the base key tweaked by {merkle_root}"
         )));
     }
-    let confirmations = chain.confirmations(txid).await?;
+    let confirmations = chain.confirmations(&id).await?;
     if confirmations < min_confirmations {
         return Err(Error::Chain(format!(
             "attestation {txid} has {confirmations} confirmation(s), fewer than {min_confirmations}"
@@ -245,7 +132,7 @@ pub async fn walk_staychain(
         if stop(&current) {
             return Ok(walked);
         }
-        let tx = chain.transaction(&current).await?;
+        let tx = chain.transaction(&txid(&current)?).await?;
         if tx.is_coinbase() {
             break;
         }

@@ -60,5 +60,15 @@ impl Error {
     }
 }
 
+impl From<civkit_chain::Error> for Error {
+    fn from(e: civkit_chain::Error) -> Self {
+        match e {
+            civkit_chain::Error::Unreachable(e) => Error::Http(e),
+            civkit_chain::Error::BadAnswer(m) => Error::BadAnswer(m),
+            civkit_chain::Error::NotFound(m) => Error::Chain(format!("not on the chain: {m}")),
+        }
+    }
+}
+
 /// Result alias for the mainstay crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -476,7 +476,11 @@ impl Notary {
             return Ok(true);
         };
         let c = &self.cfg.chain;
-        if source.confirmations(&p.txid).await? < c.min_confirmations {
+        let txid: bitcoin::Txid = p
+            .txid
+            .parse()
+            .map_err(|_| crate::error::Error::Document(format!("{} is not a txid", p.txid)))?;
+        if source.confirmations(&txid).await? < c.min_confirmations {
             return Ok(false);
         }
         chain::check_attestation(

@@ -184,11 +184,15 @@ async fn attestations_and_the_staychain_check_through_bitcoind_and_esplora() {
         let short = chain::check_staychain(s, std::slice::from_ref(&id1), &start, 1).await;
         assert!(short.unwrap_err().to_string().contains("within 1"));
         assert!(
-            s.transaction(&"00".repeat(32)).await.is_err(),
+            s.transaction(&"00".repeat(32).parse().unwrap())
+                .await
+                .is_err(),
             "garbage is an error"
         );
         assert!(
-            s.transaction(&"11".repeat(32)).await.is_err(),
+            s.transaction(&"11".repeat(32).parse().unwrap())
+                .await
+                .is_err(),
             "unknown txid is an error"
         );
     }
@@ -198,7 +202,7 @@ async fn attestations_and_the_staychain_check_through_bitcoind_and_esplora() {
         password: "wrong".into(),
     };
     assert!(bad_auth
-        .transaction(&id0)
+        .transaction(&id0.parse().unwrap())
         .await
         .unwrap_err()
         .to_string()
