@@ -129,6 +129,22 @@ impl StandInChain {
     }
 }
 
+/// A transaction spending `from` into `outputs` (unsigned: the stand-in
+/// checks no scripts).
+pub fn spending(from: OutPoint, outputs: Vec<TxOut>) -> Transaction {
+    Transaction {
+        version: transaction::Version::TWO,
+        lock_time: absolute::LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: from,
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        }],
+        output: outputs,
+    }
+}
+
 type Shared = Arc<StandInChain>;
 
 fn not_found() -> Response {

@@ -9,10 +9,7 @@ use std::time::Duration;
 
 use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::{Secp256k1, SecretKey};
-use bitcoin::{
-    absolute, transaction, Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid,
-    Witness,
-};
+use bitcoin::{Amount, OutPoint, ScriptBuf, TxOut, Txid};
 use civkit_chain::stand_in::{self, RPC_PASSWORD, RPC_USER};
 use civkit_chain::{BitcoindRpc, ChainSource, Error, Esplora};
 
@@ -33,21 +30,6 @@ fn backends(url: &str) -> Vec<(&'static str, Arc<dyn ChainSource>)> {
             }),
         ),
     ]
-}
-
-/// A transaction spending `from` into `outputs`.
-fn spend(from: OutPoint, outputs: Vec<TxOut>) -> Transaction {
-    Transaction {
-        version: transaction::Version::TWO,
-        lock_time: absolute::LockTime::ZERO,
-        input: vec![TxIn {
-            previous_output: from,
-            script_sig: ScriptBuf::new(),
-            sequence: Sequence::MAX,
-            witness: Witness::new(),
-        }],
-        output: outputs,
-    }
 }
 
 /// The BOLT3 funding script of two keys.
@@ -73,7 +55,7 @@ async fn both_backends_read_the_same_chain() {
     let (chain, url) = stand_in::start().await;
     chain.mine_empty(3);
     let redeem = funding_script();
-    let funding = spend(
+    let funding = stand_in::spending(
         OutPoint::new(Txid::all_zeros(), 7),
         vec![
             TxOut {
@@ -121,7 +103,7 @@ async fn both_backends_read_the_same_chain() {
     tips.wait_for(|t| t.is_some_and(|t| t.height == 8))
         .await
         .unwrap();
-    chain.mine(vec![spend(
+    chain.mine(vec![stand_in::spending(
         outpoint,
         vec![TxOut {
             value: Amount::from_sat(1_000_000),
@@ -146,7 +128,7 @@ async fn both_backends_read_the_same_chain() {
 /// A chain source that lies, stalls on nothing, and answers garbage.
 async fn liar() -> String {
     use axum::routing::{get, post};
-    let other = spend(OutPoint::new(Txid::all_zeros(), 1), vec![]);
+    let other = stand_in::spending(OutPoint::new(Txid::all_zeros(), 1), vec![]);
     let hex = bitcoin::consensus::encode::serialize_hex(&other);
     let app = axum::Router::new()
         .route("/blocks/tip/height", get(|| async { "not a number" }))

@@ -81,27 +81,20 @@ impl PgTable<'_, '_> {
         let mut events: HashMap<EventId, Option<Event>> = ids.iter().map(|i| (*i, None)).collect();
         let mut tombstones: HashMap<EventId, Option<PublicKey>> =
             ids.iter().map(|i| (*i, None)).collect();
-        let statement = self.statement("SELECT id, json FROM events WHERE id = ANY($1)")?;
-        for row in self
-            .tx
-            .borrow_mut()
-            .query(&statement, &[&keys])
-            .map_err(db_err)?
-        {
-            let id = EventId::from_slice(row.get::<_, &[u8]>(0)).map_err(pg_err)?;
-            events.insert(id, Some(stored::decode(row.get::<_, &str>(1))?));
+        let rows = |sql: &'static str| -> Result<Vec<postgres::Row>> {
+            let statement = self.statement(sql)?;
+            self.tx
+                .borrow_mut()
+                .query(&statement, &[&keys])
+                .map_err(db_err)
+        };
+        let id = |row: &postgres::Row| EventId::from_slice(row.get::<_, &[u8]>(0)).map_err(pg_err);
+        for row in rows("SELECT id, json FROM events WHERE id = ANY($1)")? {
+            events.insert(id(&row)?, Some(stored::decode(row.get::<_, &str>(1))?));
         }
-        let statement =
-            self.statement("SELECT id, author FROM id_tombstones WHERE id = ANY($1)")?;
-        for row in self
-            .tx
-            .borrow_mut()
-            .query(&statement, &[&keys])
-            .map_err(db_err)?
-        {
-            let id = EventId::from_slice(row.get::<_, &[u8]>(0)).map_err(pg_err)?;
+        for row in rows("SELECT id, author FROM id_tombstones WHERE id = ANY($1)")? {
             let author = PublicKey::from_slice(row.get::<_, &[u8]>(1)).map_err(pg_err)?;
-            tombstones.insert(id, Some(author));
+            tombstones.insert(id(&row)?, Some(author));
         }
         self.known.events.borrow_mut().extend(events);
         self.known.tombstones.borrow_mut().extend(tombstones);

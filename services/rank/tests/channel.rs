@@ -8,10 +8,7 @@ use bitcoin::constants::ChainHash;
 use bitcoin::hashes::{sha256d, Hash};
 use bitcoin::key::XOnlyPublicKey;
 use bitcoin::secp256k1::{Message, PublicKey, Secp256k1, SecretKey};
-use bitcoin::{
-    absolute, transaction, Amount, Network, OutPoint, ScriptBuf, Sequence, Transaction, TxIn,
-    TxOut, Txid, Witness,
-};
+use bitcoin::{Amount, Network, OutPoint, ScriptBuf, TxOut, Txid};
 use civkit_chain::stand_in::{self, StandInChain};
 use civkit_chain::{ChainSource, Esplora};
 use civkit_rank::channel::{ChannelCertificate, Refusal};
@@ -31,20 +28,6 @@ fn xonly(b: u8) -> XOnlyPublicKey {
     public(b).x_only_public_key().0
 }
 
-fn pay(from: OutPoint, outputs: Vec<TxOut>) -> Transaction {
-    Transaction {
-        version: transaction::Version::TWO,
-        lock_time: absolute::LockTime::ZERO,
-        input: vec![TxIn {
-            previous_output: from,
-            script_sig: ScriptBuf::new(),
-            sequence: Sequence::MAX,
-            witness: Witness::new(),
-        }],
-        output: outputs,
-    }
-}
-
 /// Node keys 1 and 2, funding keys 11 and 12.
 const NODES: (u8, u8) = (1, 2);
 const FUNDING: (u8, u8) = (11, 12);
@@ -53,7 +36,7 @@ const FUNDING: (u8, u8) = (11, 12);
 fn fund(chain: &StandInChain, keys: (u8, u8), sats: u64) -> (u64, OutPoint) {
     let script =
         lightning::ln::chan_utils::make_funding_redeemscript(&public(keys.0), &public(keys.1));
-    let tx = pay(
+    let tx = stand_in::spending(
         OutPoint::new(Txid::all_zeros(), u32::from(keys.0)),
         vec![TxOut {
             value: Amount::from_sat(sats),
@@ -200,7 +183,7 @@ async fn a_channel_weighs_its_funding_output_until_it_is_spent() {
     assert!(matches!(r, Err(Refusal::NotOnChain(_))), "{r:?}");
 
     // The channel closes: the next block spends the funding output.
-    chain.mine(vec![pay(
+    chain.mine(vec![stand_in::spending(
         outpoint,
         vec![TxOut {
             value: Amount::from_sat(2_400_000),
