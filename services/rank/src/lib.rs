@@ -12,7 +12,9 @@
 //! - [`channel`]: the Lightning channel certificate, a BOLT7
 //!   `channel_announcement` (LDK's types and signature checks) plus the
 //!   funding key's signature over the statement, checked against the
-//!   funding output on the chain (`civkit-chain`).
+//!   funding output on the chain (`civkit-chain`);
+//! - [`watch`]: pruning, at each new block, the certificates whose outputs
+//!   were spent.
 //!
 //! Work in progress (issue 14): the UTXO certificate (BIP-322 proof of
 //! funds), the rank service, tiers and the board's use of them.
@@ -21,3 +23,4 @@
 
 pub mod channel;
 pub mod statement;
+pub mod watch;

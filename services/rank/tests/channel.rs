@@ -223,3 +223,53 @@ fn malformed_certificates_are_refused_before_any_lookup() {
     }
     assert!(ChannelCertificate::parse(&good, 1, &sig).is_ok());
 }
+
+/// Two channels certified; one closes. The tip follower sees the block
+/// that spends it, and the certificates resting on it are pruned at that
+/// block, the other channel's kept.
+#[tokio::test]
+async fn a_spent_channel_is_pruned_within_one_block() {
+    use civkit_rank::watch::SpendWatch;
+    use std::sync::Arc;
+    let (chain, url) = stand_in::start().await;
+    chain.mine_empty(2);
+    let (scid_a, a) = fund(&chain, FUNDING, 1_000_000);
+    let (_, b) = fund(&chain, (13, 14), 2_000_000);
+    let source: Arc<dyn ChainSource> = Arc::new(Esplora { url });
+    let ann = announcement(
+        scid_a,
+        Network::Regtest,
+        [NODES.0, NODES.1, FUNDING.0, FUNDING.1],
+    );
+    let s = statement(1_000);
+    let stake = certificate(&ann, 1, FUNDING.0, &s)
+        .verify(&s, &xonly(RANK), Network::Regtest, source.as_ref())
+        .await
+        .unwrap();
+    let mut watch = SpendWatch::new();
+    watch.watch(stake.outpoint, "cert-a1");
+    watch.watch(stake.outpoint, "cert-a2"); // a second stake key on the same channel
+    watch.watch(b, "cert-b");
+    let (pruned, err) = watch.prune_spent(source.as_ref()).await;
+    assert!(pruned.is_empty() && err.is_none());
+
+    let mut tips = civkit_chain::follow(source.clone(), std::time::Duration::from_millis(20));
+    let seen = tips.wait_for(Option::is_some).await.unwrap().unwrap();
+    chain.mine(vec![stand_in::spending(
+        a,
+        vec![TxOut {
+            value: Amount::from_sat(990_000),
+            script_pubkey: ScriptBuf::new_op_return([]),
+        }],
+    )]);
+    let next = tips
+        .wait_for(|t| t.is_some_and(|t| t.height > seen.height))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.height, seen.height + 1, "the very next block");
+    let (mut pruned, err) = watch.prune_spent(source.as_ref()).await;
+    pruned.sort();
+    assert_eq!((pruned, err.is_none()), (vec!["cert-a1", "cert-a2"], true));
+    assert_eq!(watch.len(), 1, "the other channel is still watched");
+}
