@@ -33,6 +33,12 @@ pub fn load_or_create(path: &Path) -> Result<([u8; 32], bool)> {
 
 /// Read a secret file, refused when group or others may read it.
 pub fn read_private(path: &Path) -> Result<String> {
+    String::from_utf8(read_private_bytes(path)?)
+        .map_err(|_| Error::Invalid(format!("{} is not UTF-8 text", path.display())))
+}
+
+/// [`read_private`] for a secret that may be binary (an LND macaroon).
+pub fn read_private_bytes(path: &Path) -> Result<Vec<u8>> {
     let mode = fs::metadata(path)
         .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
         .permissions()
@@ -45,7 +51,7 @@ pub fn read_private(path: &Path) -> Result<String> {
             path.display()
         )));
     }
-    fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))
+    fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))
 }
 
 /// Write a secret file with mode 0600, replacing any old one.

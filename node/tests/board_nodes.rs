@@ -229,7 +229,11 @@ async fn killing_the_leader_moves_the_rounds_and_the_history_stays_whole() {
         &[],
     );
     for d in &dirs {
-        std::fs::write(d.path().join("data/mainstay.token"), "test-token").unwrap();
+        civkit_framework::keyfile::write_secret(
+            &d.path().join("data/mainstay.token"),
+            "test-token",
+        )
+        .unwrap();
     }
     let mut procs = start_all(&dirs);
     let urls: Vec<String> = dirs.iter().map(|d| relay_url(d.path())).collect();

@@ -81,7 +81,8 @@ async fn buy_restart_then_spend_per_order() {
     let (ln, url) = stand_in().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
-    std::fs::write(dir.path().join("data/invoice.macaroon"), "00ff").unwrap();
+    civkit_framework::keyfile::write_secret(&dir.path().join("data/invoice.macaroon"), "00ff")
+        .unwrap();
     write_config(
         dir.path(),
         &format!(

@@ -93,7 +93,7 @@ fn example_covers_every_key_and_builds() {
     let cfg = Config::from_toml(&text).expect("the example is a valid config");
     let dir = tempfile::tempdir().unwrap();
     // Files an operator provides (the Mainstay slot token).
-    std::fs::write(dir.path().join("mainstay.token"), "token").unwrap();
+    civkit_framework::keyfile::write_secret(&dir.path().join("mainstay.token"), "token").unwrap();
     let ctx = |name: &str| BuildContext::new(dir.path(), name, nostr::Keys::generate());
     let built = civkit_node::daemon::build_components(&cfg, &registry, &ctx)
         .unwrap_or_else(|e| panic!("{e:#}"));

@@ -46,7 +46,7 @@ async fn order(home: &str, ws: &str, id: &str) -> String {
 async fn notarized_board(dir: &std::path::Path, url: &str) -> Daemon {
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("mainstay.token"), "test-token").unwrap();
+    civkit_framework::keyfile::write_secret(&data.join("mainstay.token"), "test-token").unwrap();
     let cfg = format!(
         "[node]\ndata_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
          [transports.relay]\ntype = \"nostr-ws\"\nlisten = \"127.0.0.1:0\"\n\

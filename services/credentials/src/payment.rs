@@ -71,10 +71,9 @@ pub fn from_config(
                 "is required for this backend",
             ));
         }
-        let path = data_dir.join(file);
-        let bytes = std::fs::read(&path).map_err(|e| {
-            Error::config(format!("{key}.{what}"), format!("{}: {e}", path.display()))
-        })?;
+        // A macaroon or rune is a credential: refused when others may read it.
+        let bytes = civkit_framework::keyfile::read_private_bytes(&data_dir.join(file))
+            .map_err(|e| Error::config(format!("{key}.{what}"), e))?;
         Ok(match std::str::from_utf8(&bytes) {
             Ok(t) if t.trim().chars().all(|c| c.is_ascii_hexdigit()) => t.trim().to_string(),
             Ok(t) if what == "rune_file" => t.trim().to_string(),

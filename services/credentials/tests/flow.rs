@@ -27,8 +27,8 @@ fn service_with(
     dir: &std::path::Path,
     tune: impl FnOnce(&mut CredentialsConfig),
 ) -> Credentials {
-    std::fs::write(dir.join("mac"), "00ff").unwrap();
-    std::fs::write(dir.join("rune"), "test-rune").unwrap();
+    civkit_framework::keyfile::write_secret(&dir.join("mac"), "00ff").unwrap();
+    civkit_framework::keyfile::write_secret(&dir.join("rune"), "test-rune").unwrap();
     let payment = PaymentConfig {
         backend: backend.into(),
         url: url.into(),
@@ -648,4 +648,35 @@ async fn quote_spam_is_bounded() {
         }
     }
     assert_eq!(busy, 1, "two calls in flight, the third refused");
+}
+
+/// A macaroon or rune that other users may read is refused at start, with
+/// the key and the fix named; at mode 0600 it is taken.
+#[test]
+fn payment_credentials_readable_by_others_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    for (backend, file) in [("lnd", "mac"), ("cln", "rune")] {
+        let path = dir.path().join(file);
+        civkit_framework::keyfile::write_secret(&path, "00ff").unwrap();
+        let cfg = PaymentConfig {
+            backend: backend.into(),
+            url: "http://127.0.0.1:1".into(),
+            macaroon_file: "mac".into(),
+            rune_file: "rune".into(),
+        };
+        assert!(
+            payment::from_config(&cfg, dir.path(), "p").is_ok(),
+            "{backend}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = payment::from_config(&cfg, dir.path(), "p")
+            .err()
+            .unwrap_or_else(|| panic!("{backend}: a world-readable {file} was taken"))
+            .to_string();
+        assert!(
+            err.contains("readable by other users") && err.contains("chmod 600"),
+            "{err}"
+        );
+    }
 }

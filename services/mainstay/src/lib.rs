@@ -65,12 +65,8 @@ pub fn chain_source(
         "bitcoind" => {
             need(&cfg.password_file, "password_file")?;
             let path = data_dir.join(&cfg.password_file);
-            let password = std::fs::read_to_string(&path).map_err(|e| {
-                Error::config(
-                    format!("{key}.password_file"),
-                    format!("{}: {e}", path.display()),
-                )
-            })?;
+            let password = civkit_framework::keyfile::read_private(&path)
+                .map_err(|e| Error::config(format!("{key}.password_file"), e))?;
             Ok(Some(Arc::new(chain::BitcoindRpc {
                 url: cfg.url.clone(),
                 user: cfg.user.clone(),
@@ -92,11 +88,12 @@ pub fn register(registry: &mut Registry) {
         "Mainstay notarization: rounds of accepted events committed to a Mainstay slot",
         service::EXAMPLE,
         |cfg: MainstayConfig, ctx: &BuildContext| {
+            // The slot token lets anyone write the board's slot: a secret.
             let path = ctx.data_dir.join(&cfg.token_file);
-            let token = std::fs::read_to_string(&path).map_err(|e| {
+            let token = civkit_framework::keyfile::read_private(&path).map_err(|e| {
                 civkit_framework::Error::config(
                     format!("services.{}.token_file", ctx.instance),
-                    format!("{}: {e} (the slot token from Mainstay)", path.display()),
+                    format!("{e} (the slot token from Mainstay)"),
                 )
             })?;
             let api = client::Mainstay {

@@ -421,3 +421,31 @@ async fn only_attestations_on_the_staychain_and_deep_enough_count() {
     })
     .await;
 }
+
+/// bitcoind's RPC password file is a secret: refused when other users may
+/// read it, taken at mode 0600.
+#[test]
+fn a_bitcoind_password_file_readable_by_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rpc.password");
+    civkit_framework::keyfile::write_secret(&path, "hunter2").unwrap();
+    let chain = ChainConfig {
+        backend: "bitcoind".into(),
+        url: "http://127.0.0.1:1".into(),
+        user: "civkit".into(),
+        password_file: "rpc.password".into(),
+        staychain_start: stand_in::STAYCHAIN_START.into(),
+        ..ChainConfig::default()
+    };
+    assert!(civkit_mainstay::chain_source(&chain, dir.path(), "chain").is_ok());
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let err = civkit_mainstay::chain_source(&chain, dir.path(), "chain")
+        .err()
+        .expect("a group-readable password file was taken")
+        .to_string();
+    assert!(
+        err.contains("chain.password_file") && err.contains("readable by other users"),
+        "{err}"
+    );
+}
