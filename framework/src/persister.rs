@@ -135,16 +135,35 @@ pub trait Persister: Send + Sync + 'static {
     async fn remove_expired(&self, now: Timestamp) -> Result<u64>;
     /// Read a key of a service namespace.
     async fn kv_get(&self, namespace: &str, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Change one key, atomically and durably: with `value`, set it (only
+    /// when absent if `only_new`; `true` when written); without, remove it
+    /// (`true` when it existed). `kv_put`, `kv_insert_new` and `kv_delete`
+    /// are this.
+    async fn kv_write(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        value: Option<&[u8]>,
+        only_new: bool,
+    ) -> Result<bool>;
     /// Write a key, durably.
-    async fn kv_put(&self, namespace: &str, key: &[u8], value: &[u8]) -> Result<()>;
+    async fn kv_put(&self, namespace: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        self.kv_write(namespace, key, Some(value), false)
+            .await
+            .map(drop)
+    }
     /// Write a key only if absent, atomically and durably. `true` when written.
-    async fn kv_insert_new(&self, namespace: &str, key: &[u8], value: &[u8]) -> Result<bool>;
+    async fn kv_insert_new(&self, namespace: &str, key: &[u8], value: &[u8]) -> Result<bool> {
+        self.kv_write(namespace, key, Some(value), true).await
+    }
     /// Take every claim or none, atomically and durably (for events that are
     /// not stored, such as ephemeral ones). `None` when all were taken, else
     /// the first claim that was already taken.
     async fn kv_claim(&self, claims: &[Claim]) -> Result<Option<Claim>>;
     /// Remove a key, durably. `true` when it existed.
-    async fn kv_delete(&self, namespace: &str, key: &[u8]) -> Result<bool>;
+    async fn kv_delete(&self, namespace: &str, key: &[u8]) -> Result<bool> {
+        self.kv_write(namespace, key, None, false).await
+    }
     /// All pairs whose key starts with `prefix`, in key order.
     async fn kv_scan(&self, namespace: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
     /// Counts and sizes.

@@ -169,30 +169,26 @@ impl Persister for MemoryPersister {
             .get(&(ns.to_string(), key.to_vec()))
             .cloned())
     }
-    async fn kv_put(&self, ns: &str, key: &[u8], value: &[u8]) -> Result<()> {
-        self.tables()
-            .kv
-            .insert((ns.to_string(), key.to_vec()), value.to_vec());
-        Ok(())
-    }
-    async fn kv_insert_new(&self, ns: &str, key: &[u8], value: &[u8]) -> Result<bool> {
+    async fn kv_write(
+        &self,
+        ns: &str,
+        key: &[u8],
+        value: Option<&[u8]>,
+        only_new: bool,
+    ) -> Result<bool> {
         let mut t = self.tables();
         let k = (ns.to_string(), key.to_vec());
-        if t.kv.contains_key(&k) {
-            return Ok(false);
-        }
-        t.kv.insert(k, value.to_vec());
-        Ok(true)
+        Ok(match value {
+            Some(_) if only_new && t.kv.contains_key(&k) => false,
+            Some(v) => {
+                t.kv.insert(k, v.to_vec());
+                true
+            }
+            None => t.kv.remove(&k).is_some(),
+        })
     }
     async fn kv_claim(&self, claims: &[Claim]) -> Result<Option<Claim>> {
         apply_claims(&mut *self.tables(), claims)
-    }
-    async fn kv_delete(&self, ns: &str, key: &[u8]) -> Result<bool> {
-        Ok(self
-            .tables()
-            .kv
-            .remove(&(ns.to_string(), key.to_vec()))
-            .is_some())
     }
     async fn kv_scan(&self, ns: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let t = self.tables();

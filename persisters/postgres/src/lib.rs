@@ -306,12 +306,27 @@ impl Persister for PostgresPersister {
         })
         .await
     }
-    async fn kv_put(&self, namespace: &str, key: &[u8], value: &[u8]) -> Result<()> {
-        self.kv_write(namespace, key, Some(value), false).await?;
-        Ok(())
-    }
-    async fn kv_insert_new(&self, namespace: &str, key: &[u8], value: &[u8]) -> Result<bool> {
-        self.kv_write(namespace, key, Some(value), true).await
+    async fn kv_write(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        value: Option<&[u8]>,
+        only_new: bool,
+    ) -> Result<bool> {
+        check_namespace(namespace)?;
+        let (namespace, key, value) = (
+            namespace.to_string(),
+            key.to_vec(),
+            value.map(<[u8]>::to_vec),
+        );
+        self.write(|tx| Op::Kv {
+            namespace,
+            key,
+            value,
+            only_new,
+            tx,
+        })
+        .await
     }
     async fn kv_claim(&self, claims: &[Claim]) -> Result<Option<Claim>> {
         for c in claims {
@@ -319,9 +334,6 @@ impl Persister for PostgresPersister {
         }
         let claims = claims.to_vec();
         self.write(|tx| Op::Claim(claims, tx)).await
-    }
-    async fn kv_delete(&self, namespace: &str, key: &[u8]) -> Result<bool> {
-        self.kv_write(namespace, key, None, false).await
     }
     async fn kv_scan(&self, namespace: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         check_namespace(namespace)?;
@@ -403,31 +415,6 @@ impl Persister for PostgresPersister {
     async fn share_ephemeral(&self, event: &Event) -> Result<()> {
         let event = Box::new(event.clone());
         self.write(|tx| Op::Ephemeral(event, tx)).await
-    }
-}
-
-impl PostgresPersister {
-    async fn kv_write(
-        &self,
-        namespace: &str,
-        key: &[u8],
-        value: Option<&[u8]>,
-        only_new: bool,
-    ) -> Result<bool> {
-        check_namespace(namespace)?;
-        let (namespace, key, value) = (
-            namespace.to_string(),
-            key.to_vec(),
-            value.map(<[u8]>::to_vec),
-        );
-        self.write(|tx| Op::Kv {
-            namespace,
-            key,
-            value,
-            only_new,
-            tx,
-        })
-        .await
     }
 }
 

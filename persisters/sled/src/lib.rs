@@ -383,11 +383,22 @@ impl<E: Engine> Persister for EmbeddedPersister<E> {
             .get(&index::kv_key(ns, key))?
             .map(|v| v.into_owned()))
     }
-    async fn kv_put(&self, ns: &str, key: &[u8], value: &[u8]) -> Result<()> {
-        self.kv_write(ns, key, Some(value), false).await.map(|_| ())
-    }
-    async fn kv_insert_new(&self, ns: &str, key: &[u8], value: &[u8]) -> Result<bool> {
-        self.kv_write(ns, key, Some(value), true).await
+    async fn kv_write(
+        &self,
+        ns: &str,
+        key: &[u8],
+        value: Option<&[u8]>,
+        only_new: bool,
+    ) -> Result<bool> {
+        check_namespace(ns)?;
+        let (key, value) = (index::kv_key(ns, key), value.map(<[u8]>::to_vec));
+        self.write(|tx| WriteOp::KvPut {
+            key,
+            value,
+            only_new,
+            tx,
+        })
+        .await
     }
     async fn kv_claim(&self, claims: &[Claim]) -> Result<Option<Claim>> {
         for c in claims {
@@ -395,9 +406,6 @@ impl<E: Engine> Persister for EmbeddedPersister<E> {
         }
         let claims = claims.to_vec();
         self.write(|tx| WriteOp::Claim(claims, tx)).await
-    }
-    async fn kv_delete(&self, ns: &str, key: &[u8]) -> Result<bool> {
-        self.kv_write(ns, key, None, false).await
     }
     async fn kv_scan(&self, ns: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         check_namespace(ns)?;
@@ -426,26 +434,6 @@ impl<E: Engine> Persister for EmbeddedPersister<E> {
     async fn import(&self, records: &[Record]) -> Result<()> {
         let records = records.to_vec();
         self.write(|tx| WriteOp::Import(records, tx)).await
-    }
-}
-
-impl<E: Engine> EmbeddedPersister<E> {
-    async fn kv_write(
-        &self,
-        ns: &str,
-        key: &[u8],
-        value: Option<&[u8]>,
-        only_new: bool,
-    ) -> Result<bool> {
-        check_namespace(ns)?;
-        let (key, value) = (index::kv_key(ns, key), value.map(<[u8]>::to_vec));
-        self.write(|tx| WriteOp::KvPut {
-            key,
-            value,
-            only_new,
-            tx,
-        })
-        .await
     }
 }
 
