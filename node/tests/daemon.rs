@@ -9,21 +9,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{cli, relay_url, start, status, write_config};
+use common::{cli, connect as ws, fetch, relay_url, start, status, write_config, Ws};
 use futures_util::{SinkExt, StreamExt};
 use nostr::{EventBuilder, EventId, Filter, JsonUtil, Keys};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn ws(url: &str) -> Ws {
-    tokio_tungstenite::connect_async(url)
-        .await
-        .expect("connect")
-        .0
-}
 
 async fn next_json(ws: &mut Ws) -> Option<Value> {
     loop {
@@ -99,26 +89,6 @@ async fn ingest_then_kill(
     acked
 }
 
-/// Every stored event matching `filter` (each REQ's `limit` must cover it).
-async fn fetch(c: &mut Ws, sub: &str, filter: Filter) -> Vec<nostr::Event> {
-    c.send(Message::Text(
-        json!(["REQ", sub, filter]).to_string().into(),
-    ))
-    .await
-    .unwrap();
-    let mut out = Vec::new();
-    loop {
-        let v = next_json(c).await.expect("reply");
-        if v[0] == "EVENT" {
-            out.push(nostr::Event::from_json(v[2].to_string()).unwrap());
-        } else if v[0] == "EOSE" && v[1] == sub {
-            return out;
-        } else if v[0] == "CLOSED" {
-            panic!("{v}");
-        }
-    }
-}
-
 /// Four writers' notes, pre-signed so that the clients keep the relay busy.
 fn note_streams() -> Vec<Vec<nostr::Event>> {
     (0..4)
@@ -139,9 +109,9 @@ fn note_streams() -> Vec<Vec<nostr::Event>> {
 async fn missing(url: &str, ids: &[EventId]) -> usize {
     let mut c = ws(url).await;
     let mut found = HashSet::new();
-    for (n, chunk) in ids.chunks(400).enumerate() {
+    for chunk in ids.chunks(400) {
         let f = Filter::new().ids(chunk.iter().copied()).limit(500);
-        for e in fetch(&mut c, &format!("check{n}"), f).await {
+        for e in fetch(&mut c, f).await {
             found.insert(e.id);
         }
     }
@@ -255,13 +225,13 @@ async fn sigkill_during_replacement_and_deletion_keeps_the_newest() {
     let url = relay_url(tmp.path());
     let mut c = ws(&url).await;
     let mut stored = Vec::new();
-    for (n, k) in writers.iter().enumerate() {
+    for k in writers {
         for kind in [10_002u16, 30_078, 1, 5] {
             let f = Filter::new()
                 .author(k.public_key())
                 .kind(Kind::from(kind))
                 .limit(500);
-            stored.extend(fetch(&mut c, &format!("w{n}k{kind}"), f).await);
+            stored.extend(fetch(&mut c, f).await);
         }
     }
     let stored_ids: HashSet<EventId> = stored.iter().map(|e| e.id).collect();
