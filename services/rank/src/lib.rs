@@ -21,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bip322;
 pub mod channel;
 pub mod statement;
 pub mod watch;
