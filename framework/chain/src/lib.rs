@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 mod backends;
+mod config;
 #[cfg(feature = "testing")]
 pub mod stand_in;
 
@@ -30,6 +31,7 @@ use bitcoin::{BlockHash, OutPoint, Transaction, TxOut, Txid};
 use tokio::sync::watch;
 
 pub use backends::{BitcoindRpc, Esplora};
+pub use config::SourceConfig;
 
 /// Why a chain lookup failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

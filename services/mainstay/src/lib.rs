@@ -58,27 +58,14 @@ pub fn chain_source(
         chain::tweaked_key(&cfg.base_key, &cfg.chain_code, &"00".repeat(32))
             .map_err(|e| Error::config(format!("{key}.base_key"), e))?;
     }
-    match cfg.backend.as_str() {
-        "esplora" => Ok(Some(Arc::new(chain::Esplora {
-            url: cfg.url.clone(),
-        }))),
-        "bitcoind" => {
-            need(&cfg.password_file, "password_file")?;
-            let path = data_dir.join(&cfg.password_file);
-            let password = civkit_framework::keyfile::read_private(&path)
-                .map_err(|e| Error::config(format!("{key}.password_file"), e))?;
-            Ok(Some(Arc::new(chain::BitcoindRpc {
-                url: cfg.url.clone(),
-                user: cfg.user.clone(),
-                password: password.trim().to_string(),
-            })))
-        }
-        "none" => Ok(None),
-        other => Err(Error::config(
-            format!("{key}.backend"),
-            format!("`{other}`: choose esplora, bitcoind or none"),
-        )),
+    civkit_chain::SourceConfig {
+        backend: cfg.backend.clone(),
+        url: cfg.url.clone(),
+        user: cfg.user.clone(),
+        password_file: cfg.password_file.clone(),
     }
+    .build(data_dir)
+    .map_err(|(field, e)| Error::config(format!("{key}.{field}"), e))
 }
 
 /// Register the `mainstay` service.

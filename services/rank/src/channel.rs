@@ -17,12 +17,14 @@
 
 use bitcoin::constants::ChainHash;
 use bitcoin::secp256k1::{ecdsa, Message, PublicKey, Secp256k1};
-use bitcoin::{Amount, Network, OutPoint, ScriptBuf};
+use bitcoin::{Network, OutPoint, ScriptBuf};
 use civkit_chain::ChainSource;
 use lightning::ln::msgs::ChannelAnnouncement;
 use lightning::routing::gossip::NodeId;
 use lightning::util::ser::LengthReadable;
 
+pub use crate::certificate::Refusal;
+use crate::certificate::{check_statement, Stake};
 use crate::statement::StakeStatement;
 
 /// Which side of the channel the certificate's key is.
@@ -39,40 +41,6 @@ pub struct ChannelCertificate {
     pub side: Side,
     /// The side's funding key's signature over the statement.
     pub signature: ecdsa::Signature,
-}
-
-/// Why a certificate does not count.
-#[derive(Debug, thiserror::Error)]
-pub enum Refusal {
-    #[error("malformed certificate: {0}")]
-    Malformed(String),
-    #[error("the channel announcement does not verify: {0}")]
-    Announcement(String),
-    #[error("the statement names another rank service")]
-    OtherRankService,
-    #[error("the certificate is for another network")]
-    OtherNetwork,
-    #[error("the statement expired at height {expiry} (the tip is {tip})")]
-    Expired { expiry: u32, tip: u64 },
-    #[error("the funding key's signature over the statement does not verify")]
-    StatementSignature,
-    #[error("the short channel id points at nothing on the chain: {0}")]
-    NotOnChain(String),
-    #[error("the output at the short channel id is not the 2-of-2 of the announced funding keys")]
-    NotFunding,
-    #[error("the funding output is spent: the channel is closed")]
-    Spent,
-    #[error(transparent)]
-    Chain(civkit_chain::Error),
-}
-
-/// What a verified certificate weighs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stake {
-    /// The funding output: the certificate counts while it is unspent.
-    pub outpoint: OutPoint,
-    pub value: Amount,
-    pub confirmations: u64,
 }
 
 fn key(id: &NodeId) -> Result<PublicKey, Refusal> {
@@ -126,10 +94,7 @@ impl ChannelCertificate {
         chain: &dyn ChainSource,
     ) -> Result<Stake, Refusal> {
         let c = &self.announcement.contents;
-        if statement.rank_key != *rank_key {
-            return Err(Refusal::OtherRankService);
-        }
-        if statement.network != network || c.chain_hash != ChainHash::using_genesis_block(network) {
+        if c.chain_hash != ChainHash::using_genesis_block(network) {
             return Err(Refusal::OtherNetwork);
         }
         let secp = Secp256k1::verification_only();
@@ -139,13 +104,7 @@ impl ChannelCertificate {
         secp.verify_ecdsa(&digest, &self.signature, &self.funding_key()?)
             .map_err(|_| Refusal::StatementSignature)?;
 
-        let tip = chain.tip_height().await.map_err(Refusal::Chain)?;
-        if u64::from(statement.expiry_height) <= tip {
-            return Err(Refusal::Expired {
-                expiry: statement.expiry_height,
-                tip,
-            });
-        }
+        check_statement(statement, rank_key, network, chain).await?;
         use lightning::util::scid_utils::{block_from_scid, tx_index_from_scid, vout_from_scid};
         let scid = c.short_channel_id;
         let height = u64::from(block_from_scid(scid));
@@ -176,7 +135,7 @@ impl ChannelCertificate {
         Ok(Stake {
             outpoint,
             value: unspent.value,
-            confirmations: tip.saturating_sub(height) + 1,
+            confirmed_at: height,
         })
     }
 }

@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bip322;
+pub mod certificate;
 pub mod channel;
 pub mod statement;
 pub mod watch;

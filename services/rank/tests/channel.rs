@@ -122,7 +122,9 @@ async fn a_channel_weighs_its_funding_output_until_it_is_spent() {
         .await
         .unwrap();
     assert_eq!(stake.value, Amount::from_sat(2_500_000));
-    assert_eq!(stake.confirmations, 6);
+    // Mined at height 2 of a chain whose tip is 7: six confirmations.
+    assert_eq!(stake.confirmed_at, 2);
+    assert_eq!(stake.confirmations(7), 6);
     assert_eq!(stake.outpoint, outpoint);
     assert_eq!(source.tip_height().await.unwrap(), 7);
 
