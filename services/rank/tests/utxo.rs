@@ -98,7 +98,7 @@ async fn utxos_of_several_script_types_weigh_their_values_until_spent() {
     let late = statement(tip as u32);
     assert!(matches!(
         refused(
-            certificate(&late, &[a.clone()])
+            certificate(&late, std::slice::from_ref(&a))
                 .verify(&late, &xonly(RANK), Network::Regtest, &source)
                 .await
         ),
