@@ -15,5 +15,6 @@ pub fn registry() -> Registry {
     civkit_board::register(&mut r);
     civkit_credentials::register(&mut r);
     civkit_mainstay::register(&mut r);
+    civkit_rank::register(&mut r);
     r
 }

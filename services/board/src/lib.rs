@@ -30,6 +30,8 @@ use civkit_framework::{
     Admission, BuildContext, Error, Origin, Registry, Rejection, Result, Service, ServiceContext,
     Shutdown, StoredEvent,
 };
+use civkit_rank::lookup::TierLookup;
+use civkit_rank::tier::stake_of;
 use nostr::{Event, EventBuilder, EventId, Filter, Kind, Tag, Timestamp};
 use serde_json::{json, Value};
 use tracing::{info, warn};
@@ -44,25 +46,85 @@ pub fn register(registry: &mut Registry) {
         "market-board",
         "CivKit market board: NIP-69 orders with BOLT12 offers, checked against a published policy",
         policy::EXAMPLE,
-        |cfg: BoardConfig, ctx: &BuildContext| {
+        |mut cfg: BoardConfig, ctx: &BuildContext| {
             cfg.validate().map_err(|(key, msg)| {
                 Error::config(format!("services.{}.{key}", ctx.instance), msg)
             })?;
+            // No key named: the rank service is this node's.
+            if cfg.stake.rank_key.is_empty() {
+                cfg.stake.rank_key = ctx.keys.public_key().to_hex();
+            }
             Ok(Arc::new(Board::new(cfg)) as Arc<dyn Service>)
         },
     );
 }
 
 /// The market board service.
-#[derive(Debug)]
 pub struct Board {
     policy: BoardConfig,
+    /// Where makers' tiers come from, when a rule needs one.
+    tiers: Option<TierLookup>,
 }
+
+impl std::fmt::Debug for Board {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Board").field("policy", &self.policy).finish()
+    }
+}
+
+/// How long a remote rank service has to answer a tier lookup.
+const TIER_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Board {
     /// A board with this policy.
     pub fn new(policy: BoardConfig) -> Self {
-        Board { policy }
+        let tiers = nostr::PublicKey::from_hex(&policy.stake.rank_key)
+            .ok()
+            .filter(|_| policy.stake.ranks())
+            .map(|key| {
+                TierLookup::new(
+                    key,
+                    &policy.stake.rank_relay,
+                    policy.stake.cache_secs,
+                    TIER_TIMEOUT,
+                )
+            });
+        Board { policy, tiers }
+    }
+
+    /// The stake tag, checked, and the tier rules: the rejection says which
+    /// tier was needed and which was found.
+    async fn admit_stake(
+        &self,
+        ctx: &ServiceContext,
+        event: &Event,
+        order: &Order,
+    ) -> std::result::Result<(), Rejection> {
+        let stake = stake_of(event).map_err(Rejection::invalid)?;
+        let needed = self.policy.stake.needed(order);
+        let Some(tiers) = self.tiers.as_ref().filter(|_| needed > 0) else {
+            return Ok(());
+        };
+        let side = match order.side {
+            order::Side::Buy => "buy",
+            order::Side::Sell => "sell",
+        };
+        let Some(key) = stake else {
+            return Err(Rejection::restricted(format!(
+                "tier {needed} needed for {} {side} orders; found tier 0: the order has no `stake` tag",
+                order.currency
+            )));
+        };
+        let found = tiers.attestation(ctx, &key).await?;
+        let tier = found.as_ref().map_or(0, |a| a.tier);
+        if tier < needed {
+            return Err(Rejection::restricted(format!(
+                "tier {needed} needed for {} {side} orders; found tier {tier} for stake key {key}{}",
+                order.currency,
+                if found.is_none() { " (no attestation from the rank service)" } else { "" }
+            )));
+        }
+        Ok(())
     }
 
     /// The policy event: replaceable, signed by the node key, listing how to reach the board.
@@ -149,6 +211,7 @@ impl Board {
         self.policy
             .check(&order, event.created_at.as_secs())
             .map_err(|e| e.rejection())?;
+        self.admit_stake(ctx, event, &order).await?;
         // Only the maker who first used an order id may update it.
         let same_id = Filter::new()
             .kind(Kind::from(ORDER_KIND))

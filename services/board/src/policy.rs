@@ -47,6 +47,56 @@ pub struct BoardConfig {
     pub max_open_orders_per_author: usize,
     /// Refuse orders without a `bolt12` offer.
     pub require_bolt12: bool,
+    /// Tiers makers need (Web-of-Stakes), from a rank service's attestations.
+    pub stake: StakeRules,
+}
+
+/// `[services.<name>.stake]`: the tiers orders need. An order shows its
+/// maker's tier with a `stake` tag; the tier is the rank service's signed
+/// attestation for that stake key.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StakeRules {
+    /// The rank service's key (hex); empty: this node's own key (a rank
+    /// service on this node).
+    pub rank_key: String,
+    /// A remote rank service's websocket URL to fetch attestations from;
+    /// empty: this node's store.
+    pub rank_relay: String,
+    /// Seconds a remote answer is reused.
+    pub cache_secs: u64,
+    /// Tier every order needs (0: none).
+    pub min_tier: u8,
+    /// Tier orders in a currency need (`f` tag), e.g. `{ NGN = 2 }`.
+    pub min_tier_by_currency: std::collections::BTreeMap<String, u8>,
+    /// Tier orders of a type need (`k` tag: `buy`, `sell`).
+    pub min_tier_by_type: std::collections::BTreeMap<String, u8>,
+}
+
+impl StakeRules {
+    /// The tier `order` needs.
+    pub fn needed(&self, order: &Order) -> u8 {
+        let side = match order.side {
+            crate::order::Side::Buy => "buy",
+            crate::order::Side::Sell => "sell",
+        };
+        [
+            Some(self.min_tier),
+            self.min_tier_by_currency.get(&order.currency).copied(),
+            self.min_tier_by_type.get(side).copied(),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(0)
+    }
+
+    /// Whether any rule needs a tier.
+    pub fn ranks(&self) -> bool {
+        self.min_tier > 0
+            || self.min_tier_by_currency.values().any(|t| *t > 0)
+            || self.min_tier_by_type.values().any(|t| *t > 0)
+    }
 }
 
 impl Default for BoardConfig {
@@ -60,6 +110,10 @@ impl Default for BoardConfig {
             max_order_lifetime_secs: 7 * 24 * 3600,
             max_open_orders_per_author: 20,
             require_bolt12: false,
+            stake: StakeRules {
+                cache_secs: 30,
+                ..StakeRules::default()
+            },
         }
     }
 }
@@ -80,6 +134,20 @@ max_order_lifetime_secs = 604800
 max_open_orders_per_author = 20
 # Refuse orders without a bolt12 offer.
 require_bolt12 = false
+
+# Tiers makers need (Web-of-Stakes): an order's `stake` tag names its
+# maker's stake key, and a rank service attests the key's tier.
+[{table}.stake]
+# The rank service's key (hex); empty: this node's key (a rank service here).
+rank_key = ""
+# A remote rank service's websocket URL; empty: this node's store.
+rank_relay = ""
+# Seconds a remote answer is reused.
+cache_secs = 30
+# Tier every order needs (0: none), and per currency or order type.
+min_tier = 0
+min_tier_by_currency = {}
+min_tier_by_type = {}
 "#;
 
 impl BoardConfig {
@@ -105,6 +173,17 @@ impl BoardConfig {
                     format!("`{l}` is not one of {}", LAYERS.join(", ")),
                 ));
             }
+        }
+        if !self.stake.rank_key.is_empty() && nostr::PublicKey::from_hex(&self.stake.rank_key).is_err() {
+            return Err(("stake.rank_key", "is not a hex public key".into()));
+        }
+        if !self.stake.rank_relay.is_empty()
+            && !["ws", "wss"].contains(&url::Url::parse(&self.stake.rank_relay).map(|u| u.scheme().to_string()).unwrap_or_default().as_str())
+        {
+            return Err(("stake.rank_relay", "is not a ws:// or wss:// URL".into()));
+        }
+        if let Some(k) = self.stake.min_tier_by_type.keys().find(|k| !["buy", "sell"].contains(&k.as_str())) {
+            return Err(("stake.min_tier_by_type", format!("`{k}`: the types are buy and sell")));
         }
         if self.max_sats != 0 && self.max_sats < self.min_sats {
             return Err(("max_sats", "is below min_sats".into()));
@@ -176,6 +255,14 @@ impl BoardConfig {
             "max_order_lifetime_secs": self.max_order_lifetime_secs,
             "max_open_orders_per_author": self.max_open_orders_per_author,
             "require_bolt12": self.require_bolt12,
+            "stake": {
+                "rank_key": self.stake.rank_key,
+                "rank_relay": self.stake.rank_relay,
+                "attestation_kind": 30392,
+                "min_tier": self.stake.min_tier,
+                "min_tier_by_currency": self.stake.min_tier_by_currency,
+                "min_tier_by_type": self.stake.min_tier_by_type,
+            },
             "endpoints": reach,
         })
     }

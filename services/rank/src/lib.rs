@@ -16,13 +16,24 @@
 //! - [`watch`]: pruning, at each new block, the certificates whose outputs
 //!   were spent.
 //!
-//! Work in progress (issue 14): the UTXO certificate (BIP-322 proof of
-//! funds), the rank service, tiers and the board's use of them.
+//! - [`bip322`]: BIP-322 2.0.0 signatures, for the UTXO certificate;
+//! - [`certificate`]: what certificates share, the [`certificate::StakeVerifier`]
+//!   seam, and the UTXO certificate;
+//! - [`tier`]: the `stake` tag on orders, the score, tiers and the signed
+//!   tier attestation;
+//! - [`service`]: the rank service (`type = "rank"`);
+//! - [`lookup`]: how a board finds a stake key's tier (local store or a
+//!   remote rank service), checked against the rank key.
 
 #![forbid(unsafe_code)]
 
 pub mod bip322;
 pub mod certificate;
 pub mod channel;
+pub mod lookup;
+pub mod service;
 pub mod statement;
+pub mod tier;
 pub mod watch;
+
+pub use service::{register, Rank, RankConfig};
