@@ -73,6 +73,7 @@ pub struct TestNodeBuilder {
     services: Vec<(String, Arc<dyn Service>)>,
     limits: SessionLimits,
     info: NodeInfo,
+    keys: Keys,
 }
 
 impl TestNodeBuilder {
@@ -91,6 +92,11 @@ impl TestNodeBuilder {
         self.limits = l;
         self
     }
+    /// The node's keys (a random key otherwise).
+    pub fn keys(mut self, k: Keys) -> Self {
+        self.keys = k;
+        self
+    }
     /// Node info (e.g. a relay URL for NIP-42).
     pub fn info(mut self, i: NodeInfo) -> Self {
         self.info = i;
@@ -99,7 +105,7 @@ impl TestNodeBuilder {
     /// Build and start the node's background work.
     pub fn build(self) -> TestNode {
         let clock = Arc::new(ManualClock::new(Timestamp::now().as_secs()));
-        let mut b = NodeBuilder::new(self.persister, Keys::generate())
+        let mut b = NodeBuilder::new(self.persister, self.keys)
             .clock(clock.clone())
             .info(self.info);
         for (name, s) in self.services {
@@ -128,6 +134,7 @@ impl TestNode {
             services: Vec::new(),
             limits: SessionLimits::default(),
             info: NodeInfo::default(),
+            keys: Keys::generate(),
         }
     }
     /// A plain test node.

@@ -68,7 +68,9 @@ pub struct Board {
 
 impl std::fmt::Debug for Board {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Board").field("policy", &self.policy).finish()
+        f.debug_struct("Board")
+            .field("policy", &self.policy)
+            .finish()
     }
 }
 

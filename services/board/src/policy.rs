@@ -174,16 +174,31 @@ impl BoardConfig {
                 ));
             }
         }
-        if !self.stake.rank_key.is_empty() && nostr::PublicKey::from_hex(&self.stake.rank_key).is_err() {
+        if !self.stake.rank_key.is_empty()
+            && nostr::PublicKey::from_hex(&self.stake.rank_key).is_err()
+        {
             return Err(("stake.rank_key", "is not a hex public key".into()));
         }
         if !self.stake.rank_relay.is_empty()
-            && !["ws", "wss"].contains(&url::Url::parse(&self.stake.rank_relay).map(|u| u.scheme().to_string()).unwrap_or_default().as_str())
+            && !["ws", "wss"].contains(
+                &url::Url::parse(&self.stake.rank_relay)
+                    .map(|u| u.scheme().to_string())
+                    .unwrap_or_default()
+                    .as_str(),
+            )
         {
             return Err(("stake.rank_relay", "is not a ws:// or wss:// URL".into()));
         }
-        if let Some(k) = self.stake.min_tier_by_type.keys().find(|k| !["buy", "sell"].contains(&k.as_str())) {
-            return Err(("stake.min_tier_by_type", format!("`{k}`: the types are buy and sell")));
+        if let Some(k) = self
+            .stake
+            .min_tier_by_type
+            .keys()
+            .find(|k| !["buy", "sell"].contains(&k.as_str()))
+        {
+            return Err((
+                "stake.min_tier_by_type",
+                format!("`{k}`: the types are buy and sell"),
+            ));
         }
         if self.max_sats != 0 && self.max_sats < self.min_sats {
             return Err(("max_sats", "is below min_sats".into()));

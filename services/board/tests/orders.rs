@@ -103,6 +103,7 @@ async fn orders_outside_policy_are_restricted_with_the_rule() {
         max_order_lifetime_secs: 7200,
         max_open_orders_per_author: 2,
         require_bolt12: false,
+        stake: Default::default(),
     };
     let tn = board(cfg.clone());
     let mut c = tn.client().await;

@@ -253,3 +253,57 @@ impl StakeVerifier for UtxoVerifier {
         .await
     }
 }
+
+/// A channel certificate's JSON: the announcement (hex, without the
+/// message type), the side, and that side's funding key's signature over
+/// the statement.
+pub fn channel_certificate(
+    announcement_hex: &str,
+    side: u8,
+    funding_key: &bitcoin::secp256k1::SecretKey,
+    statement: &StakeStatement,
+) -> Value {
+    let secp = bitcoin::secp256k1::Secp256k1::signing_only();
+    let sig = secp.sign_ecdsa(
+        &bitcoin::secp256k1::Message::from_digest(statement.digest()),
+        funding_key,
+    );
+    serde_json::json!({
+        "type": "channel",
+        "announcement": announcement_hex,
+        "side": side,
+        "signature": hex::encode(sig.serialize_der()),
+    })
+}
+
+/// A UTXO certificate's JSON.
+pub fn utxo_certificate(certificate: &UtxoCertificate) -> Value {
+    serde_json::json!({
+        "type": "utxo",
+        "address": certificate.address,
+        "signature": certificate.signature,
+    })
+}
+
+/// The event that hands a certificate to the rank service `rank`: kind
+/// [`crate::tier::CERTIFICATE_KIND`], signed by the stake key, its content
+/// the certificate with its statement, NIP-44 encrypted to the rank service.
+pub fn certificate_event(
+    stake: &nostr::Keys,
+    rank: &nostr::PublicKey,
+    statement: &StakeStatement,
+    mut certificate: Value,
+) -> Result<nostr::Event, String> {
+    certificate["statement"] = Value::String(hex::encode(statement.to_bytes()));
+    let content = nostr::nips::nip44::encrypt(
+        stake.secret_key(),
+        rank,
+        certificate.to_string(),
+        nostr::nips::nip44::Version::V2,
+    )
+    .map_err(|e| e.to_string())?;
+    nostr::EventBuilder::new(nostr::Kind::from(crate::tier::CERTIFICATE_KIND), content)
+        .tag(nostr::Tag::public_key(*rank))
+        .sign_with_keys(stake)
+        .map_err(|e| e.to_string())
+}

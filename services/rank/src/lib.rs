@@ -33,6 +33,8 @@ pub mod channel;
 pub mod lookup;
 pub mod service;
 pub mod statement;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tier;
 pub mod watch;
 

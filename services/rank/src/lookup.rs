@@ -74,7 +74,11 @@ impl TierLookup {
                     return Ok(cached.filter(|a| a.expires_at > now));
                 }
                 let fetched = tokio::time::timeout(self.timeout, async {
-                    let _permit = self.fetches.acquire().await.map_err(|_| "closed".to_string())?;
+                    let _permit = self
+                        .fetches
+                        .acquire()
+                        .await
+                        .map_err(|_| "closed".to_string())?;
                     fetch(url, &filter).await
                 })
                 .await
@@ -101,7 +105,12 @@ fn best(
 ) -> Option<Attestation> {
     events
         .iter()
-        .filter_map(|e| Some((e.created_at, Attestation::from_event(e, rank_key, now).ok()?)))
+        .filter_map(|e| {
+            Some((
+                e.created_at,
+                Attestation::from_event(e, rank_key, now).ok()?,
+            ))
+        })
         .filter(|(_, a)| a.stake_key == *stake)
         .max_by_key(|(at, _)| *at)
         .map(|(_, a)| a)
@@ -131,7 +140,10 @@ async fn fetch(url: &str, filter: &nostr::Filter) -> Result<Vec<Event>, String> 
         };
         match parts.first().and_then(|v| v.as_str()) {
             Some("EVENT") if events.len() < 16 => {
-                if let Some(e) = parts.get(2).and_then(|v| Event::from_json(v.to_string()).ok()) {
+                if let Some(e) = parts
+                    .get(2)
+                    .and_then(|v| Event::from_json(v.to_string()).ok())
+                {
                     events.push(e);
                 }
             }

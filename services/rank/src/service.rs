@@ -36,9 +36,7 @@ use crate::certificate::{
     ChannelVerifier, Refusal, Stake, StakeVerifier, UtxoVerifier, VerifyContext,
 };
 use crate::statement::StakeStatement;
-use crate::tier::{
-    stake_of, Attestation, Scoring, Weighed, ATTESTATION_KIND, CERTIFICATE_KIND,
-};
+use crate::tier::{stake_of, Attestation, Scoring, Weighed, ATTESTATION_KIND, CERTIFICATE_KIND};
 use crate::watch::SpendWatch;
 
 /// The NIP-69 order kind, whose history under a stake key counts.
@@ -199,8 +197,10 @@ impl Rank {
         if event.content.len() > MAX_CONTENT {
             return Err(Rejection::invalid("the certificate is too large"));
         }
-        let text = nip44::decrypt(keys.secret_key(), &event.pubkey, &event.content)
-            .map_err(|_| Rejection::invalid("the content is not NIP-44 encrypted to this rank service"))?;
+        let text =
+            nip44::decrypt(keys.secret_key(), &event.pubkey, &event.content).map_err(|_| {
+                Rejection::invalid("the content is not NIP-44 encrypted to this rank service")
+            })?;
         let body: Value = serde_json::from_str(&text)
             .map_err(|_| Rejection::invalid("the certificate is not a JSON object"))?;
         let statement = body["statement"]
@@ -219,10 +219,9 @@ impl Rank {
             .iter()
             .find(|v| v.kind() == kind)
             .ok_or_else(|| Rejection::unsupported(format!("certificate type `{kind}`")))?;
-        let _permit = self
-            .checks
-            .try_acquire()
-            .map_err(|_| Rejection::rate_limited("the rank service is busy checking certificates; retry"))?;
+        let _permit = self.checks.try_acquire().map_err(|_| {
+            Rejection::rate_limited("the rank service is busy checking certificates; retry")
+        })?;
         let cx = VerifyContext {
             rank_key: Self::rank_key(ctx).map_err(|_| Rejection::error("shutting down"))?,
             network: self.network,
@@ -251,7 +250,13 @@ impl Rank {
         stakes: &[Stake],
     ) -> Result<()> {
         let stake = statement.stake_key.to_string();
-        let id = format!("{kind}:{}", stakes.first().map(|s| s.outpoint.to_string()).unwrap_or_default());
+        let id = format!(
+            "{kind}:{}",
+            stakes
+                .first()
+                .map(|s| s.outpoint.to_string())
+                .unwrap_or_default()
+        );
         let key = format!("cert/{stake}/{id}");
         let mine = ctx.kv_scan(format!("cert/{stake}/").as_bytes()).await?;
         if mine.len() >= self.cfg.max_certificates_per_key
@@ -280,8 +285,11 @@ impl Rank {
                 .map(|s| (s.outpoint.to_string(), s.value.to_sat(), s.confirmed_at))
                 .collect(),
         };
-        ctx.kv_put(key.as_bytes(), &serde_json::to_vec(&record).unwrap_or_default())
-            .await?;
+        ctx.kv_put(
+            key.as_bytes(),
+            &serde_json::to_vec(&record).unwrap_or_default(),
+        )
+        .await?;
         for s in stakes {
             ctx.kv_put(format!("owner/{}", s.outpoint).as_bytes(), key.as_bytes())
                 .await?;
@@ -322,7 +330,8 @@ impl Rank {
 
     /// The attestation of one stake key at `tip`.
     async fn attest(&self, ctx: &ServiceContext, stake: &str, tip: u64) -> Result<Attestation> {
-        let stake_key = XOnlyPublicKey::from_str(stake).map_err(|e| Error::Invalid(e.to_string()))?;
+        let stake_key =
+            XOnlyPublicKey::from_str(stake).map_err(|e| Error::Invalid(e.to_string()))?;
         let mut outputs = Vec::new();
         for (_, v) in ctx.kv_scan(format!("cert/{stake}/").as_bytes()).await? {
             let Ok(r) = serde_json::from_slice::<Record>(&v) else {
@@ -337,8 +346,13 @@ impl Rank {
             }));
         }
         let history = ctx.kv_scan(format!("orders/{stake}/").as_bytes()).await?;
-        let settled = history.iter().filter(|(_, s)| s.as_slice() == b"success").count();
-        let inputs = self.scoring.inputs(&outputs, history.len() as u64, settled as u64);
+        let settled = history
+            .iter()
+            .filter(|(_, s)| s.as_slice() == b"success")
+            .count();
+        let inputs = self
+            .scoring
+            .inputs(&outputs, history.len() as u64, settled as u64);
         let score = self.scoring.score(&inputs);
         Ok(Attestation {
             stake_key,
@@ -352,7 +366,13 @@ impl Rank {
 
     /// Publish the stake key's attestation if it changed or half its life
     /// has passed (or `force`).
-    async fn publish(&self, ctx: &ServiceContext, stake: &str, tip: u64, force: bool) -> Result<()> {
+    async fn publish(
+        &self,
+        ctx: &ServiceContext,
+        stake: &str,
+        tip: u64,
+        force: bool,
+    ) -> Result<()> {
         let a = self.attest(ctx, stake, tip).await?;
         let mark = format!("attested/{stake}");
         let last: Option<Published> = ctx
@@ -361,7 +381,9 @@ impl Rank {
             .and_then(|v| serde_json::from_slice(&v).ok());
         let now = ctx.now().as_secs();
         let fresh = last.as_ref().is_some_and(|p| {
-            p.tier == a.tier && p.score == a.score && p.expires_at > now + self.cfg.attestation_secs / 2
+            p.tier == a.tier
+                && p.score == a.score
+                && p.expires_at > now + self.cfg.attestation_secs / 2
         });
         if fresh && !force {
             return Ok(());
@@ -388,8 +410,11 @@ impl Rank {
             // Said once; nothing more to refresh.
             ctx.kv_delete(mark.as_bytes()).await?;
         } else {
-            ctx.kv_put(mark.as_bytes(), &serde_json::to_vec(&published).unwrap_or_default())
-                .await?;
+            ctx.kv_put(
+                mark.as_bytes(),
+                &serde_json::to_vec(&published).unwrap_or_default(),
+            )
+            .await?;
         }
         info!(tier = a.tier, score = a.score, "tier attested");
         Ok(())
@@ -421,11 +446,17 @@ impl Rank {
             self.forget(ctx, key).await?;
         }
         if !pruned.is_empty() {
-            info!(pruned = pruned.len(), tip, "certificates of spent outputs pruned");
+            info!(
+                pruned = pruned.len(),
+                tip, "certificates of spent outputs pruned"
+            );
         }
         // Keys attested before but with no certificate left get a last word.
         for (k, _) in ctx.kv_scan(b"attested/").await? {
-            if let Some(s) = String::from_utf8(k).ok().and_then(|k| k.strip_prefix("attested/").map(str::to_string)) {
+            if let Some(s) = String::from_utf8(k)
+                .ok()
+                .and_then(|k| k.strip_prefix("attested/").map(str::to_string))
+            {
                 affected.insert(s);
             }
         }
@@ -492,7 +523,12 @@ impl Service for Rank {
         m
     }
 
-    async fn admit_event(&self, ctx: &ServiceContext, _origin: &Origin, event: &Event) -> Admission {
+    async fn admit_event(
+        &self,
+        ctx: &ServiceContext,
+        _origin: &Origin,
+        event: &Event,
+    ) -> Admission {
         if event.kind.as_u16() != CERTIFICATE_KIND {
             return Admission::Accept;
         }
@@ -524,7 +560,10 @@ impl Service for Rank {
     }
 
     async fn run(&self, ctx: ServiceContext, mut shutdown: Shutdown) -> Result<()> {
-        let mut tips = civkit_chain::follow(self.chain.clone(), Duration::from_secs(self.cfg.poll_secs.max(1)));
+        let mut tips = civkit_chain::follow(
+            self.chain.clone(),
+            Duration::from_secs(self.cfg.poll_secs.max(1)),
+        );
         let mut refresh = tokio::time::interval(Duration::from_secs(self.cfg.attestation_secs / 4));
         loop {
             tokio::select! {
@@ -532,7 +571,9 @@ impl Service for Rank {
                 changed = tips.changed() => if changed.is_err() { return Ok(()) },
                 _ = refresh.tick() => {}
             }
-            let Some(tip) = *tips.borrow_and_update() else { continue };
+            let Some(tip) = *tips.borrow_and_update() else {
+                continue;
+            };
             // Once per board: the lease holder prunes and republishes.
             if !ctx.is_leader() {
                 continue;
@@ -548,19 +589,29 @@ impl Service for Rank {
             "show" => {
                 let stake = args["stake_key"].as_str().unwrap_or_default();
                 let a = self.attest(ctx, stake, self.tip().await?).await?;
-                Ok(json!({ "tier": a.tier, "score": a.score, "value_sat": a.inputs.value_sat,
-                    "certificates": a.inputs.certificates, "orders": a.inputs.orders, "settled": a.inputs.settled }))
+                Ok(
+                    json!({ "tier": a.tier, "score": a.score, "value_sat": a.inputs.value_sat,
+                    "certificates": a.inputs.certificates, "orders": a.inputs.orders, "settled": a.inputs.settled }),
+                )
             }
             "summary" => {
                 let certs = self.certificates(ctx).await?;
-                let keys: BTreeMap<&str, usize> = certs.iter().fold(BTreeMap::new(), |mut m, (_, s, _)| {
-                    *m.entry(s.as_str()).or_default() += 1;
-                    m
-                });
-                let value: u64 = certs.iter().flat_map(|(_, _, r)| r.stakes.iter().map(|s| s.1)).sum();
-                Ok(json!({ "certificates": certs.len(), "stake_keys": keys.len(), "value_sat": Amount::from_sat(value).to_sat() }))
+                let keys: BTreeMap<&str, usize> =
+                    certs.iter().fold(BTreeMap::new(), |mut m, (_, s, _)| {
+                        *m.entry(s.as_str()).or_default() += 1;
+                        m
+                    });
+                let value: u64 = certs
+                    .iter()
+                    .flat_map(|(_, _, r)| r.stakes.iter().map(|s| s.1))
+                    .sum();
+                Ok(
+                    json!({ "certificates": certs.len(), "stake_keys": keys.len(), "value_sat": Amount::from_sat(value).to_sat() }),
+                )
             }
-            other => Err(Error::Unsupported(format!("admin command `{other}` (try show, summary)"))),
+            other => Err(Error::Unsupported(format!(
+                "admin command `{other}` (try show, summary)"
+            ))),
         }
     }
 }

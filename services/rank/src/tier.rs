@@ -51,7 +51,13 @@ pub fn stake_digest(
         .filter(|t| t.as_slice().first().map(String::as_str) != Some("stake"))
         .cloned()
         .collect();
-    let id = EventId::new(author, &created_at, &kind, &Tags::from_list(others), content);
+    let id = EventId::new(
+        author,
+        &created_at,
+        &kind,
+        &Tags::from_list(others),
+        content,
+    );
     let tag = sha256::Hash::hash(b"civkit/stake-order");
     let mut engine = sha256::Hash::engine();
     engine.input(tag.as_ref());
@@ -217,7 +223,9 @@ impl Attestation {
             vec!["expiration".into(), self.expires_at.to_string()],
             vec!["alt".into(), "CivKit tier attestation".into()],
         ];
-        rows.into_iter().filter_map(|r| Tag::parse(r).ok()).collect()
+        rows.into_iter()
+            .filter_map(|r| Tag::parse(r).ok())
+            .collect()
     }
 
     /// Read and check an attestation: kind, signer (`rank_key`),
@@ -294,7 +302,9 @@ impl TierCache {
         }
     }
 
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<XOnlyPublicKey, (Instant, Option<Attestation>)>> {
+    fn entries(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<XOnlyPublicKey, (Instant, Option<Attestation>)>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 

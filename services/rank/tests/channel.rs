@@ -4,18 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests assert by panicking
 
-use bitcoin::constants::ChainHash;
-use bitcoin::hashes::{sha256d, Hash};
 use bitcoin::key::XOnlyPublicKey;
 use bitcoin::secp256k1::{Message, PublicKey, Secp256k1, SecretKey};
-use bitcoin::{Amount, Network, OutPoint, ScriptBuf, TxOut, Txid};
+use bitcoin::{Amount, Network, OutPoint, ScriptBuf, TxOut};
 use civkit_chain::stand_in::{self, StandInChain};
 use civkit_chain::{ChainSource, Esplora};
 use civkit_rank::channel::{ChannelCertificate, Refusal};
 use civkit_rank::statement::StakeStatement;
-use lightning::ln::msgs::{ChannelAnnouncement, UnsignedChannelAnnouncement};
-use lightning::routing::gossip::NodeId;
-use lightning::types::features::ChannelFeatures;
+use civkit_rank::testing;
+use lightning::ln::msgs::ChannelAnnouncement;
 use lightning::util::ser::Writeable;
 
 fn secret(b: u8) -> SecretKey {
@@ -34,43 +31,20 @@ const FUNDING: (u8, u8) = (11, 12);
 
 /// A funding output of `sats` to the 2-of-2 of `keys`, mined; its scid.
 fn fund(chain: &StandInChain, keys: (u8, u8), sats: u64) -> (u64, OutPoint) {
-    let script =
-        lightning::ln::chan_utils::make_funding_redeemscript(&public(keys.0), &public(keys.1));
-    let tx = stand_in::spending(
-        OutPoint::new(Txid::all_zeros(), u32::from(keys.0)),
-        vec![TxOut {
-            value: Amount::from_sat(sats),
-            script_pubkey: ScriptBuf::new_p2wsh(&script.wscript_hash()),
-        }],
-    );
-    let (height, _) = chain.mine(vec![tx.clone()]);
-    let scid = lightning::util::scid_utils::scid_from_parts(height, 1, 0).unwrap();
-    (scid, OutPoint::new(tx.compute_txid(), 0))
+    testing::fund_channel(chain, (public(keys.0), public(keys.1)), sats)
 }
 
 /// A signed channel_announcement, as LDK encodes it; `signers` sign it
 /// (node 1, node 2, funding 1, funding 2).
 fn announcement(scid: u64, network: Network, signers: [u8; 4]) -> ChannelAnnouncement {
-    let contents = UnsignedChannelAnnouncement {
-        features: ChannelFeatures::empty(),
-        chain_hash: ChainHash::using_genesis_block(network),
-        short_channel_id: scid,
-        node_id_1: NodeId::from_pubkey(&public(NODES.0)),
-        node_id_2: NodeId::from_pubkey(&public(NODES.1)),
-        bitcoin_key_1: NodeId::from_pubkey(&public(FUNDING.0)),
-        bitcoin_key_2: NodeId::from_pubkey(&public(FUNDING.1)),
-        excess_data: Vec::new(),
-    };
-    let secp = Secp256k1::new();
-    let digest = Message::from_digest(sha256d::Hash::hash(&contents.encode()).to_byte_array());
-    let sign = |b: u8| secp.sign_ecdsa(&digest, &secret(b));
-    ChannelAnnouncement {
-        node_signature_1: sign(signers[0]),
-        node_signature_2: sign(signers[1]),
-        bitcoin_signature_1: sign(signers[2]),
-        bitcoin_signature_2: sign(signers[3]),
-        contents,
-    }
+    let keys = [NODES.0, NODES.1, FUNDING.0, FUNDING.1].map(secret);
+    let signers = signers.map(secret);
+    testing::announcement(
+        scid,
+        network,
+        [&keys[0], &keys[1], &keys[2], &keys[3]],
+        [&signers[0], &signers[1], &signers[2], &signers[3]],
+    )
 }
 
 /// The certificate as a maker sends it: hex, side, DER hex, parsed back.

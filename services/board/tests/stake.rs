@@ -1,0 +1,208 @@
+//! Web-of-Stakes end to end on one node: a maker proves a channel to the
+//! rank service, reaches tier 2, and a board with `min_tier = 2` for NGN
+//! takes their order, signed by an ephemeral key with the `stake` tag. The
+//! channel closes, a block passes, the rank service prunes it, and the next
+//! order is refused with the tier needed and the tier found.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests assert by panicking
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bitcoin::secp256k1::{Secp256k1, SecretKey};
+use bitcoin::{Amount, Network, ScriptBuf, TxOut};
+use civkit_board::{Board, BoardConfig};
+use civkit_chain::stand_in;
+use civkit_chain::{Esplora, SourceConfig};
+use civkit_framework::testing::{TestNode, WireClient};
+use civkit_rank::certificate::{certificate_event, channel_certificate};
+use civkit_rank::statement::StakeStatement;
+use civkit_rank::tier::{stake_tag, Attestation, ATTESTATION_KIND};
+use civkit_rank::{testing, Rank, RankConfig};
+use common::order;
+use nostr::{Event, EventBuilder, Filter, Keys, Kind, Tag};
+
+fn secret(b: u8) -> SecretKey {
+    SecretKey::from_slice(&[b; 32]).unwrap()
+}
+
+/// The order `common::order` builds, by `author`, vouched for by `stake`.
+fn staked(author: &Keys, stake: &Keys, now: u64, d: &str) -> Event {
+    let plain = order(author, now, d, &[]);
+    let mut tags: Vec<Tag> = plain.tags.to_vec();
+    tags.push(stake_tag(
+        &stake.secret_key().keypair(&Secp256k1::new()),
+        &author.public_key(),
+        plain.created_at,
+        plain.kind,
+        &tags,
+        &plain.content,
+    ));
+    EventBuilder::new(plain.kind, plain.content.clone())
+        .tags(tags)
+        .custom_created_at(plain.created_at)
+        .sign_with_keys(author)
+        .unwrap()
+}
+
+async fn tier_of(c: &mut impl WireClient, rank: &nostr::PublicKey, stake: &Keys) -> Option<u8> {
+    let filter = Filter::new()
+        .kind(Kind::from(ATTESTATION_KIND))
+        .author(*rank)
+        .identifier(stake.public_key().to_hex());
+    let now = nostr::Timestamp::now().as_secs();
+    c.req("att", vec![filter])
+        .await
+        .iter()
+        .filter_map(|e| Attestation::from_event(e, rank, now).ok())
+        .map(|a| a.tier)
+        .next_back()
+}
+
+#[tokio::test]
+async fn a_channel_buys_tier_two_until_it_closes() {
+    let (chain, url) = stand_in::start().await;
+    chain.mine_empty(2);
+    let (nodes, funding) = ((secret(1), secret(2)), (secret(11), secret(12)));
+    let secp = Secp256k1::new();
+    let (scid, outpoint) = testing::fund_channel(
+        &chain,
+        (funding.0.public_key(&secp), funding.1.public_key(&secp)),
+        2_500_000,
+    );
+    chain.mine_empty(150); // past maturity: the whole value counts
+
+    let rank_cfg = RankConfig {
+        network: "regtest".into(),
+        chain: SourceConfig {
+            backend: "esplora".into(),
+            url: url.clone(),
+            ..SourceConfig::default()
+        },
+        poll_secs: 1,
+        ..RankConfig::default()
+    };
+    let rank = Rank::new(rank_cfg, Network::Regtest, Arc::new(Esplora { url }));
+    // The board's rules need the rank service's key: the node's.
+    let keys = Keys::generate();
+    let mut board_cfg = BoardConfig::default();
+    board_cfg.stake.rank_key = keys.public_key().to_hex();
+    board_cfg.stake.min_tier_by_currency.insert("NGN".into(), 2);
+    let tn = TestNode::builder()
+        .keys(keys.clone())
+        .service("board", Arc::new(Board::new(board_cfg)))
+        .service("rank", Arc::new(rank))
+        .build();
+    let mut c = tn.client().await;
+    let rank_key = keys.public_key();
+
+    // The maker proves side 1 of the channel for their stake key.
+    let stake = Keys::generate();
+    let statement = StakeStatement {
+        stake_key: bitcoin::key::XOnlyPublicKey::from_slice(&stake.public_key().to_bytes())
+            .unwrap(),
+        rank_key: bitcoin::key::XOnlyPublicKey::from_slice(&rank_key.to_bytes()).unwrap(),
+        expiry_height: 10_000,
+        network: Network::Regtest,
+    };
+    let ann = testing::announcement(
+        scid,
+        Network::Regtest,
+        [&nodes.0, &nodes.1, &funding.0, &funding.1],
+        [&nodes.0, &nodes.1, &funding.0, &funding.1],
+    );
+    let body = channel_certificate(&testing::announcement_hex(&ann), 1, &funding.0, &statement);
+    let cert = certificate_event(&stake, &rank_key, &statement, body.clone()).unwrap();
+    assert_eq!(c.publish(&cert).await, (true, String::new()));
+    assert_eq!(tier_of(&mut c, &rank_key, &stake).await, Some(2));
+
+    // A certificate signed with the other side's funding key is refused.
+    let forged = channel_certificate(&testing::announcement_hex(&ann), 1, &funding.1, &statement);
+    let (ok, msg) = c
+        .publish(&certificate_event(&stake, &rank_key, &statement, forged).unwrap())
+        .await;
+    assert!(!ok && msg.starts_with("invalid:"), "{msg}");
+
+    // An ephemeral author, vouched for by the stake key: accepted.
+    let now = tn.node.now().as_secs();
+    let (ok, msg) = c
+        .publish(&staked(&Keys::generate(), &stake, now, "first"))
+        .await;
+    assert!(ok, "{msg}");
+    // No stake tag: refused, saying what was needed and found.
+    let (ok, msg) = c.publish(&order(&Keys::generate(), now, "bare", &[])).await;
+    assert!(
+        !ok && msg.starts_with("restricted: tier 2 needed") && msg.contains("found tier 0"),
+        "{msg}"
+    );
+    // A stake tag copied onto another maker's order does not verify.
+    let theirs = staked(&Keys::generate(), &stake, now, "copied");
+    let mut tags: Vec<Tag> = order(&Keys::generate(), now, "copied", &[]).tags.to_vec();
+    tags.extend(
+        theirs
+            .tags
+            .iter()
+            .filter(|t| t.as_slice()[0] == "stake")
+            .cloned(),
+    );
+    let thief = Keys::generate();
+    let copied = EventBuilder::new(Kind::from(38383), "")
+        .tags(tags)
+        .custom_created_at(theirs.created_at)
+        .sign_with_keys(&thief)
+        .unwrap();
+    let (ok, msg) = c.publish(&copied).await;
+    assert!(
+        !ok && msg.contains("`stake` tag's signature does not verify"),
+        "{msg}"
+    );
+
+    // The channel closes; the next block carries the spend.
+    chain.mine(vec![stand_in::spending(
+        outpoint,
+        vec![TxOut {
+            value: Amount::from_sat(2_400_000),
+            script_pubkey: ScriptBuf::new_op_return([]),
+        }],
+    )]);
+    let mut pruned = false;
+    for _ in 0..100 {
+        if tier_of(&mut c, &rank_key, &stake).await == Some(0) {
+            pruned = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(pruned, "the rank service did not prune the closed channel");
+    // A forged attestation by another key changes nothing.
+    let forger = Keys::generate();
+    let fake = EventBuilder::new(Kind::from(ATTESTATION_KIND), "")
+        .tags(
+            Attestation {
+                stake_key: statement.stake_key,
+                tier: 3,
+                score: u64::MAX,
+                inputs: Default::default(),
+                height: 1,
+                expires_at: now + 3600,
+            }
+            .tags(),
+        )
+        .sign_with_keys(&forger)
+        .unwrap();
+    assert!(c.publish(&fake).await.0);
+    assert!(Attestation::from_event(&fake, &rank_key, now).is_err());
+    let (ok, msg) = c
+        .publish(&staked(&Keys::generate(), &stake, now, "second"))
+        .await;
+    assert!(
+        !ok && msg.starts_with("restricted: tier 2 needed") && msg.contains("found tier 0"),
+        "{msg}"
+    );
+    // Re-sending the closed channel's certificate is refused too.
+    let again = certificate_event(&stake, &rank_key, &statement, body).unwrap();
+    let (ok, msg) = c.publish(&again).await;
+    assert!(!ok && msg.starts_with("blocked:"), "{msg}");
+}
