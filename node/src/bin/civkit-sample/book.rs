@@ -76,7 +76,7 @@ impl Book {
 
 fn header() -> String {
     format!(
-        "{:<4} {:>16} {:<4} {:>10} {:>7} {:<24} {:<11} {:<17} {:<8} {:<16} {}",
+        "{:<4} {:>16} {:<4} {:>10} {:>7} {:<24} {:<11} {:<17} {:<8} {:<4} {:<16} {}",
         "SIDE",
         "FIAT",
         "CUR",
@@ -86,12 +86,14 @@ fn header() -> String {
         "STATUS",
         "EXPIRES (UTC)",
         "MAKER",
+        "TIER",
         "ID",
         "BOARDS"
     )
 }
 
-fn row(e: &Event, boards: usize) -> String {
+/// An order's row; `tier` is its stake key's tier (`-`: no stake tag).
+fn row(e: &Event, boards: usize, tier: Option<u8>) -> String {
     let fa = tag_values(e, "fa").join("-");
     let sats = match first(e, "amt").as_str() {
         "0" => "market".to_string(),
@@ -107,7 +109,7 @@ fn row(e: &Event, boards: usize) -> String {
         pm = pm.chars().take(21).collect::<String>() + "...";
     }
     format!(
-        "{:<4} {:>16} {:<4} {:>10} {:>7} {:<24} {:<11} {:<17} {:<8} {:<16} {}",
+        "{:<4} {:>16} {:<4} {:>10} {:>7} {:<24} {:<11} {:<17} {:<8} {:<4} {:<16} {}",
         first(e, "k"),
         fa,
         first(e, "f"),
@@ -117,6 +119,7 @@ fn row(e: &Event, boards: usize) -> String {
         first(e, "s"),
         expires,
         &e.pubkey.to_hex()[..8],
+        tier.map_or("-".to_string(), |t| t.to_string()),
         first(e, "d"),
         boards
     )
@@ -154,9 +157,28 @@ pub async fn list(cli: &Cli, f: &OrderFilter) -> Result<()> {
         .values()
         .filter(|(e, _)| matches_pm(e, f))
         .collect();
+    // Tiers of the stake keys, by the rank service the first board trusts.
+    let stakes: Vec<_> = rows
+        .iter()
+        .filter_map(|(e, _)| crate::stake::stake_of(e))
+        .collect();
+    let tiers: BTreeMap<_, u8> = match crate::stake::board_rank_key(cli).ok().flatten() {
+        Some(rank) if !stakes.is_empty() => crate::stake::tiers(cli, &rank, &stakes)
+            .await?
+            .into_iter()
+            .map(|a| (a.stake_key, a.tier))
+            .collect(),
+        _ => BTreeMap::new(),
+    };
+    let tier_of =
+        |e: &Event| crate::stake::stake_of(e).map(|k| tiers.get(&k).copied().unwrap_or(0));
+    let rows: Vec<_> = rows
+        .into_iter()
+        .filter(|(e, _)| f.min_tier.is_none_or(|min| tier_of(e).unwrap_or(0) >= min))
+        .collect();
     println!("{}", header());
     for (e, boards) in &rows {
-        println!("{}", row(e, boards.len()));
+        println!("{}", row(e, boards.len(), tier_of(e)));
     }
     println!("{} order(s) from {} board(s)", rows.len(), cli.boards.len());
     Ok(())
@@ -168,6 +190,7 @@ pub async fn watch(cli: &Cli, f: &OrderFilter, for_secs: Option<u64>) -> Result<
     let boards = Boards::connect(&cli.boards, keys.as_ref()).await?;
     let mut notes = boards.client().notifications();
     let sub = boards.client().subscribe(filter, None).await?.val;
+    let rank = crate::stake::board_rank_key(cli).ok().flatten();
     println!("{}", header());
     let mut book = Book::default();
     let deadline = for_secs.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
@@ -189,7 +212,20 @@ pub async fn watch(cli: &Cli, f: &OrderFilter, for_secs: Option<u64>) -> Result<
                 event,
             }) if subscription_id == sub => {
                 if matches_pm(&event, f) && book.add((*event).clone(), relay_url.as_str()) {
-                    println!("{}", row(&event, 1));
+                    let tier = match (crate::stake::stake_of(&event), &rank) {
+                        (Some(k), Some(rank)) => Some(
+                            crate::stake::tiers(cli, rank, &[k])
+                                .await
+                                .ok()
+                                .and_then(|a| a.first().map(|a| a.tier))
+                                .unwrap_or(0),
+                        ),
+                        (Some(_), None) => Some(0),
+                        (None, _) => None,
+                    };
+                    if f.min_tier.is_none_or(|min| tier.unwrap_or(0) >= min) {
+                        println!("{}", row(&event, 1, tier));
+                    }
                 }
             }
             Ok(RelayPoolNotification::Shutdown) => break,

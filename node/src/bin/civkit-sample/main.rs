@@ -22,6 +22,7 @@ mod history;
 mod home;
 mod onion;
 mod orders;
+mod stake;
 
 use std::path::PathBuf;
 
@@ -93,11 +94,50 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         min_confirmations: u64,
     },
+    /// Web-of-Stakes: prove channels or UTXOs to the first --board's rank
+    /// service, and see your tier.
+    Stake {
+        #[command(subcommand)]
+        command: StakeCommand,
+    },
     /// Anti-spam credentials of the first --board.
     Credentials {
         #[command(subcommand)]
         command: CredentialsCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum StakeCommand {
+    /// Send a stake certificate for this client's stake key (created in
+    /// --home on first use). The channel or UTXO key signs here; it is
+    /// never sent.
+    Prove(ProveArgs),
+    /// This client's stake key and its tier.
+    Show,
+}
+
+#[derive(ClapArgs)]
+pub struct ProveArgs {
+    /// A channel: its BOLT7 channel_announcement, hex, without the message type.
+    #[arg(long, conflicts_with = "utxo")]
+    pub channel: Option<String>,
+    /// With --channel: your side, 1 or 2 (bitcoin_key_1 or bitcoin_key_2).
+    #[arg(long, default_value_t = 1)]
+    pub side: u8,
+    /// An output of --key's address, txid:vout:sats; repeat for several.
+    #[arg(long)]
+    pub utxo: Vec<String>,
+    /// With --utxo: the address type of --key, p2wpkh or p2tr.
+    #[arg(long, default_value = "p2wpkh")]
+    pub script: String,
+    /// The funding key (--channel) or the outputs' key (--utxo): WIF, or a
+    /// file (mode 0600) holding it.
+    #[arg(long)]
+    pub key: String,
+    /// The certificate counts until the chain reaches this height.
+    #[arg(long)]
+    pub expiry_height: u32,
 }
 
 #[derive(Subcommand)]
@@ -178,6 +218,10 @@ pub struct CreateArgs {
     /// one in the policy event of the first --board.
     #[arg(long, requires = "via_onion")]
     pub board_path: Option<String>,
+    /// Vouch for the order with this client's stake key (`stake` tag), so
+    /// boards rank it by the stake key's tier, even with --ephemeral-key.
+    #[arg(long)]
+    pub stake: bool,
 }
 
 #[derive(ClapArgs, Clone, Default)]
@@ -194,6 +238,10 @@ pub struct OrderFilter {
     /// Payment method (matched case-insensitively).
     #[arg(long = "payment-method")]
     pub payment_method: Option<String>,
+    /// Only orders whose stake key has at least this tier (from the rank
+    /// service the first --board trusts).
+    #[arg(long)]
+    pub min_tier: Option<u8>,
 }
 
 #[derive(Subcommand)]
@@ -274,6 +322,10 @@ async fn run(cli: Cli) -> Result<()> {
             };
             history::verify(&cli, seen.as_deref(), chain.as_ref()).await
         }
+        Command::Stake { command } => match command {
+            StakeCommand::Prove(a) => stake::prove(&cli, a).await,
+            StakeCommand::Show => stake::show(&cli).await,
+        },
         Command::Credentials { command } => match command {
             CredentialsCommand::Buy { count, wait } => credentials::buy(&cli, *count, *wait).await,
             CredentialsCommand::List => credentials::list(&cli),

@@ -99,6 +99,17 @@ pub async fn create(cli: &Cli, a: &CreateArgs) -> Result<()> {
         }
         None => None,
     };
+    if a.stake {
+        let at = Timestamp::from_secs(now);
+        tags.push(crate::stake::tag_for(
+            cli,
+            &keys,
+            at,
+            Kind::from(ORDER_KIND),
+            &tags,
+            "",
+        )?);
+    }
     let event = EventBuilder::new(Kind::from(ORDER_KIND), "")
         .tags(tags)
         .custom_created_at(Timestamp::from_secs(now))
