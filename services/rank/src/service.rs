@@ -101,6 +101,9 @@ max_concurrent_checks = 8
 [{table}.chain]
 backend = "esplora"
 url = "https://blockstream.info/api"
+# bitcoind RPC user, and a file (relative to node.data_dir, mode 0600) with its password.
+user = ""
+password_file = ""
 "#;
 
 /// Register the `rank` service.
