@@ -33,7 +33,7 @@ pub fn load_keys(cli: &Cli) -> Result<Keys> {
 }
 
 pub fn keygen(cli: &Cli, force: bool) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     let dir = home(cli)?;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -49,15 +49,29 @@ pub fn keygen(cli: &Cli, force: bool) -> Result<()> {
         return Ok(());
     }
     let _ = std::fs::remove_file(&path);
+    let keys = create_key(&path)?;
+    println!("public key {}", keys.public_key().to_hex());
+    println!("saved to {}", path.display());
+    Ok(())
+}
+
+/// A new key written to `path` (its directory created mode 0700, the file
+/// mode 0600; an existing file is not overwritten).
+pub fn create_key(path: &std::path::Path) -> Result<Keys> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
     let keys = Keys::generate();
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&path)
+        .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
     std::io::Write::write_all(&mut f, keys.secret_key().to_secret_hex().as_bytes())?;
-    println!("public key {}", keys.public_key().to_hex());
-    println!("saved to {}", path.display());
-    Ok(())
+    Ok(keys)
 }

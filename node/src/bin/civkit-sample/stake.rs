@@ -19,27 +19,13 @@ use crate::{Cli, ProveArgs};
 
 /// This client's stake key, created (mode 0600) on first use.
 pub fn stake_keys(cli: &Cli) -> Result<Keys> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let dir = crate::home::home(cli)?;
-    let path = dir.join("stake.key");
+    let path = crate::home::home(cli)?.join("stake.key");
     if let Ok(hex) = std::fs::read_to_string(&path) {
         return Ok(Keys::new(
             nostr::SecretKey::from_hex(hex.trim()).context("stake.key is not a hex secret key")?,
         ));
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)?;
-    let keys = Keys::generate();
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    std::io::Write::write_all(&mut f, keys.secret_key().to_secret_hex().as_bytes())?;
-    Ok(keys)
+    crate::home::create_key(&path)
 }
 
 fn xonly(k: &PublicKey) -> Result<XOnlyPublicKey> {
