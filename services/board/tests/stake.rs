@@ -11,22 +11,17 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bitcoin::secp256k1::{Secp256k1, SecretKey};
-use bitcoin::{Amount, Network, ScriptBuf, TxOut};
+use bitcoin::secp256k1::Secp256k1;
+use bitcoin::Network;
 use civkit_board::{Board, BoardConfig};
 use civkit_chain::stand_in;
 use civkit_chain::{Esplora, SourceConfig};
 use civkit_framework::testing::{TestNode, WireClient};
 use civkit_rank::certificate::{certificate_event, channel_certificate};
-use civkit_rank::statement::StakeStatement;
 use civkit_rank::tier::{stake_tag, Attestation, ATTESTATION_KIND};
 use civkit_rank::{testing, Rank, RankConfig};
 use common::order;
 use nostr::{Event, EventBuilder, Filter, Keys, Kind, Tag};
-
-fn secret(b: u8) -> SecretKey {
-    SecretKey::from_slice(&[b; 32]).unwrap()
-}
 
 /// The order `common::order` builds, by `author`, vouched for by `stake`.
 fn staked(author: &Keys, stake: &Keys, now: u64, d: &str) -> Event {
@@ -65,13 +60,7 @@ async fn tier_of(c: &mut impl WireClient, rank: &nostr::PublicKey, stake: &Keys)
 async fn a_channel_buys_tier_two_until_it_closes() {
     let (chain, url) = stand_in::start().await;
     chain.mine_empty(2);
-    let (nodes, funding) = ((secret(1), secret(2)), (secret(11), secret(12)));
-    let secp = Secp256k1::new();
-    let (scid, outpoint) = testing::fund_channel(
-        &chain,
-        (funding.0.public_key(&secp), funding.1.public_key(&secp)),
-        2_500_000,
-    );
+    let channel = testing::open_channel(&chain, 1, 2_500_000);
     chain.mine_empty(150); // past maturity: the whole value counts
 
     let rank_cfg = RankConfig {
@@ -100,26 +89,13 @@ async fn a_channel_buys_tier_two_until_it_closes() {
 
     // The maker proves side 1 of the channel for their stake key.
     let stake = Keys::generate();
-    let statement = StakeStatement {
-        stake_key: bitcoin::key::XOnlyPublicKey::from_slice(&stake.public_key().to_bytes())
-            .unwrap(),
-        rank_key: bitcoin::key::XOnlyPublicKey::from_slice(&rank_key.to_bytes()).unwrap(),
-        expiry_height: 10_000,
-        network: Network::Regtest,
-    };
-    let ann = testing::announcement(
-        scid,
-        Network::Regtest,
-        [&nodes.0, &nodes.1, &funding.0, &funding.1],
-        [&nodes.0, &nodes.1, &funding.0, &funding.1],
-    );
-    let body = channel_certificate(&testing::announcement_hex(&ann), 1, &funding.0, &statement);
-    let cert = certificate_event(&stake, &rank_key, &statement, body.clone()).unwrap();
+    let statement = testing::Channel::statement(&stake, &rank_key, 10_000);
+    let cert = channel.certificate_event(&stake, &rank_key, 10_000);
     assert_eq!(c.publish(&cert).await, (true, String::new()));
     assert_eq!(tier_of(&mut c, &rank_key, &stake).await, Some(2));
 
     // A certificate signed with the other side's funding key is refused.
-    let forged = channel_certificate(&testing::announcement_hex(&ann), 1, &funding.1, &statement);
+    let forged = channel_certificate(&channel.announcement_hex(), 1, &channel.keys[3], &statement);
     let (ok, msg) = c
         .publish(&certificate_event(&stake, &rank_key, &statement, forged).unwrap())
         .await;
@@ -160,13 +136,7 @@ async fn a_channel_buys_tier_two_until_it_closes() {
     );
 
     // The channel closes; the next block carries the spend.
-    chain.mine(vec![stand_in::spending(
-        outpoint,
-        vec![TxOut {
-            value: Amount::from_sat(2_400_000),
-            script_pubkey: ScriptBuf::new_op_return([]),
-        }],
-    )]);
+    channel.close(&chain);
     let mut pruned = false;
     for _ in 0..100 {
         if tier_of(&mut c, &rank_key, &stake).await == Some(0) {
@@ -187,6 +157,7 @@ async fn a_channel_buys_tier_two_until_it_closes() {
                 inputs: Default::default(),
                 height: 1,
                 expires_at: now + 3600,
+                outputs: Vec::new(),
             }
             .tags(),
         )
@@ -202,7 +173,7 @@ async fn a_channel_buys_tier_two_until_it_closes() {
         "{msg}"
     );
     // Re-sending the closed channel's certificate is refused too.
-    let again = certificate_event(&stake, &rank_key, &statement, body).unwrap();
+    let again = channel.certificate_event(&stake, &rank_key, 10_000);
     let (ok, msg) = c.publish(&again).await;
     assert!(!ok && msg.starts_with("blocked:"), "{msg}");
 }

@@ -37,8 +37,14 @@ use serde_json::{json, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
+use civkit_rank::lookup::TierLookup;
+use civkit_rank::tier::stake_of;
 use payment::{PaymentBackend, PaymentConfig};
 use scheme::Refusal;
+
+/// A stake key asks for its credentials of the epoch, paid by stake:
+/// `{"blinded": [...], "nonce": hex}`; answered with [`MINT`].
+pub const STAKE_MINT_REQUEST: u16 = 23385;
 
 /// Maker asks for a quote: `{"count": N}`.
 pub const QUOTE_REQUEST: u16 = 23381;
@@ -78,6 +84,40 @@ pub struct CredentialsConfig {
     pub key_file: PathBuf,
     /// The Lightning node that sells the credentials.
     pub payment: PaymentConfig,
+    /// Credentials paid by stake (Web-of-Stakes tiers).
+    pub stake: StakeConfig,
+}
+
+/// `[services.<name>.stake]`: stake as the scarce asset, and prices by tier.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StakeConfig {
+    /// The rank service's key (hex); empty: this node's key.
+    pub rank_key: String,
+    /// A remote rank service's websocket URL; empty: this node's store.
+    pub rank_relay: String,
+    /// Seconds a remote answer is reused.
+    pub cache_secs: u64,
+    /// Credentials a stake key of tier 0, 1, 2, ... receives per epoch
+    /// without payment (kind 23385); tiers past the list get its last
+    /// entry. Empty: none.
+    pub per_epoch_by_tier: Vec<usize>,
+    /// Credentials an event must spend by its `stake` tag's tier (an event
+    /// without one is tier 0); tiers past the list get its last entry.
+    /// Empty: `per_event` for every event.
+    pub per_event_by_tier: Vec<usize>,
+}
+
+impl StakeConfig {
+    /// Whether either rule needs tiers.
+    fn ranks(&self) -> bool {
+        !self.per_epoch_by_tier.is_empty() || !self.per_event_by_tier.is_empty()
+    }
+}
+
+/// The entry of a per-tier list for `tier` (the last entry past its end).
+fn by_tier(list: &[usize], tier: u8) -> Option<usize> {
+    list.get(usize::from(tier)).or(list.last()).copied()
 }
 
 impl Default for CredentialsConfig {
@@ -95,6 +135,10 @@ impl Default for CredentialsConfig {
             max_backend_calls: 8,
             key_file: PathBuf::from("credentials.key"),
             payment: PaymentConfig::default(),
+            stake: StakeConfig {
+                cache_secs: 30,
+                ..StakeConfig::default()
+            },
         }
     }
 }
@@ -132,6 +176,19 @@ url = ""
 macaroon_file = ""
 # Core Lightning: file with a rune allowed to call invoice and listinvoices.
 rune_file = ""
+
+# Credentials paid by stake (Web-of-Stakes tiers from a rank service).
+[{table}.stake]
+# The rank service's key (hex); empty: this node's key.
+rank_key = ""
+# A remote rank service's websocket URL; empty: this node's store.
+rank_relay = ""
+# Seconds a remote answer is reused.
+cache_secs = 30
+# Credentials per epoch, without payment, for tiers 0, 1, 2, ... (empty: none).
+per_epoch_by_tier = []
+# Credentials each event spends by its stake tier (empty: per_event for all).
+per_event_by_tier = []
 "#;
 
 /// Register the `credentials` service.
@@ -140,8 +197,14 @@ pub fn register(registry: &mut Registry) {
         "credentials",
         "staking credentials: blind anti-spam tokens bought over Lightning, spent per order",
         EXAMPLE,
-        |cfg: CredentialsConfig, ctx: &BuildContext| {
+        |mut cfg: CredentialsConfig, ctx: &BuildContext| {
             let key = format!("services.{}", ctx.instance);
+            if cfg.stake.rank_key.is_empty() {
+                cfg.stake.rank_key = ctx.keys.public_key().to_hex();
+            }
+            if PublicKey::from_hex(&cfg.stake.rank_key).is_err() {
+                return Err(Error::config(format!("{key}.stake.rank_key"), "is not a hex public key"));
+            }
             if [
                 cfg.epoch_secs,
                 cfg.epochs_valid,
@@ -177,6 +240,8 @@ struct Inner {
     /// Unpaid quotes per requester: a cache of the `quote:` records, rebuilt
     /// from them at start and at every sweep.
     open_quotes: Mutex<HashMap<PublicKey, usize>>,
+    /// Where stake tiers come from, when a stake rule is configured.
+    tiers: Option<TierLookup>,
 }
 
 /// The credentials service.
@@ -195,9 +260,21 @@ impl Credentials {
     /// A service with this config, epoch-key master secret and payment backend.
     pub fn new(cfg: CredentialsConfig, master: [u8; 32], backend: Arc<dyn PaymentBackend>) -> Self {
         info!(backend = backend.name(), "credentials service ready");
+        let tiers = PublicKey::from_hex(&cfg.stake.rank_key)
+            .ok()
+            .filter(|_| cfg.stake.ranks())
+            .map(|k| {
+                TierLookup::new(
+                    k,
+                    &cfg.stake.rank_relay,
+                    cfg.stake.cache_secs,
+                    std::time::Duration::from_secs(3),
+                )
+            });
         Credentials(Arc::new(Inner {
             backend_calls: Arc::new(Semaphore::new(cfg.max_backend_calls)),
             open_quotes: Mutex::default(),
+            tiers,
             cfg,
             master,
             backend,
@@ -227,7 +304,12 @@ impl Credentials {
             "valid_until": (epoch + c.epochs_valid) * c.epoch_secs,
             "per_event": c.per_event,
             "kinds": c.kinds,
-            "request_kinds": { "quote_request": QUOTE_REQUEST, "quote": QUOTE, "mint_request": MINT_REQUEST, "mint": MINT },
+            "request_kinds": { "quote_request": QUOTE_REQUEST, "quote": QUOTE, "mint_request": MINT_REQUEST, "mint": MINT, "stake_mint_request": STAKE_MINT_REQUEST },
+            "stake": {
+                "rank_key": c.stake.rank_key,
+                "per_epoch_by_tier": c.stake.per_epoch_by_tier,
+                "per_event_by_tier": c.stake.per_event_by_tier,
+            },
             "backend": self.0.backend.name(),
         })
     }
@@ -354,16 +436,7 @@ impl Credentials {
         if record["requester"].as_str() != Some(event.pubkey.to_hex().as_str()) {
             return Err(Rejection::restricted("this quote belongs to another key"));
         }
-        let blinded: Vec<cashu::nuts::PublicKey> = req["blinded"]
-            .as_array()
-            .ok_or_else(|| Rejection::invalid("no blinded messages"))?
-            .iter()
-            .map(|b| {
-                b.as_str()
-                    .and_then(|s| cashu::nuts::PublicKey::from_hex(s).ok())
-            })
-            .collect::<Option<_>>()
-            .ok_or_else(|| Rejection::invalid("a blinded message is not a curve point"))?;
+        let blinded = blinded_messages(&req)?;
         if Some(blinded.len() as u64) != record["count"].as_u64() {
             return Err(Rejection::invalid(
                 "the number of blinded messages does not match the quote",
@@ -384,26 +457,140 @@ impl Credentials {
             }
         }
         let epoch = self.epoch_at(ctx.now().as_secs());
+        let (answer, fresh) = self
+            .sign_blinded(ctx, &issued_key, epoch, &blinded, json!({ "quote": quote }))
+            .await?;
+        if fresh {
+            self.forget_open_quote(&event.pubkey);
+        }
+        Ok(answer)
+    }
+
+    /// Sign `blinded` with the epoch's key and record the answer under
+    /// `issued_key` (once: a concurrent request that recorded first is
+    /// answered as it was). The answer is `head` plus the signatures;
+    /// `true` when this call recorded it.
+    async fn sign_blinded(
+        &self,
+        ctx: &ServiceContext,
+        issued_key: &str,
+        epoch: u64,
+        blinded: &[cashu::nuts::PublicKey],
+        mut head: Value,
+    ) -> Result<(Value, bool), Rejection> {
         let key = scheme::epoch_key(&self.0.master, epoch);
         let signatures: Vec<Value> = blinded
             .iter()
             .map(|b| scheme::issue(&key, b).map(|(c, e, s)| json!({ "C_": c, "e": e, "s": s })))
             .collect::<std::result::Result<_, _>>()
             .map_err(|_| Rejection::error("signing failed"))?;
-        let answer = json!({ "quote": quote, "epoch": epoch, "pubkey": key.public_key().to_hex(), "signatures": signatures });
-        let stored = json!({ "blinded": blinded_hex, "answer": answer });
+        head["epoch"] = json!(epoch);
+        head["pubkey"] = json!(key.public_key().to_hex());
+        head["signatures"] = json!(signatures);
+        let blinded_hex: Vec<String> = blinded.iter().map(|b| b.to_hex()).collect();
+        let stored = json!({ "blinded": blinded_hex, "answer": head });
         let fresh = ctx
             .kv_insert_new(issued_key.as_bytes(), stored.to_string().as_bytes())
             .await
             .map_err(|_| Rejection::error("could not record the issuance"))?;
         if fresh {
-            self.forget_open_quote(&event.pubkey);
+            return Ok((head, true));
+        }
+        let answer = Self::issued(ctx, issued_key, &blinded_hex)
+            .await?
+            .ok_or_else(|| Rejection::error("could not read the issuance"))?;
+        Ok((answer, false))
+    }
+
+    /// Credentials paid by stake: the request's author is a stake key; its
+    /// tier (the rank service's attestation) earns `per_epoch_by_tier`
+    /// credentials per epoch. Each output behind the stake key claims once
+    /// per epoch, whichever stake key it backs.
+    async fn stake_mint(&self, ctx: &ServiceContext, event: &Event) -> Result<Value, Rejection> {
+        let tiers = self
+            .0
+            .tiers
+            .as_ref()
+            .filter(|_| !self.0.cfg.stake.per_epoch_by_tier.is_empty())
+            .ok_or_else(|| {
+                Rejection::unsupported(
+                    "this board issues credentials for payments only (kind 23381)",
+                )
+            })?;
+        let req: Value = serde_json::from_str(&event.content)
+            .map_err(|_| Rejection::invalid("content is not JSON"))?;
+        let blinded = blinded_messages(&req)?;
+        let stake = bitcoin::key::XOnlyPublicKey::from_slice(&event.pubkey.to_bytes())
+            .map_err(|_| Rejection::invalid("the author is not a stake key"))?;
+        let attestation = tiers.attestation(ctx, &stake).await?.ok_or_else(|| {
+            Rejection::payment_required(
+                "no tier attestation for this stake key: prove a stake to the rank service first",
+            )
+        })?;
+        let allowance = by_tier(&self.0.cfg.stake.per_epoch_by_tier, attestation.tier).unwrap_or(0);
+        if allowance == 0 {
+            return Err(Rejection::payment_required(format!(
+                "tier {} earns no credentials; buy them with kind {QUOTE_REQUEST}",
+                attestation.tier
+            )));
+        }
+        if blinded.is_empty() || blinded.len() > allowance {
+            return Err(Rejection::restricted(format!(
+                "tier {} earns 1 to {allowance} credential(s) per epoch",
+                attestation.tier
+            )));
+        }
+        if attestation.outputs.is_empty() {
+            return Err(Rejection::invalid("the attestation names no outputs"));
+        }
+        let epoch = self.epoch_at(ctx.now().as_secs());
+        let stake_hex = stake.to_string();
+        let issued_key = format!("stake-issued:{epoch}:{stake_hex}");
+        let blinded_hex: Vec<String> = blinded.iter().map(|b| b.to_hex()).collect();
+        if let Some(answer) = Self::issued(ctx, &issued_key, &blinded_hex).await? {
             return Ok(answer);
         }
-        // A concurrent request issued first: answer as it was answered.
-        Self::issued(ctx, &issued_key, &blinded_hex)
+        // Claim every output for this stake key and epoch; undo on a clash.
+        let mut claimed: Vec<Vec<u8>> = Vec::new();
+        for id in &attestation.outputs {
+            let claim = format!("stake-claim:{epoch}:{id}");
+            let fresh = ctx
+                .kv_insert_new(claim.as_bytes(), stake_hex.as_bytes())
+                .await
+                .map_err(|_| Rejection::error("could not record the claim"))?;
+            let ours = fresh
+                || ctx.kv_get(claim.as_bytes()).await.ok().flatten().as_deref()
+                    == Some(stake_hex.as_bytes());
+            if !ours {
+                for c in claimed {
+                    let _ = ctx.kv_delete(&c).await;
+                }
+                return Err(Rejection::blocked(
+                    "an output behind this stake key already claimed credentials this epoch",
+                ));
+            }
+            if fresh {
+                claimed.push(claim.into_bytes());
+            }
+        }
+        let head = json!({ "stake": stake_hex });
+        Ok(self
+            .sign_blinded(ctx, &issued_key, epoch, &blinded, head)
             .await?
-            .ok_or_else(|| Rejection::error("could not read the issuance"))
+            .0)
+    }
+
+    /// Credentials `event` must spend: `per_event`, or by its stake tier.
+    async fn price(&self, ctx: &ServiceContext, event: &Event) -> Result<usize, Rejection> {
+        let list = &self.0.cfg.stake.per_event_by_tier;
+        let Some(tiers) = self.0.tiers.as_ref().filter(|_| !list.is_empty()) else {
+            return Ok(self.0.cfg.per_event);
+        };
+        let tier = match stake_of(event).map_err(Rejection::invalid)? {
+            Some(key) => tiers.attestation(ctx, &key).await?.map_or(0, |a| a.tier),
+            None => 0,
+        };
+        Ok(by_tier(list, tier).unwrap_or(self.0.cfg.per_event))
     }
 
     /// The stored answer of an issued quote, when `blinded` is what it
@@ -496,6 +683,7 @@ impl Credentials {
         &self,
         ctx: &ServiceContext,
         event: &Event,
+        needed: usize,
     ) -> std::result::Result<Vec<SpentKey>, Rejection> {
         let c = &self.0.cfg;
         let tags: Vec<&[String]> = event
@@ -504,11 +692,10 @@ impl Credentials {
             .map(|t| t.as_slice())
             .filter(|s| s.first().map(String::as_str) == Some("credential"))
             .collect();
-        if tags.len() < c.per_event {
+        if tags.len() < needed {
             return Err(Rejection::payment_required(format!(
-                "kind {} needs {} credential(s); buy them with kind {QUOTE_REQUEST} (NIP-11 civkit_credentials)",
+                "kind {} needs {needed} credential(s); buy them with kind {QUOTE_REQUEST} (NIP-11 civkit_credentials)",
                 event.kind.as_u16(),
-                c.per_event
             )));
         }
         let current = self.epoch_at(ctx.now().as_secs());
@@ -529,6 +716,20 @@ impl Credentials {
         }
         Ok(claims)
     }
+}
+
+/// The `blinded` points of a mint request.
+fn blinded_messages(req: &Value) -> Result<Vec<cashu::nuts::PublicKey>, Rejection> {
+    req["blinded"]
+        .as_array()
+        .ok_or_else(|| Rejection::invalid("no blinded messages"))?
+        .iter()
+        .map(|b| {
+            b.as_str()
+                .and_then(|s| cashu::nuts::PublicKey::from_hex(s).ok())
+        })
+        .collect::<Option<_>>()
+        .ok_or_else(|| Rejection::invalid("a blinded message is not a curve point"))
 }
 
 /// A spent-set entry: `spent:‖x` → the id of the event that spent it.
@@ -582,7 +783,11 @@ impl Service for Credentials {
         }
         // The spend is taken with the event's durable write, not here: an
         // event that a later service or the store refuses spends nothing.
-        match self.redeem(ctx, event) {
+        let needed = match self.price(ctx, event).await {
+            Ok(n) => n,
+            Err(r) => return Admission::Reject(r),
+        };
+        match self.redeem(ctx, event, needed) {
             Ok(keys) => Admission::AcceptClaiming {
                 keys,
                 taken: Rejection::blocked("credential already spent"),
@@ -593,7 +798,9 @@ impl Service for Credentials {
 
     async fn on_stored(&self, ctx: &ServiceContext, _origin: &Origin, event: &Event) {
         let kind = event.kind.as_u16();
-        if (kind != QUOTE_REQUEST && kind != MINT_REQUEST) || !addressed_to_board(ctx, event) {
+        if ![QUOTE_REQUEST, MINT_REQUEST, STAKE_MINT_REQUEST].contains(&kind)
+            || !addressed_to_board(ctx, event)
+        {
             return;
         }
         let answer_kind = if kind == QUOTE_REQUEST { QUOTE } else { MINT };
@@ -610,7 +817,12 @@ impl Service for Credentials {
             if kind == QUOTE_REQUEST {
                 this.on_quote_request(&ctx, &event).await;
             } else {
-                let answer = match this.mint(&ctx, &event).await {
+                let minted = if kind == MINT_REQUEST {
+                    this.mint(&ctx, &event).await
+                } else {
+                    this.stake_mint(&ctx, &event).await
+                };
+                let answer = match minted {
                     Ok(v) => v,
                     Err(e) => json!({ "error": e.to_string() }),
                 };

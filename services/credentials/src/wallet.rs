@@ -61,6 +61,17 @@ pub fn mint_request(
     )
 }
 
+/// Ask for the epoch's credentials paid by stake: signed by the stake key
+/// (`stake`), whose tier earns them.
+pub fn stake_mint_request(stake: &Keys, board: &PublicKey, pending: &Pending) -> Result<Event> {
+    build(
+        stake,
+        board,
+        crate::STAKE_MINT_REQUEST,
+        json!({ "blinded": pending.blinded() }),
+    )
+}
+
 /// Decrypt a board answer (kind 23382 or 23384) addressed to `keys`.
 pub fn open(keys: &Keys, event: &Event) -> Result<Value> {
     if event.kind.as_u16() != QUOTE && event.kind.as_u16() != MINT {

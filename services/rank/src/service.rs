@@ -10,7 +10,9 @@
 //!   counts for one stake key at a time: the newest certificate wins);
 //! - `orders/<stake key>/<order d>`: the last status of each order
 //!   published under the stake key on this board;
-//! - `attested/<stake key>`: what was last published for it.
+//! - `attested/<stake key>`: what was last published for it;
+//! - `dirty/<stake key>`: a stake key that lost an output to a newer
+//!   certificate, re-attested right after it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
@@ -36,7 +38,9 @@ use crate::certificate::{
     ChannelVerifier, Refusal, Stake, StakeVerifier, UtxoVerifier, VerifyContext,
 };
 use crate::statement::StakeStatement;
-use crate::tier::{stake_of, Attestation, Scoring, Weighed, ATTESTATION_KIND, CERTIFICATE_KIND};
+use crate::tier::{
+    output_id, stake_of, Attestation, Scoring, Weighed, ATTESTATION_KIND, CERTIFICATE_KIND,
+};
 use crate::watch::SpendWatch;
 
 /// The NIP-69 order kind, whose history under a stake key counts.
@@ -277,6 +281,11 @@ impl Rank {
                 let old = String::from_utf8_lossy(&old).into_owned();
                 if old != key {
                     self.forget(ctx, &old).await?;
+                    // The stake key that lost the output is re-attested
+                    // with the certificate's event (`on_stored`).
+                    if let Some(loser) = old.split('/').nth(1) {
+                        ctx.kv_put(format!("dirty/{loser}").as_bytes(), b"").await?;
+                    }
                 }
             }
         }
@@ -335,7 +344,9 @@ impl Rank {
     async fn attest(&self, ctx: &ServiceContext, stake: &str, tip: u64) -> Result<Attestation> {
         let stake_key =
             XOnlyPublicKey::from_str(stake).map_err(|e| Error::Invalid(e.to_string()))?;
+        let secret = ctx.keys()?.secret_key().to_secret_bytes();
         let mut outputs = Vec::new();
+        let mut ids = Vec::new();
         for (_, v) in ctx.kv_scan(format!("cert/{stake}/").as_bytes()).await? {
             let Ok(r) = serde_json::from_slice::<Record>(&v) else {
                 continue;
@@ -347,6 +358,12 @@ impl Rank {
                 value_sat: *value,
                 confirmations: (tip + 1).saturating_sub(*at),
             }));
+            ids.extend(
+                r.stakes
+                    .iter()
+                    .filter_map(|(o, _, _)| OutPoint::from_str(o).ok())
+                    .map(|o| output_id(&secret, &o)),
+            );
         }
         let history = ctx.kv_scan(format!("orders/{stake}/").as_bytes()).await?;
         let settled = history
@@ -364,6 +381,7 @@ impl Rank {
             inputs,
             height: tip,
             expires_at: ctx.now().as_secs() + self.cfg.attestation_secs,
+            outputs: ids,
         })
     }
 
@@ -556,7 +574,21 @@ impl Service for Rank {
             _ => None,
         };
         let Some(stake) = stake else { return };
-        let published = async { self.publish(ctx, &stake, self.tip().await?, false).await };
+        let published = async {
+            let tip = self.tip().await?;
+            self.publish(ctx, &stake, tip, false).await?;
+            // Stake keys that lost an output to this certificate.
+            for (k, _) in ctx.kv_scan(b"dirty/").await? {
+                if let Some(loser) = std::str::from_utf8(&k)
+                    .ok()
+                    .and_then(|k| k.strip_prefix("dirty/"))
+                {
+                    self.publish(ctx, loser, tip, false).await?;
+                }
+                ctx.kv_delete(&k).await?;
+            }
+            Ok::<_, Error>(())
+        };
         if let Err(e) = published.await {
             warn!(error = %e, "could not publish an attestation");
         }

@@ -72,3 +72,96 @@ pub fn announcement(
 pub fn announcement_hex(a: &ChannelAnnouncement) -> String {
     hex::encode(a.encode())
 }
+
+/// A channel on the stand-in chain, with the keys to prove it.
+pub struct Channel {
+    pub scid: u64,
+    pub outpoint: OutPoint,
+    /// Node keys, then funding keys.
+    pub keys: [SecretKey; 4],
+}
+
+/// Keys from a seed byte: node keys `seed`, `seed+1`, funding `seed+2`, `seed+3`.
+fn seeded(seed: u8) -> [SecretKey; 4] {
+    [0u8, 1, 2, 3].map(|i| {
+        SecretKey::from_slice(&[seed.wrapping_add(i).max(1); 32]).unwrap_or_else(|_| {
+            SecretKey::from_slice(&[1; 32]).unwrap_or_else(|_| unreachable!("1 is a valid key"))
+        })
+    })
+}
+
+/// Open (mine) a channel of `sats` with keys from `seed`.
+pub fn open_channel(chain: &StandInChain, seed: u8, sats: u64) -> Channel {
+    let keys = seeded(seed);
+    let secp = Secp256k1::new();
+    let (scid, outpoint) = fund_channel(
+        chain,
+        (keys[2].public_key(&secp), keys[3].public_key(&secp)),
+        sats,
+    );
+    Channel {
+        scid,
+        outpoint,
+        keys,
+    }
+}
+
+impl Channel {
+    /// The statement of `stake` for the rank service `rank`, on regtest.
+    pub fn statement(
+        stake: &nostr::Keys,
+        rank: &nostr::PublicKey,
+        expiry_height: u32,
+    ) -> crate::statement::StakeStatement {
+        let x = |k: &nostr::PublicKey| {
+            bitcoin::key::XOnlyPublicKey::from_slice(&k.to_bytes())
+                .unwrap_or_else(|_| unreachable!("nostr keys are x-only keys"))
+        };
+        crate::statement::StakeStatement {
+            stake_key: x(&stake.public_key()),
+            rank_key: x(rank),
+            expiry_height,
+            network: Network::Regtest,
+        }
+    }
+
+    /// Its honest announcement, hex.
+    pub fn announcement_hex(&self) -> String {
+        let k = &self.keys;
+        announcement_hex(&announcement(
+            self.scid,
+            Network::Regtest,
+            [&k[0], &k[1], &k[2], &k[3]],
+            [&k[0], &k[1], &k[2], &k[3]],
+        ))
+    }
+
+    /// The certificate event (side 1) of `stake` for `rank`.
+    pub fn certificate_event(
+        &self,
+        stake: &nostr::Keys,
+        rank: &nostr::PublicKey,
+        expiry_height: u32,
+    ) -> nostr::Event {
+        let statement = Self::statement(stake, rank, expiry_height);
+        let body = crate::certificate::channel_certificate(
+            &self.announcement_hex(),
+            1,
+            &self.keys[2],
+            &statement,
+        );
+        crate::certificate::certificate_event(stake, rank, &statement, body)
+            .unwrap_or_else(|e| unreachable!("encrypting to a valid key: {e}"))
+    }
+
+    /// A block that spends the funding output: the channel closes.
+    pub fn close(&self, chain: &StandInChain) {
+        chain.mine(vec![stand_in::spending(
+            self.outpoint,
+            vec![TxOut {
+                value: Amount::from_sat(1_000),
+                script_pubkey: ScriptBuf::new_op_return([]),
+            }],
+        )]);
+    }
+}

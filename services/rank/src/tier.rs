@@ -204,13 +204,31 @@ pub struct Attestation {
     pub height: u64,
     /// Unix time after which it no longer holds (NIP-40 `expiration`).
     pub expires_at: u64,
+    /// Opaque ids of the outputs counted ([`output_id`]): a board that
+    /// issues credentials per stake sees when two stake keys rest on one
+    /// output, without learning the output.
+    pub outputs: Vec<String>,
+}
+
+/// An output's opaque id at a rank service: the first 16 bytes, hex, of
+/// `sha256("civkit-rank/output" ‖ rank secret key ‖ txid ‖ vout BE)`.
+/// Stable for one rank service; unlinkable to the output without its key.
+pub fn output_id(rank_secret: &[u8; 32], outpoint: &bitcoin::OutPoint) -> String {
+    let mut engine = sha256::Hash::engine();
+    engine.input(b"civkit-rank/output");
+    engine.input(rank_secret);
+    engine.input(outpoint.txid.as_ref());
+    engine.input(&outpoint.vout.to_be_bytes());
+    hex::encode(&sha256::Hash::from_engine(engine).to_byte_array()[..16])
 }
 
 impl Attestation {
     /// The event's tags.
     pub fn tags(&self) -> Vec<Tag> {
         let i = &self.inputs;
-        let rows: [Vec<String>; 11] = [
+        let mut outputs = vec!["outputs".to_string()];
+        outputs.extend(self.outputs.iter().cloned());
+        let rows: [Vec<String>; 12] = [
             vec!["d".into(), self.stake_key.to_string()],
             vec!["tier".into(), self.tier.to_string()],
             vec!["score".into(), self.score.to_string()],
@@ -221,6 +239,7 @@ impl Attestation {
             vec!["orders".into(), i.orders.to_string(), i.settled.to_string()],
             vec!["height".into(), self.height.to_string()],
             vec!["expiration".into(), self.expires_at.to_string()],
+            outputs,
             vec!["alt".into(), "CivKit tier attestation".into()],
         ];
         rows.into_iter()
@@ -270,6 +289,13 @@ impl Attestation {
             },
             height: num("height", 1)?,
             expires_at: num("expiration", 1)?,
+            outputs: event
+                .tags
+                .iter()
+                .map(Tag::as_slice)
+                .find(|t| t.first().map(String::as_str) == Some("outputs"))
+                .map(|t| t[1..].to_vec())
+                .unwrap_or_default(),
         };
         if a.expires_at <= now {
             return Err("the attestation expired".into());
