@@ -109,6 +109,14 @@ impl Bolt8Client {
         Ok(())
     }
 
+    /// The credential and service policies peers send (this client asks for
+    /// them in its init); once.
+    pub fn take_policies(
+        &self,
+    ) -> Option<mpsc::Receiver<(PublicKey, crate::gossip::SignedPolicy)>> {
+        self.handler.take_policies()
+    }
+
     /// The next relay message from the connected board, or `None` after
     /// `timeout` or once it disconnected.
     pub async fn recv(&mut self, timeout: Duration) -> Option<String> {

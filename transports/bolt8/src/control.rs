@@ -93,6 +93,8 @@ fn list(rt: &Runtime) -> Value {
         "dropped": {
             "oversized": c.oversized.load(Ordering::Relaxed),
             "undecodable": c.undecodable.load(Ordering::Relaxed),
-        }
+            "policies": c.policy_dropped.load(Ordering::Relaxed),
+        },
+        "gossip": rt.gossip_counters.json(),
     })
 }

@@ -17,8 +17,11 @@
 
 #![forbid(unsafe_code)]
 
+mod announce;
+pub use announce::GossipConfig;
 pub mod client;
 mod control;
+pub mod gossip;
 mod peer;
 pub mod wire;
 
@@ -193,6 +196,8 @@ pub struct Bolt8Config {
     /// this transport's defaults.
     #[serde(deserialize_with = "limits_over_defaults")]
     pub limits: SessionLimits,
+    /// Staking-credentials policy gossip (`credential_policy`, `service_policy`).
+    pub gossip: GossipConfig,
 }
 
 fn limits_over_defaults<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SessionLimits, D::Error> {
@@ -216,6 +221,7 @@ impl Default for Bolt8Config {
                 max_subscriptions: 50,
                 ..SessionLimits::default()
             },
+            gossip: GossipConfig::default(),
         }
     }
 }
@@ -262,6 +268,28 @@ queries_per_second = 0.0
 query_burst = 50
 # EVENTs of one connection checked and stored at once. 1: one at a time, in order.
 events_in_flight = 1
+
+# Staking-credentials policy gossip: this board's credential_policy and
+# service_policy (from its credentials service) to peers that ask for them,
+# and relaying of valid ones. Needs the chain's tip for expiry heights.
+[{table}.gossip]
+# Blocks this board's policies stay valid after the tip.
+expiry_blocks = 144
+# Seconds between announcements.
+announce_secs = 600
+# Policy messages one peer may send per minute; more are dropped.
+per_peer_per_minute = 30
+# Policies of other boards held at once.
+max_known = 1000
+# Seconds between looks at the chain's tip.
+poll_secs = 30
+
+# The chain source: esplora, bitcoind, or none (no policy gossip).
+[{table}.gossip.chain]
+backend = "none"
+url = ""
+user = ""
+password_file = ""
 "#;
 
 /// Register the `bolt8` transport.
@@ -277,7 +305,18 @@ pub fn register(registry: &mut Registry) {
                     "must fit in one BOLT8 message (at most 65000)",
                 ));
             }
-            let t = Bolt8::new(ctx.instance.clone(), &ctx.data_dir.join(&cfg.key_file), cfg)?;
+            let chain = cfg
+                .gossip
+                .chain
+                .build(&ctx.data_dir)
+                .map_err(|(field, e)| {
+                    Error::config(
+                        format!("transports.{}.gossip.chain.{field}", ctx.instance),
+                        e,
+                    )
+                })?;
+            let mut t = Bolt8::new(ctx.instance.clone(), &ctx.data_dir.join(&cfg.key_file), cfg)?;
+            t.chain = chain;
             let handle = t.handle.clone();
             Ok((Box::new(t) as Box<dyn Transport>, handle))
         },
@@ -425,11 +464,21 @@ pub fn node_id_of(seed: &[u8; 32]) -> Result<PublicKey> {
 }
 
 /// The BOLT8 transport.
-#[derive(Debug)]
 pub struct Bolt8 {
     config: Bolt8Config,
     federation: Arc<Federation>,
     handle: Arc<Bolt8Handle>,
+    /// The chain source of the policy gossip (none: no gossip).
+    pub chain: Option<Arc<dyn civkit_chain::ChainSource>>,
+}
+
+impl std::fmt::Debug for Bolt8 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bolt8")
+            .field("config", &self.config)
+            .field("gossip", &self.chain.is_some())
+            .finish()
+    }
 }
 
 impl Bolt8 {
@@ -446,6 +495,7 @@ impl Bolt8 {
         tracing::debug!(%instance, %node_id, created_key = created, "BOLT8 identity loaded");
         Ok(Bolt8 {
             config,
+            chain: None,
             federation,
             handle: Arc::new(Bolt8Handle {
                 instance: instance.into(),
@@ -474,6 +524,7 @@ pub(crate) struct Runtime {
     pub shutdown: Shutdown,
     pub peers: Mutex<HashMap<PublicKey, peer::Connected>>,
     pub dialing: Mutex<HashMap<PublicKey, (SocketAddr, tokio::task::AbortHandle)>>,
+    pub gossip_counters: announce::GossipCounters,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -591,6 +642,10 @@ impl Transport for Bolt8 {
             shutdown: shutdown.clone(),
             peers: Mutex::default(),
             dialing: Mutex::default(),
+            gossip_counters: announce::GossipCounters::default(),
+        });
+        let gossip = self.chain.clone().map(|chain| {
+            tokio::spawn(announce::run(rt.clone(), chain, self.config.gossip.clone()))
         });
         node.register_control(&instance, Arc::new(control::PeersControl(rt.clone())));
         node.set_endpoint(&instance, format!("ln://{node_id}@{local}"));
@@ -646,6 +701,9 @@ impl Transport for Bolt8 {
         timer.abort();
         flow.abort();
         events.abort();
+        if let Some(g) = gossip {
+            g.abort();
+        }
         info!("BOLT8 transport stopped");
         Ok(())
     }

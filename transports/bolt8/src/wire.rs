@@ -7,7 +7,10 @@
 //! | 32771 | to the receiver's client side | one NIP-01 relay message, UTF-8 JSON |
 //!
 //! Both are odd ("it's OK to be odd", BOLT1): a peer that does not speak
-//! civkit ignores them.
+//! civkit ignores them. The handler also carries the staking-credentials
+//! policy gossip (types 37563 and 37564, [`crate::gossip`]) to and from the
+//! peers that ask for it with the init feature bit
+//! [`crate::gossip::GOSSIP_FEATURE_BIT`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +27,10 @@ use lightning::ln::wire::{CustomMessageReader, Type};
 use lightning::types::features::{InitFeatures, NodeFeatures};
 use lightning::util::ser::{LengthLimitedRead, Writeable, Writer};
 use tokio::sync::mpsc;
+
+use crate::gossip::{
+    SignedPolicy, CREDENTIAL_POLICY, GOSSIP_FEATURE_BIT, MAX_POLICY_BYTES, SERVICE_POLICY,
+};
 
 /// Custom message type of NIP-01 client messages.
 pub const CLIENT_MSG: u16 = 32769;
@@ -48,6 +55,36 @@ impl Writeable for NostrWire {
         w.write_all(self.json.as_bytes())
     }
 }
+
+/// A custom message civkit reads or writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CivkitWire {
+    Nostr(NostrWire),
+    Policy(Box<SignedPolicy>),
+}
+
+impl Type for CivkitWire {
+    fn type_id(&self) -> u16 {
+        match self {
+            CivkitWire::Nostr(m) => m.msg_type,
+            CivkitWire::Policy(p) => p.type_id(),
+        }
+    }
+}
+
+impl Writeable for CivkitWire {
+    fn write<W: Writer>(&self, w: &mut W) -> Result<(), lightning::io::Error> {
+        match self {
+            CivkitWire::Nostr(m) => m.write(w),
+            CivkitWire::Policy(p) => w.write_all(&p.encode()),
+        }
+    }
+}
+
+/// Policy messages waiting to go out, at most.
+const POLICY_OUTBOX: usize = 4_096;
+/// Policy messages received and not yet looked at, at most.
+const POLICY_INBOX: usize = 1_024;
 
 /// What the handler tells the transport.
 #[derive(Debug)]
@@ -76,6 +113,8 @@ pub struct WireCounters {
     pub outbox_overflows: AtomicU64,
     /// Inbound connections refused over `max_inbound_peers`.
     pub refused_inbound: AtomicU64,
+    /// Policy messages dropped: undecodable, or arriving faster than read.
+    pub policy_dropped: AtomicU64,
 }
 
 /// Bounds of the handler's queues and connections.
@@ -132,6 +171,11 @@ pub struct NostrHandler {
     /// Set when a peer's LDK send buffer drained and its outbox has more.
     wake: tokio::sync::Notify,
     pub counters: WireCounters,
+    /// Peers whose init asked for policy gossip.
+    gossip_peers: Mutex<HashSet<PublicKey>>,
+    policy_out: Mutex<VecDeque<(PublicKey, SignedPolicy)>>,
+    policy_in: mpsc::Sender<(PublicKey, SignedPolicy)>,
+    policy_rx: Mutex<Option<mpsc::Receiver<(PublicKey, SignedPolicy)>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -141,6 +185,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl NostrHandler {
     /// A handler reporting peers to `events`, within `limits`.
     pub fn new(events: mpsc::Sender<WireEvent>, limits: WireLimits) -> Self {
+        let (policy_in, policy_rx) = mpsc::channel(POLICY_INBOX);
         NostrHandler {
             events,
             inboxes: Mutex::default(),
@@ -148,7 +193,33 @@ impl NostrHandler {
             limits,
             wake: tokio::sync::Notify::new(),
             counters: WireCounters::default(),
+            gossip_peers: Mutex::default(),
+            policy_out: Mutex::default(),
+            policy_in,
+            policy_rx: Mutex::new(Some(policy_rx)),
         }
+    }
+
+    /// The policy messages peers send, with the peer they came from (once:
+    /// the gossip task or a client takes it).
+    pub fn take_policies(&self) -> Option<mpsc::Receiver<(PublicKey, SignedPolicy)>> {
+        lock(&self.policy_rx).take()
+    }
+
+    /// Peers connected now that asked for policy gossip.
+    pub fn gossip_peers(&self) -> Vec<PublicKey> {
+        lock(&self.gossip_peers).iter().copied().collect()
+    }
+
+    /// Queue a policy message for `peer`; `false` when the queue is full.
+    pub fn queue_policy(&self, peer: PublicKey, m: SignedPolicy) -> bool {
+        let mut out = lock(&self.policy_out);
+        if out.len() >= POLICY_OUTBOX {
+            return false;
+        }
+        out.push_back((peer, m));
+        self.wake.notify_one();
+        true
     }
 
     /// Queue a message for a peer; `PeerManager::process_events` sends it as
@@ -190,19 +261,33 @@ impl NostrHandler {
 }
 
 impl CustomMessageReader for NostrHandler {
-    type CustomMessage = NostrWire;
+    type CustomMessage = CivkitWire;
 
     fn read<R: LengthLimitedRead>(
         &self,
         msg_type: u16,
         buffer: &mut R,
-    ) -> Result<Option<NostrWire>, DecodeError> {
-        decode(
+    ) -> Result<Option<CivkitWire>, DecodeError> {
+        if msg_type == CREDENTIAL_POLICY || msg_type == SERVICE_POLICY {
+            let policy = read_bytes(buffer, MAX_POLICY_BYTES)
+                .ok()
+                .and_then(|b| SignedPolicy::decode(msg_type, &b).ok());
+            return match policy {
+                Some(p) => Ok(Some(CivkitWire::Policy(Box::new(p)))),
+                None => {
+                    // Not the spec's layout: a protocol error (LDK disconnects).
+                    self.counters.policy_dropped.fetch_add(1, Ordering::Relaxed);
+                    Err(DecodeError::InvalidValue)
+                }
+            };
+        }
+        Ok(decode(
             msg_type,
             buffer,
             self.limits.max_message_bytes,
             &self.counters,
-        )
+        )?
+        .map(CivkitWire::Nostr))
     }
 }
 
@@ -246,6 +331,11 @@ pub enum Unreadable {
 /// chunks so an oversized body is refused without being held whole. Shared
 /// by the custom-message and onion-message readers.
 pub fn read_text<R: lightning::io::Read>(buffer: &mut R, max: usize) -> Result<String, Unreadable> {
+    String::from_utf8(read_bytes(buffer, max)?).map_err(|_| Unreadable::NotUtf8)
+}
+
+/// The rest of `buffer`, at most `max` bytes (read in chunks).
+fn read_bytes<R: lightning::io::Read>(buffer: &mut R, max: usize) -> Result<Vec<u8>, Unreadable> {
     let mut bytes = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -258,7 +348,7 @@ pub fn read_text<R: lightning::io::Read>(buffer: &mut R, max: usize) -> Result<S
             return Err(Unreadable::TooLong);
         }
     }
-    String::from_utf8(bytes).map_err(|_| Unreadable::NotUtf8)
+    Ok(bytes)
 }
 
 fn disconnect(why: &str) -> LightningError {
@@ -274,7 +364,20 @@ fn disconnect(why: &str) -> LightningError {
 }
 
 impl CustomMessageHandler for NostrHandler {
-    fn handle_custom_message(&self, msg: NostrWire, peer: PublicKey) -> Result<(), LightningError> {
+    fn handle_custom_message(
+        &self,
+        msg: CivkitWire,
+        peer: PublicKey,
+    ) -> Result<(), LightningError> {
+        let msg = match msg {
+            CivkitWire::Nostr(m) => m,
+            CivkitWire::Policy(p) => {
+                if self.policy_in.try_send((peer, *p)).is_err() {
+                    self.counters.policy_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                return Ok(());
+            }
+        };
         let inbox = lock(&self.inboxes).get(&peer).map(|(tx, _)| tx.clone());
         match inbox.map(|tx| tx.try_send(msg)) {
             Some(Err(mpsc::error::TrySendError::Full(_))) => {
@@ -287,20 +390,36 @@ impl CustomMessageHandler for NostrHandler {
         }
     }
 
-    fn get_and_clear_pending_msg(&self) -> Vec<(PublicKey, NostrWire)> {
+    fn get_and_clear_pending_msg(&self) -> Vec<(PublicKey, CivkitWire)> {
         let mut out = Vec::new();
-        for (peer, o) in lock(&self.outboxes).iter_mut() {
+        let mut outboxes = lock(&self.outboxes);
+        for (peer, o) in outboxes.iter_mut() {
             while o.credit > 0 {
                 let Some(m) = o.queue.pop_front() else { break };
                 o.bytes -= m.json.len();
                 o.credit -= 1;
-                out.push((*peer, m));
+                out.push((*peer, CivkitWire::Nostr(m)));
             }
         }
+        // Policies are few and small: they use the same credit.
+        let mut policies = lock(&self.policy_out);
+        let mut kept = VecDeque::new();
+        while let Some((peer, m)) = policies.pop_front() {
+            match outboxes.get_mut(&peer) {
+                Some(o) if o.credit > 0 => {
+                    o.credit -= 1;
+                    out.push((peer, CivkitWire::Policy(Box::new(m))));
+                }
+                Some(_) => kept.push_back((peer, m)),
+                None => {} // gone
+            }
+        }
+        *policies = kept;
         out
     }
 
     fn peer_disconnected(&self, peer: PublicKey) {
+        lock(&self.gossip_peers).remove(&peer);
         lock(&self.inboxes).remove(&peer);
         lock(&self.outboxes).remove(&peer);
         let _ = self.events.try_send(WireEvent::Disconnected { peer });
@@ -334,6 +453,9 @@ impl CustomMessageHandler for NostrHandler {
             return Err(());
         }
         inboxes.insert(peer, (tx, inbound));
+        if wants_gossip(msg.features.le_flags()) {
+            lock(&self.gossip_peers).insert(peer);
+        }
         lock(&self.outboxes).insert(
             peer,
             Outbox {
@@ -349,8 +471,18 @@ impl CustomMessageHandler for NostrHandler {
     }
 
     fn provided_init_features(&self, _peer: PublicKey) -> InitFeatures {
-        InitFeatures::empty()
+        let mut f = InitFeatures::empty();
+        // Optional (odd), in the experimental range: cannot fail.
+        let _ = f.set_optional_custom_bit(GOSSIP_FEATURE_BIT);
+        f
     }
+}
+
+/// Whether init features (little-endian, as LDK holds them) set the gossip bit.
+fn wants_gossip(le_flags: &[u8]) -> bool {
+    le_flags
+        .get(GOSSIP_FEATURE_BIT / 8)
+        .is_some_and(|b| b & (1 << (GOSSIP_FEATURE_BIT % 8)) != 0)
 }
 
 /// The onion-message handler LDK is given: the real one (or none), plus the

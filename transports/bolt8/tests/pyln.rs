@@ -6,7 +6,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use civkit_bolt8::{Bolt8, Bolt8Config};
+use civkit_bolt8::gossip::{Policy, SignedPolicy};
+use civkit_bolt8::{Bolt8, Bolt8Config, GossipConfig, PeerConfig};
 use civkit_framework::testing::conformance::events::event;
 use civkit_framework::testing::{TestNode, WireClient};
 use civkit_framework::Transport;
@@ -76,13 +77,22 @@ async fn board() -> (TestNode, String, String, tempfile::TempDir) {
 
 /// A test node with the bolt8 transport on a free port.
 async fn board_with(cfg: Bolt8Config) -> (TestNode, String, String, tempfile::TempDir) {
-    let tn = TestNode::new();
+    board_on(TestNode::new(), cfg, None).await
+}
+
+/// The bolt8 transport on `tn`, with a chain source for the policy gossip.
+async fn board_on(
+    tn: TestNode,
+    cfg: Bolt8Config,
+    chain: Option<std::sync::Arc<dyn civkit_chain::ChainSource>>,
+) -> (TestNode, String, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = Bolt8Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         ..cfg
     };
-    let t = Box::new(Bolt8::new("ln", &dir.path().join("ln.key"), cfg).unwrap());
+    let mut t = Box::new(Bolt8::new("ln", &dir.path().join("ln.key"), cfg).unwrap());
+    t.chain = chain;
     tokio::spawn(t.run(tn.node.clone(), tn.shutdown()));
     let endpoint = loop {
         if let Some(e) = tn.node.endpoints().get("ln") {
@@ -393,4 +403,153 @@ async fn a_peer_that_stops_reading_is_disconnected() {
     let honest = pyln(&id, &addr, "req", Some(r#"{"kinds":[1],"limit":2}"#)).await;
     assert_eq!(honest["eose"], true, "{honest}");
     assert_eq!(honest["events"].as_array().unwrap().len(), 2);
+}
+
+fn secret(b: u8) -> lightning::bitcoin::secp256k1::SecretKey {
+    lightning::bitcoin::secp256k1::SecretKey::from_slice(&[b; 32]).unwrap()
+}
+
+/// A policy message as the pyln peer sends it.
+fn wire(m: &SignedPolicy) -> Value {
+    serde_json::json!({ "type": m.type_id(), "body": hex::encode(m.encode()) })
+}
+
+async fn gossip_counters(tn: &TestNode) -> Value {
+    tn.node.control("ln", "list", Value::Null).await.unwrap()["gossip"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_reach_an_independent_peer_through_a_relaying_board() {
+    ensure_pyln();
+    let (chain, url) = civkit_chain::stand_in::start().await;
+    chain.mine_empty(10);
+    let tip = chain.tip().unwrap();
+    let source: std::sync::Arc<dyn civkit_chain::ChainSource> =
+        std::sync::Arc::new(civkit_chain::Esplora { url });
+    let gossip = GossipConfig {
+        poll_secs: 1,
+        ..GossipConfig::default()
+    };
+
+    // Board A sells credentials; board B federates with A and relays.
+    let dir = tempfile::tempdir().unwrap();
+    let free = civkit_credentials::payment::PaymentConfig {
+        backend: "free".into(),
+        ..Default::default()
+    };
+    let credentials = civkit_credentials::Credentials::new(
+        civkit_credentials::CredentialsConfig {
+            payment: free.clone(),
+            ..Default::default()
+        },
+        [9; 32],
+        civkit_credentials::payment::from_config(&free, dir.path(), "p").unwrap(),
+    );
+    let a = TestNode::builder()
+        .service("credentials", std::sync::Arc::new(credentials))
+        .build();
+    let issuance = a.node.service_nip11()["civkit_credentials"]["pubkey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let a_cfg = Bolt8Config {
+        gossip: gossip.clone(),
+        ..Bolt8Config::default()
+    };
+    let (_a, a_id, a_addr, _da) = board_on(a, a_cfg, Some(source.clone())).await;
+    let b_cfg = Bolt8Config {
+        peers: vec![PeerConfig {
+            address: format!("{a_id}@{a_addr}"),
+            ..PeerConfig::default()
+        }],
+        gossip,
+        ..Bolt8Config::default()
+    };
+    let (b, b_id, b_addr, _db) = board_on(TestNode::new(), b_cfg, Some(source)).await;
+    for _ in 0..100 {
+        if gossip_counters(&b).await["accepted"].as_u64() >= Some(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // pyln-proto, asking with the feature bit, gets A's two policies from B.
+    let got = pyln(&b_id, &b_addr, "gossip", Some(r#"{"wait": 3}"#)).await;
+    let policies = got["policies"].as_array().unwrap();
+    let from_a: Vec<&Value> = policies
+        .iter()
+        .filter(|p| p["node_id"] == a_id.as_str())
+        .collect();
+    let types: std::collections::BTreeSet<u64> =
+        from_a.iter().map(|p| p["type"].as_u64().unwrap()).collect();
+    assert_eq!(types, [37563, 37564].into(), "{got}");
+    for p in &from_a {
+        assert_eq!(p["valid"], true, "{p}");
+        assert_eq!(p["trailing"], 0, "{p}");
+        assert_eq!(p["expiration_height"], tip + 144, "{p}");
+    }
+    let credential = from_a.iter().find(|p| p["type"] == 37563).unwrap();
+    assert_eq!(credential["issuance_pubkey"], issuance.as_str());
+    assert_eq!(credential["asset_to_credential"], 1000);
+    assert_eq!(credential["assetproof_features"], "02"); // Lightning payment
+    assert_eq!(credential["credentials_features"], "02"); // blind DH
+    let service = from_a.iter().find(|p| p["type"] == 37564).unwrap();
+    assert_eq!(service["service_ids"], serde_json::json!([38383]));
+    assert_eq!(service["credentials_to_service"], 1);
+    assert_eq!(service["pubkeys"], serde_json::json!([issuance]));
+
+    // Hostile gossip: a forged signature, an expired policy, and a flood.
+    let service_of = |k: u8| Policy::Service {
+        pubkeys: vec![secret(k).public_key(&lightning::bitcoin::secp256k1::Secp256k1::new())],
+        service_ids: vec![38383],
+        credentials_to_service: 1,
+    };
+    let tip32 = u32::try_from(tip).unwrap();
+    let mut forged = SignedPolicy::sign(&secret(1), 100, service_of(1), tip32 + 50);
+    forged.timestamp += 1;
+    let expired = SignedPolicy::sign(&secret(2), 100, service_of(2), tip32);
+    let mut send = vec![wire(&forged), wire(&expired)];
+    send.extend((0..40).map(|i| {
+        wire(&SignedPolicy::sign(
+            &secret(3),
+            200 + i,
+            service_of(3),
+            tip32 + 50,
+        ))
+    }));
+    let hostile = serde_json::json!({ "send": send, "wait": 2 }).to_string();
+    let got = pyln(&b_id, &b_addr, "gossip", Some(&hostile)).await;
+    assert!(
+        got["closed"].is_null(),
+        "a bad signature is dropped, not a disconnect: {got}"
+    );
+    let counters = gossip_counters(&b).await;
+    assert_eq!(counters["invalid"], 1, "{counters}");
+    assert_eq!(counters["expired"], 1, "{counters}");
+    assert_eq!(counters["rate_limited"], 12, "{counters}");
+
+    // Another peer gets A's two and the flood's newest accepted one: nothing forged or expired.
+    let got = pyln(&b_id, &b_addr, "gossip", Some(r#"{"wait": 3}"#)).await;
+    let ids: std::collections::BTreeSet<(String, u64)> = got["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .inspect(|p| assert_eq!(p["valid"], true, "{p}"))
+        .map(|p| {
+            (
+                p["node_id"].as_str().unwrap().to_string(),
+                p["timestamp"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let third = hex::encode(
+        secret(3)
+            .public_key(&lightning::bitcoin::secp256k1::Secp256k1::new())
+            .serialize(),
+    );
+    assert!(ids.contains(&(third.clone(), 227)), "{ids:?}");
+    assert!(
+        ids.iter().all(|(n, _)| *n == a_id || *n == third),
+        "{ids:?}"
+    );
 }

@@ -66,7 +66,13 @@ def closed_after(payload_sender):
 
 first = recv()
 assert first is not None and first[0] == 16, f"expected init, got {first}"
-send(16, struct.pack(">HH", 0, 0))  # init: no global features, no features
+if mode == "gossip":
+    # init with the optional feature bit 729 ("send me credential and
+    # service policies"): 92 bytes, big-endian, bit 1 of the first byte.
+    feats = bytes([0x02]) + bytes(91)
+    send(16, struct.pack(">HH", 0, len(feats)) + feats)
+else:
+    send(16, struct.pack(">HH", 0, 0))  # init: no global features, no features
 
 out = {"init": True}
 if mode == "req":
@@ -182,6 +188,73 @@ elif mode == "unknown-even":
     out["closed"] = closed_after(lambda: send(32770, b"hello"))
 elif mode == "garbage":
     out["closed"] = closed_after(lambda: lc.connection.send(os.urandom(200)))
+elif mode == "gossip":
+    # Send the policy messages of `arg` ({"send": [{"type", "body" hex}],
+    # "wait": seconds}), then read every credential_policy (37563) and
+    # service_policy (37564) for `wait` seconds, parsed from the layout in
+    # docs/PROTOCOL.md (the spec's fields, plus node_id after the signature)
+    # and checked with coincurve: an ECDSA signature by node_id over the
+    # double SHA-256 of everything after the signature.
+    import hashlib
+    import time
+    import coincurve
+
+    spec = json.loads(arg)
+    for m in spec.get("send", []):
+        send(m["type"], bytes.fromhex(m["body"]))
+
+    def take(b, n):
+        if len(b) < n:
+            raise ValueError("short")
+        return b[:n], b[n:]
+
+    def parse(t, body):
+        sig, rest = take(body, 64)
+        signed = rest
+        node_id, rest = take(rest, 33)
+        ts, rest = take(rest, 4)
+        out = {"type": t, "node_id": node_id.hex(), "timestamp": struct.unpack(">I", ts)[0]}
+        if t == 37563:
+            flen, rest = take(rest, 2)
+            key, rest = take(rest, 33)
+            feats, rest = take(rest, struct.unpack(">H", flen)[0])
+            clen, rest = take(rest, 2)
+            cfeats, rest = take(rest, struct.unpack(">H", clen)[0])
+            ratio, rest = take(rest, 4)
+            out.update(issuance_pubkey=key.hex(), assetproof_features=feats.hex(),
+                       credentials_features=cfeats.hex(), asset_to_credential=struct.unpack(">I", ratio)[0])
+        else:
+            plen, rest = take(rest, 2)
+            keys, rest = take(rest, struct.unpack(">H", plen)[0])
+            slen, rest = take(rest, 2)
+            ids, rest = take(rest, struct.unpack(">H", slen)[0])
+            ratio, rest = take(rest, 4)
+            out.update(pubkeys=[keys[i:i + 33].hex() for i in range(0, len(keys), 33)],
+                       service_ids=[struct.unpack(">H", ids[i:i + 2])[0] for i in range(0, len(ids), 2)],
+                       credentials_to_service=struct.unpack(">I", ratio)[0])
+        exp, rest = take(rest, 4)
+        out["expiration_height"] = struct.unpack(">I", exp)[0]
+        out["trailing"] = len(rest)
+        digest = hashlib.sha256(hashlib.sha256(signed).digest()).digest()
+        der = coincurve.ecdsa.cdata_to_der(coincurve.ecdsa.deserialize_compact(sig))
+        out["valid"] = coincurve.PublicKey(node_id).verify(der, digest, hasher=None)
+        return out
+
+    got = []
+    deadline = time.time() + spec.get("wait", 3)
+    while time.time() < deadline:
+        lc.connection.settimeout(max(0.1, deadline - time.time()))
+        try:
+            r = recv()
+        except TimedOut:
+            break
+        if r is None:
+            out["closed"] = True
+            break
+        t, payload = r
+        if t in (37563, 37564):
+            got.append(parse(t, payload))
+    out["policies"] = got
 else:
     raise SystemExit(f"unknown mode {mode}")
 print(json.dumps(out))

@@ -18,6 +18,7 @@
 mod boards;
 mod book;
 mod credentials;
+mod discover;
 mod history;
 mod home;
 mod onion;
@@ -70,6 +71,11 @@ enum Command {
     Board {
         #[command(subcommand)]
         command: BoardCommand,
+    },
+    /// Boards learned from Lightning gossip.
+    Boards {
+        #[command(subcommand)]
+        command: BoardsCommand,
     },
     /// Check the first --board's notarized history: rounds chain without
     /// gaps or rewrites, Mainstay proofs verify, and every order seen is in it.
@@ -259,6 +265,20 @@ enum OrdersCommand {
 }
 
 #[derive(Subcommand)]
+enum BoardsCommand {
+    /// Connect to a Lightning node over BOLT8 and list the boards whose
+    /// credential and service policies it relays.
+    Discover {
+        /// `<node id>@host:port` of a board or any node that relays the policies.
+        #[arg(long)]
+        via: String,
+        /// Seconds to listen.
+        #[arg(long, default_value_t = 5)]
+        wait: u64,
+    },
+}
+
+#[derive(Subcommand)]
 enum BoardCommand {
     /// NIP-11 document and the board's policy event.
     Info,
@@ -299,6 +319,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Board {
             command: BoardCommand::Info,
         } => boards::info(&cli).await,
+        Command::Boards {
+            command: BoardsCommand::Discover { via, wait },
+        } => discover::discover(via, *wait).await,
         Command::VerifyHistory {
             seen,
             esplora,
