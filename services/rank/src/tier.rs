@@ -86,6 +86,14 @@ pub fn stake_tag(
     )
 }
 
+/// One verification context for the process: building one per check
+/// costs more than the check.
+fn verifier() -> &'static Secp256k1<bitcoin::secp256k1::VerifyOnly> {
+    static CONTEXT: std::sync::OnceLock<Secp256k1<bitcoin::secp256k1::VerifyOnly>> =
+        std::sync::OnceLock::new();
+    CONTEXT.get_or_init(Secp256k1::verification_only)
+}
+
 /// The stake key an event carries, checked: `Ok(None)` without a `stake`
 /// tag, an error naming the fault for a bad one.
 pub fn stake_of(event: &Event) -> Result<Option<XOnlyPublicKey>, String> {
@@ -117,7 +125,7 @@ pub fn stake_of(event: &Event) -> Result<Option<XOnlyPublicKey>, String> {
         event.tags.as_slice(),
         &event.content,
     );
-    Secp256k1::verification_only()
+    verifier()
         .verify_schnorr(&sig, &Message::from_digest(digest), &key)
         .map_err(|_| "the `stake` tag's signature does not verify".to_string())?;
     Ok(Some(key))
