@@ -219,7 +219,8 @@ pub struct Attestation {
 }
 
 /// An output's opaque id at a rank service: the first 16 bytes, hex, of
-/// `sha256("civkit-rank/output" ‖ rank secret key ‖ txid ‖ vout BE)`.
+/// `sha256("civkit-rank/output" ‖ rank secret key ‖ txid (internal byte
+/// order) ‖ vout BE)`.
 /// Stable for one rank service; unlinkable to the output without its key.
 pub fn output_id(rank_secret: &[u8; 32], outpoint: &bitcoin::OutPoint) -> String {
     let mut engine = sha256::Hash::engine();
