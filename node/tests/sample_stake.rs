@@ -23,6 +23,19 @@ async fn a_maker_proves_a_channel_and_trades_by_tier_until_it_closes() {
     let (chain, url) = civkit_chain::stand_in::start().await;
     chain.mine_empty(2);
     let channel = civkit_rank::testing::open_channel(&chain, 1, 2_500_000);
+    // A P2WPKH output of the maker's, too.
+    let utxo_key = bitcoin::secp256k1::SecretKey::from_slice(&[77; 32]).unwrap();
+    let funding = civkit_chain::stand_in::spending(
+        bitcoin::OutPoint::null(),
+        vec![bitcoin::TxOut {
+            value: bitcoin::Amount::from_sat(50_000),
+            script_pubkey: civkit_rank::bip322::output_script(
+                civkit_rank::bip322::KeyScript::P2wpkh,
+                &utxo_key,
+            ),
+        }],
+    );
+    chain.mine(vec![funding.clone()]);
     chain.mine_empty(150);
 
     let dir = tempfile::tempdir().unwrap();
@@ -89,6 +102,48 @@ async fn a_maker_proves_a_channel_and_trades_by_tier_until_it_closes() {
         ok && out.contains("certificate counted") && out.contains("tier 2 "),
         "{out}"
     );
+    // The UTXO, proven with a BIP-322 proof of funds signed here.
+    let utxo_file = dir.path().join("utxo.wif");
+    let wif = bitcoin::PrivateKey::new(utxo_key, bitcoin::Network::Regtest).to_wif();
+    civkit_framework::keyfile::write_secret(&utxo_file, &wif).unwrap();
+    let utxo = format!("{}:0:50000", funding.compute_txid());
+    let (ok, out) = sample(&[
+        "--home",
+        &home,
+        "--board",
+        &ws,
+        "stake",
+        "prove",
+        "--utxo",
+        &utxo,
+        "--key",
+        &utxo_file.display().to_string(),
+        "--expiry-height",
+        "10000",
+    ])
+    .await;
+    assert!(
+        ok && out.contains("in 2 output(s)") && out.contains("tier 2 "),
+        "{out}"
+    );
+    // A value the chain does not show is refused.
+    let inflated = format!("{}:0:5000000", funding.compute_txid());
+    let (ok, out) = sample(&[
+        "--home",
+        &home,
+        "--board",
+        &ws,
+        "stake",
+        "prove",
+        "--utxo",
+        &inflated,
+        "--key",
+        &utxo_file.display().to_string(),
+        "--expiry-height",
+        "10000",
+    ])
+    .await;
+    assert!(!ok && out.contains("invalid:"), "{out}");
     let stake_key_file = std::path::Path::new(&home).join("stake.key");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(

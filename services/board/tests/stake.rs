@@ -21,7 +21,7 @@ use civkit_rank::certificate::{certificate_event, channel_certificate};
 use civkit_rank::tier::{stake_tag, Attestation, ATTESTATION_KIND};
 use civkit_rank::{testing, Rank, RankConfig};
 use common::order;
-use nostr::{Event, EventBuilder, Filter, Keys, Kind, Tag};
+use nostr::{Event, EventBuilder, Keys, Kind, Tag};
 
 /// The order `common::order` builds, by `author`, vouched for by `stake`.
 fn staked(author: &Keys, stake: &Keys, now: u64, d: &str) -> Event {
@@ -43,17 +43,9 @@ fn staked(author: &Keys, stake: &Keys, now: u64, d: &str) -> Event {
 }
 
 async fn tier_of(c: &mut impl WireClient, rank: &nostr::PublicKey, stake: &Keys) -> Option<u8> {
-    let filter = Filter::new()
-        .kind(Kind::from(ATTESTATION_KIND))
-        .author(*rank)
-        .identifier(stake.public_key().to_hex());
-    let now = nostr::Timestamp::now().as_secs();
-    c.req("att", vec![filter])
-        .await
-        .iter()
-        .filter_map(|e| Attestation::from_event(e, rank, now).ok())
-        .map(|a| a.tier)
-        .next_back()
+    let stake = bitcoin::key::XOnlyPublicKey::from_slice(&stake.public_key().to_bytes()).unwrap();
+    let found = c.req("att", vec![Attestation::filter(rank, &stake)]).await;
+    Attestation::newest(&found, rank, &stake, nostr::Timestamp::now().as_secs()).map(|a| a.tier)
 }
 
 #[tokio::test]

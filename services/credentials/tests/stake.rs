@@ -14,7 +14,7 @@ use civkit_credentials::payment::{self, PaymentConfig};
 use civkit_credentials::wallet::{self, Pending};
 use civkit_credentials::{Credentials, CredentialsConfig, MINT};
 use civkit_framework::testing::{MemoryClient, TestNode, WireClient};
-use civkit_rank::tier::{stake_tag, Attestation, ATTESTATION_KIND};
+use civkit_rank::tier::{stake_tag, Attestation};
 use civkit_rank::{testing, Rank, RankConfig};
 use nostr::{EventBuilder, Filter, Keys, Kind, Timestamp};
 use serde_json::Value;
@@ -55,17 +55,9 @@ fn rand_id() -> u64 {
 }
 
 async fn tier(c: &mut MemoryClient, rank: &nostr::PublicKey, stake: &Keys) -> Option<u8> {
-    let f = Filter::new()
-        .kind(Kind::from(ATTESTATION_KIND))
-        .author(*rank)
-        .identifier(stake.public_key().to_hex());
-    let now = Timestamp::now().as_secs();
-    c.req("t", vec![f])
-        .await
-        .iter()
-        .filter_map(|e| Attestation::from_event(e, rank, now).ok())
-        .map(|a| a.tier)
-        .next_back()
+    let stake = bitcoin::key::XOnlyPublicKey::from_slice(&stake.public_key().to_bytes()).unwrap();
+    let found = c.req("t", vec![Attestation::filter(rank, &stake)]).await;
+    Attestation::newest(&found, rank, &stake, nostr::Timestamp::now().as_secs()).map(|a| a.tier)
 }
 
 fn error(answer: &Value) -> &str {

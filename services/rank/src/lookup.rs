@@ -87,33 +87,13 @@ impl TierLookup {
                     warn!(error = %e, "remote rank service unreachable");
                     Rejection::error("the rank service could not be reached; try again")
                 })?;
-                let best = best(&fetched, &self.rank_key, stake, now);
+                let best = Attestation::newest(&fetched, &self.rank_key, stake, now);
                 self.cache.put(*stake, best.clone());
                 return Ok(best);
             }
         };
-        Ok(best(&events, &self.rank_key, stake, now))
+        Ok(Attestation::newest(&events, &self.rank_key, stake, now))
     }
-}
-
-/// The newest valid attestation for `stake` among `events`.
-fn best(
-    events: &[Event],
-    rank_key: &PublicKey,
-    stake: &XOnlyPublicKey,
-    now: u64,
-) -> Option<Attestation> {
-    events
-        .iter()
-        .filter_map(|e| {
-            Some((
-                e.created_at,
-                Attestation::from_event(e, rank_key, now).ok()?,
-            ))
-        })
-        .filter(|(_, a)| a.stake_key == *stake)
-        .max_by_key(|(at, _)| *at)
-        .map(|(_, a)| a)
 }
 
 /// One NIP-01 `REQ` to `url`: the events until `EOSE`.

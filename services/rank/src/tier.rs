@@ -312,6 +312,26 @@ impl Attestation {
         Ok(a)
     }
 
+    /// The newest valid attestation by `rank_key` for `stake` among `events`.
+    pub fn newest(
+        events: &[Event],
+        rank_key: &PublicKey,
+        stake: &XOnlyPublicKey,
+        now: u64,
+    ) -> Option<Attestation> {
+        events
+            .iter()
+            .filter_map(|e| {
+                Some((
+                    e.created_at,
+                    Attestation::from_event(e, rank_key, now).ok()?,
+                ))
+            })
+            .filter(|(_, a)| a.stake_key == *stake)
+            .max_by_key(|(at, _)| *at)
+            .map(|(_, a)| a)
+    }
+
     /// The filter that finds a stake key's attestation by `rank_key`.
     pub fn filter(rank_key: &PublicKey, stake_key: &XOnlyPublicKey) -> Filter {
         Filter::new()
