@@ -18,7 +18,7 @@ use civkit_chain::stand_in;
 use civkit_chain::{Esplora, SourceConfig};
 use civkit_framework::testing::{TestNode, WireClient};
 use civkit_rank::certificate::{certificate_event, channel_certificate};
-use civkit_rank::tier::{stake_tag, Attestation, ATTESTATION_KIND};
+use civkit_rank::tier::{stake_tag, Attestation, ATTESTATION_KIND, CERTIFICATE_KIND};
 use civkit_rank::{testing, Rank, RankConfig};
 use common::order;
 use nostr::{Event, EventBuilder, Keys, Kind, Tag};
@@ -92,6 +92,35 @@ async fn a_channel_buys_tier_two_until_it_closes() {
         .publish(&certificate_event(&stake, &rank_key, &statement, forged).unwrap())
         .await;
     assert!(!ok && msg.starts_with("invalid:"), "{msg}");
+    // Hostile certificate events: not encrypted to the rank service, sent
+    // by a key that is not the statement's, of an unknown type.
+    let junk = EventBuilder::new(Kind::from(CERTIFICATE_KIND), "not a ciphertext")
+        .tag(Tag::public_key(rank_key))
+        .sign_with_keys(&stake)
+        .unwrap();
+    let (ok, msg) = c.publish(&junk).await;
+    assert!(!ok && msg.contains("not NIP-44 encrypted"), "{msg}");
+    let body = channel_certificate(&channel.announcement_hex(), 1, &channel.keys[2], &statement);
+    let impostor =
+        certificate_event(&Keys::generate(), &rank_key, &statement, body.clone()).unwrap();
+    let (ok, msg) = c.publish(&impostor).await;
+    assert!(
+        !ok && msg.contains("signed by the statement's stake key"),
+        "{msg}"
+    );
+    let mut odd = body;
+    odd["type"] = "zk-curve-tree".into();
+    let (ok, msg) = c
+        .publish(&certificate_event(&stake, &rank_key, &statement, odd).unwrap())
+        .await;
+    assert!(
+        !ok && msg.starts_with("unsupported: certificate type"),
+        "{msg}"
+    );
+    // The rules are announced.
+    let policy = &tn.node.service_nip11()["civkit_board"]["stake"];
+    assert_eq!(policy["min_tier_by_currency"]["NGN"], 2, "{policy}");
+    assert_eq!(policy["rank_key"], rank_key.to_hex().as_str());
 
     // An ephemeral author, vouched for by the stake key: accepted.
     let now = tn.node.now().as_secs();

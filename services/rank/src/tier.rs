@@ -385,3 +385,41 @@ impl TierCache {
         entries.insert(key, (Instant::now(), answer));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_score_weighs_value_age_diversity_and_history() {
+        let scoring = Scoring {
+            maturity_blocks: 100,
+            tiers: vec![100_000, 1_000_000],
+        };
+        let out = |value_sat, confirmations| Weighed {
+            value_sat,
+            confirmations,
+        };
+        // Half matured: half the value counts.
+        let i = scoring.inputs(&[out(1_000_000, 50)], 0, 0);
+        assert_eq!((i.matured_sat, i.age_blocks), (500_000, 50));
+        assert_eq!(scoring.score(&i), 500_000);
+        assert_eq!(scoring.tier(scoring.score(&i)), 1);
+        // Two outputs: a tenth more.
+        let i = scoring.inputs(&[out(500_000, 100), out(500_000, 300)], 0, 0);
+        assert_eq!(i.age_blocks, 200);
+        assert_eq!(scoring.score(&i), 1_100_000);
+        assert_eq!(scoring.tier(scoring.score(&i)), 2);
+        // Orders that never settle pull the score toward half.
+        let idle = scoring.inputs(&[out(1_000_000, 100)], 9, 0);
+        assert_eq!(scoring.score(&idle), 1_000_000 * 11 / 20);
+        let good = scoring.inputs(&[out(1_000_000, 100)], 9, 9);
+        assert_eq!(scoring.score(&good), 1_000_000);
+        // Settled orders never exceed published ones; nothing overflows.
+        let odd = scoring.inputs(&[out(u64::MAX, u64::MAX), out(u64::MAX, 1)], 1, 7);
+        assert_eq!(odd.settled, 1);
+        assert!(scoring.score(&odd) > 0);
+        assert_eq!(scoring.tier(0), 0);
+    }
+}
