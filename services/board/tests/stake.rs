@@ -198,3 +198,83 @@ async fn a_channel_buys_tier_two_until_it_closes() {
     let (ok, msg) = c.publish(&again).await;
     assert!(!ok && msg.starts_with("blocked:"), "{msg}");
 }
+
+/// An attestation of `tier` for `stake`, signed by `signer`.
+fn attestation(signer: &Keys, stake: &Keys, tier: u8, now: u64) -> Event {
+    let a = Attestation {
+        stake_key: bitcoin::key::XOnlyPublicKey::from_slice(&stake.public_key().to_bytes())
+            .unwrap(),
+        tier,
+        score: 1,
+        inputs: Default::default(),
+        height: 1,
+        expires_at: now + 3_600,
+        outputs: Vec::new(),
+    };
+    EventBuilder::new(Kind::from(ATTESTATION_KIND), "")
+        .tags(a.tags())
+        .sign_with_keys(signer)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiers_from_a_remote_rank_service_are_checked_by_its_key() {
+    use civkit_framework::Transport;
+    // The remote rank service's relay: another node, over websocket.
+    let remote = TestNode::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let relay = civkit_nostr_ws::NostrWs::with_listener(
+        "relay",
+        civkit_nostr_ws::NostrWsConfig::default(),
+        listener,
+    );
+    tokio::spawn(Box::new(relay).run(remote.node.clone(), remote.shutdown()));
+    let rank = Keys::generate();
+    let now = nostr::Timestamp::now().as_secs();
+    let (trusted, forged_for) = (Keys::generate(), Keys::generate());
+    let mut rc = remote.client().await;
+    assert!(rc.publish(&attestation(&rank, &trusted, 2, now)).await.0);
+    // Another key's attestation of tier 3 on the same relay counts for nothing.
+    assert!(
+        rc.publish(&attestation(&Keys::generate(), &forged_for, 3, now))
+            .await
+            .0
+    );
+
+    let mut cfg = BoardConfig::default();
+    cfg.stake.rank_key = rank.public_key().to_hex();
+    cfg.stake.rank_relay = format!("ws://{addr}");
+    cfg.stake.min_tier = 2;
+    let tn = TestNode::builder()
+        .service("board", Arc::new(Board::new(cfg.clone())))
+        .build();
+    let mut c = tn.client().await;
+    let now = tn.node.now().as_secs();
+    let (ok, msg) = c
+        .publish(&staked(&Keys::generate(), &trusted, now, "a"))
+        .await;
+    assert!(ok, "{msg}");
+    let (ok, msg) = c
+        .publish(&staked(&Keys::generate(), &forged_for, now, "b"))
+        .await;
+    assert!(
+        !ok && msg.contains("found tier 0") && msg.contains("no attestation"),
+        "{msg}"
+    );
+
+    // A rank service that cannot be reached: a clear error (the lookup
+    // gives up after 3 s).
+    cfg.stake.rank_relay = "ws://127.0.0.1:9".into();
+    let down = TestNode::builder()
+        .service("board", Arc::new(Board::new(cfg)))
+        .build();
+    let mut d = down.client().await;
+    let (ok, msg) = d
+        .publish(&staked(&Keys::generate(), &trusted, now, "c"))
+        .await;
+    assert!(
+        !ok && msg.starts_with("error: the rank service could not be reached"),
+        "{msg}"
+    );
+}
