@@ -11,6 +11,7 @@ pub fn registry() -> Registry {
     civkit_nostr_ws::register(&mut r);
     civkit_bolt8::register(&mut r);
     civkit_onion::register(&mut r);
+    civkit_tor::register(&mut r);
     civkit_plugin_pow::register(&mut r);
     civkit_board::register(&mut r);
     civkit_credentials::register(&mut r);

@@ -26,6 +26,10 @@ pub struct NostrWsConfig {
     /// once (429). 0: no per-address bound (behind a reverse proxy every
     /// client has the proxy's address).
     pub max_connections_per_ip: usize,
+    /// Open connections that arrived through Tor (an onion service hands
+    /// them over), all together: Tor hides addresses, so this budget takes
+    /// the place of the per-address bound. 0: no bound but the total.
+    pub max_tor_connections: usize,
     /// Per-connection limits, enforced by the node's session. Keys left out
     /// keep this transport's defaults.
     #[serde(deserialize_with = "limits_over_defaults")]
@@ -46,6 +50,7 @@ impl Default for NostrWsConfig {
             write_timeout_secs: 10,
             max_connections: 10_000,
             max_connections_per_ip: 100,
+            max_tor_connections: 1_000,
             limits: SessionLimits {
                 events_per_second: 50.0,
                 event_burst: 200,
@@ -74,6 +79,9 @@ max_connections = 10000
 # Open websocket connections from one IP address; more are refused (429).
 # 0: no per-address bound (behind a reverse proxy).
 max_connections_per_ip = 100
+# Open connections that arrived through Tor, all together (they have no
+# address to bound them by). 0: no bound but max_connections.
+max_tor_connections = 1000
 
 # Per-connection limits, enforced by the node for this transport's sessions.
 [{table}.limits]

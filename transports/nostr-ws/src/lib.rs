@@ -33,31 +33,89 @@ pub use config::NostrWsConfig;
 
 /// Register the `nostr-ws` transport.
 pub fn register(registry: &mut Registry) {
-    registry.register_transport(
+    registry.register_transport_providing(
         "nostr-ws",
         "NIP-01 websocket relay with NIP-11 on the same port",
         config::EXAMPLE,
         |cfg: NostrWsConfig, ctx: &BuildContext| {
-            Ok(Box::new(NostrWs::new(ctx.instance.clone(), cfg)) as Box<dyn Transport>)
+            let t = NostrWs::new(ctx.instance.clone(), cfg);
+            let handle = t.handle();
+            Ok((Box::new(t) as Box<dyn Transport>, handle))
         },
     );
 }
 
+/// A byte stream another transport hands over (an onion service's stream).
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// A connection that arrived through Tor: it has no IP address.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ViaTor;
+
+/// Streams waiting to be served, at most.
+const HANDED_QUEUE: usize = 64;
+
+/// What riders of a websocket transport get: a way to hand it connections
+/// that did not come from its own listener. They are served in-process, as
+/// HTTP and websocket, with an `Origin` that says Tor and carries no address.
+pub struct WsHandle {
+    instance: String,
+    tx: tokio::sync::mpsc::Sender<Box<dyn Io>>,
+}
+
+impl std::fmt::Debug for WsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsHandle")
+            .field("instance", &self.instance)
+            .finish()
+    }
+}
+
+impl WsHandle {
+    /// The transport instance this handle serves into.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+    /// Serve `io`, which arrived through Tor. `false` when the transport is
+    /// not running or its queue is full (the caller drops the stream).
+    pub fn serve_tor(&self, io: Box<dyn Io>) -> bool {
+        self.tx.try_send(io).is_ok()
+    }
+}
+
 /// The websocket transport.
-#[derive(Debug)]
 pub struct NostrWs {
     instance: String,
     config: NostrWsConfig,
     listener: Option<tokio::net::TcpListener>,
+    handle: Arc<WsHandle>,
+    handed: tokio::sync::mpsc::Receiver<Box<dyn Io>>,
+}
+
+impl std::fmt::Debug for NostrWs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NostrWs")
+            .field("instance", &self.instance)
+            .field("config", &self.config)
+            .finish()
+    }
 }
 
 impl NostrWs {
     /// A transport that binds `config.listen` when run.
     pub fn new(instance: impl Into<String>, config: NostrWsConfig) -> Self {
+        let instance = instance.into();
+        let (tx, handed) = tokio::sync::mpsc::channel(HANDED_QUEUE);
         NostrWs {
-            instance: instance.into(),
+            handle: Arc::new(WsHandle {
+                instance: instance.clone(),
+                tx,
+            }),
+            instance,
             config,
             listener: None,
+            handed,
         }
     }
     /// A transport on an already-bound listener (tests bind port 0 first).
@@ -67,10 +125,13 @@ impl NostrWs {
         listener: tokio::net::TcpListener,
     ) -> Self {
         NostrWs {
-            instance: instance.into(),
-            config,
             listener: Some(listener),
+            ..NostrWs::new(instance, config)
         }
+    }
+    /// The handle riders get (see [`WsHandle`]).
+    pub fn handle(&self) -> Arc<WsHandle> {
+        self.handle.clone()
     }
 }
 
@@ -83,6 +144,13 @@ pub(crate) struct Shared {
     pub open: Mutex<HashMap<IpAddr, usize>>,
 }
 
+/// Where a connection came from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Peer {
+    Ip(SocketAddr),
+    Tor,
+}
+
 /// One open connection, counted in [`Shared::open`] until dropped.
 pub(crate) struct Slot {
     shared: Arc<Shared>,
@@ -90,18 +158,27 @@ pub(crate) struct Slot {
 }
 
 impl Shared {
-    /// Count a new connection from `ip`, or say why it is refused.
+    /// Count a new connection from `peer`, or say why it is refused. Tor
+    /// connections share one budget, `max_tor_connections`, in place of the
+    /// per-address limit, which means nothing for them.
     fn admit(
         self: &Arc<Self>,
-        ip: IpAddr,
+        peer: Peer,
     ) -> std::result::Result<Slot, (StatusCode, &'static str)> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let total: usize = open.values().sum();
         if total >= self.config.max_connections {
             return Err((StatusCode::SERVICE_UNAVAILABLE, "too many connections\n"));
         }
+        let (ip, per_ip) = match peer {
+            Peer::Ip(a) => (a.ip(), self.config.max_connections_per_ip),
+            // One bucket for all of Tor: an address no socket can have.
+            Peer::Tor => (
+                IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+                self.config.max_tor_connections,
+            ),
+        };
         let from_ip = open.entry(ip).or_default();
-        let per_ip = self.config.max_connections_per_ip;
         if per_ip > 0 && *from_ip >= per_ip {
             return Err((
                 StatusCode::TOO_MANY_REQUESTS,
@@ -154,7 +231,12 @@ impl Transport for NostrWs {
             shutdown: shutdown.clone(),
             open: Mutex::default(),
         });
-        let app = Router::new().fallback(root).with_state(shared);
+        let app = Router::new().fallback(root).with_state(shared.clone());
+        let handed = tokio::spawn(serve_handed(
+            self.handed,
+            app.clone(),
+            shared.shutdown.clone(),
+        ));
         // Replies are many small frames; do not let Nagle hold them back.
         let listener = listener.tap_io(|tcp| {
             if let Err(e) = tcp.set_nodelay(true) {
@@ -162,18 +244,44 @@ impl Transport for NostrWs {
             }
         });
         let mut sd = shutdown;
-        axum::serve(
+        let serve = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move { sd.wait().await })
         .into_future()
         .instrument(span)
-        .await
-        .map_err(|e| Error::Transport {
+        .await;
+        handed.abort();
+        serve.map_err(|e| Error::Transport {
             instance: instance.to_string(),
             message: e.to_string(),
         })
+    }
+}
+
+/// Serve the connections riders hand over (Tor), each as one HTTP/1
+/// connection with upgrades, until shutdown.
+async fn serve_handed(
+    mut handed: tokio::sync::mpsc::Receiver<Box<dyn Io>>,
+    app: Router,
+    shutdown: Shutdown,
+) {
+    let app = app.layer(axum::Extension(ViaTor));
+    while let Some(io) = handed.recv().await {
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut sd = shutdown.clone();
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+                .with_upgrades();
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!(error = %e, "handed connection ended");
+                },
+                _ = sd.wait() => {}
+            }
+        });
     }
 }
 
@@ -184,17 +292,21 @@ fn wants_websocket(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-async fn root(
-    State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request<axum::body::Body>,
-) -> Response {
+async fn root(State(shared): State<Arc<Shared>>, req: Request<axum::body::Body>) -> Response {
     let (mut parts, _body) = req.into_parts();
+    let peer = if parts.extensions.get::<ViaTor>().is_some() {
+        Peer::Tor
+    } else {
+        match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+            Some(ConnectInfo(a)) => Peer::Ip(*a),
+            None => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        }
+    };
     if parts.method == Method::OPTIONS {
         return nip11::preflight();
     }
     if wants_websocket(&parts.headers) {
-        let slot = match shared.admit(peer.ip()) {
+        let slot = match shared.admit(peer) {
             Ok(slot) => slot,
             Err(refusal) => return refusal.into_response(),
         };

@@ -1,6 +1,5 @@
 //! One websocket connection: frames in, session, outbox, frames out.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +10,7 @@ use civkit_framework::{Origin, Outgoing, Source};
 use futures_util::{SinkExt, StreamExt};
 use tracing::{debug, Instrument};
 
-use crate::{Shared, Slot};
+use crate::{Peer, Shared, Slot};
 
 /// Close code for "policy violation".
 const CLOSE_POLICY: u16 = 1008;
@@ -27,7 +26,7 @@ const WRITE_BUFFER: usize = 8 * 1024;
 pub(crate) fn upgrade(
     ws: WebSocketUpgrade,
     shared: Arc<Shared>,
-    peer: SocketAddr,
+    peer: Peer,
     slot: Slot,
 ) -> Response {
     let max = shared.config.max_message_bytes;
@@ -43,14 +42,18 @@ pub(crate) fn upgrade(
         })
 }
 
-async fn serve(socket: WebSocket, shared: Arc<Shared>, peer: SocketAddr, _slot: Slot) {
-    let origin = Origin::new(
-        shared.instance.clone(),
-        Source::Network {
-            ip: Some(peer.ip()),
+async fn serve(socket: WebSocket, shared: Arc<Shared>, peer: Peer, _slot: Slot) {
+    let source = match peer {
+        Peer::Ip(a) => Source::Network {
+            ip: Some(a.ip()),
             via_tor: false,
         },
-    );
+        Peer::Tor => Source::Network {
+            ip: None,
+            via_tor: true,
+        },
+    };
+    let origin = Origin::new(shared.instance.clone(), source);
     let (mut session, mut outbox) = shared
         .node
         .open_session(origin, shared.config.limits.clone());

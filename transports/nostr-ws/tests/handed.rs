@@ -1,0 +1,124 @@
+//! Connections handed over in-process (as an onion service hands its
+//! streams to the websocket transport): served as HTTP and websocket, with
+//! an origin that says Tor and has no address, under one Tor-wide budget.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests assert by panicking
+
+use std::time::Duration;
+
+use civkit_framework::testing::conformance::events::event;
+use civkit_framework::testing::{TestNode, WireClient};
+use civkit_framework::Transport;
+use civkit_nostr_ws::{NostrWs, NostrWsConfig};
+use futures_util::{SinkExt, StreamExt};
+use nostr::{JsonUtil, Keys};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+
+async fn running(cfg: NostrWsConfig) -> (TestNode, std::sync::Arc<civkit_nostr_ws::WsHandle>) {
+    let tn = TestNode::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let t = NostrWs::with_listener("relay", cfg, listener);
+    let handle = t.handle();
+    tokio::spawn(Box::new(t).run(tn.node.clone(), tn.shutdown()));
+    while !tn.node.endpoints().contains_key("relay") {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (tn, handle)
+}
+
+#[tokio::test]
+async fn a_handed_stream_speaks_websocket_and_nip11_as_tor() {
+    let (tn, handle) = running(NostrWsConfig::default()).await;
+
+    // NIP-11 over a handed stream.
+    let (mut near, far) = tokio::io::duplex(64 * 1024);
+    assert!(handle.serve_tor(Box::new(far)));
+    near.write_all(b"GET / HTTP/1.1\r\nHost: x.onion\r\nAccept: application/nostr+json\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    near.read_to_string(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.contains("\"supported_nips\""),
+        "{answer}"
+    );
+
+    // A websocket over a handed stream publishes; a local subscriber gets it.
+    let mut local = tn.client().await;
+    local
+        .req(
+            "live",
+            vec![nostr::Filter::new().kind(nostr::Kind::from(1))],
+        )
+        .await;
+    let (near, far) = tokio::io::duplex(64 * 1024);
+    assert!(handle.serve_tor(Box::new(far)));
+    let (mut ws, _) = tokio_tungstenite::client_async("ws://x.onion/", near)
+        .await
+        .unwrap();
+    let e = event(
+        &Keys::generate(),
+        1,
+        nostr::Timestamp::now().as_secs(),
+        "over tor",
+        &[],
+    );
+    ws.send(Message::text(format!(r#"["EVENT",{}]"#, e.as_json())))
+        .await
+        .unwrap();
+    let reply = loop {
+        let m = ws.next().await.unwrap().unwrap().into_text().unwrap();
+        if m.starts_with(r#"["OK","#) {
+            break m;
+        }
+    };
+    assert!(reply.contains("true"), "{reply}");
+    let got = local
+        .next_event("live", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(got.id, e.id);
+}
+
+#[tokio::test]
+async fn tor_connections_share_one_budget() {
+    let cfg = NostrWsConfig {
+        max_tor_connections: 2,
+        ..NostrWsConfig::default()
+    };
+    let (_tn, handle) = running(cfg).await;
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        assert!(handle.serve_tor(Box::new(far)));
+        open.push(
+            tokio_tungstenite::client_async("ws://x.onion/", near)
+                .await
+                .unwrap(),
+        );
+    }
+    // The third is refused with 429 although it "comes from" nowhere.
+    let (near, far) = tokio::io::duplex(64 * 1024);
+    assert!(handle.serve_tor(Box::new(far)));
+    let err = tokio_tungstenite::client_async("ws://x.onion/", near)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("429"), "{err}");
+    // Closing one frees its place.
+    let (mut first, _) = open.remove(0);
+    first.close(None).await.unwrap();
+    drop(first);
+    let mut admitted = false;
+    for _ in 0..50 {
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        assert!(handle.serve_tor(Box::new(far)));
+        if let Ok(ws) = tokio_tungstenite::client_async("ws://x.onion/", near).await {
+            open.push(ws);
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(admitted, "a freed place is reused");
+}

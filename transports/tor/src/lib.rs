@@ -1,0 +1,231 @@
+//! # civkit-tor
+//!
+//! The board as a Tor onion service, on arti (Tor's Rust implementation):
+//! no external Tor daemon and no reverse proxy. The `tor` transport
+//! (`type = "tor"`) rides on a websocket transport (`via`): it launches an
+//! onion service whose identity key lives in arti's keystore under the
+//! node's data dir (so the `.onion` address survives restarts), and hands
+//! every stream to the onion service's virtual `port` to the websocket
+//! transport in-process. Those connections have an `Origin` that says Tor
+//! and carries no address; the websocket transport's Tor-wide budget
+//! (`max_tor_connections`) stands in for its per-address limit.
+//!
+//! The `.onion` URL is announced as the transport's endpoint, so it shows
+//! in `civkit-cli status`, in NIP-11 and in the board's policy event.
+//!
+//! `arti` passes a table of arti's own configuration through (for example
+//! `tor_network` for a private network's authorities and fallback caches).
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arti_client::config::TorClientConfigBuilder;
+use arti_client::TorClient;
+use async_trait::async_trait;
+use civkit_framework::{BuildContext, Error, Node, Registry, Result, Shutdown, Transport};
+use civkit_nostr_ws::WsHandle;
+use futures_util::StreamExt;
+use tor_cell::relaycell::msg::{Connected, End, EndReason};
+use tor_hsservice::config::OnionServiceConfigBuilder;
+use tor_hsservice::{HsNickname, StreamRequest};
+use tor_proto::stream::IncomingStreamRequest;
+use tracing::{debug, info, warn};
+
+/// `[transports.<name>] type = "tor"`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TorConfig {
+    /// The websocket transport the onion service fronts.
+    pub via: String,
+    /// The onion service's virtual port for the websocket.
+    pub port: u16,
+    /// The onion service's nickname: its keys are kept under it.
+    pub nickname: String,
+    /// arti's state directory (keys, guards), relative to node.data_dir.
+    pub state_dir: PathBuf,
+    /// arti's cache directory (directory documents), relative to node.data_dir.
+    pub cache_dir: PathBuf,
+    /// More of arti's own configuration, as its TOML would have it (for
+    /// example `[transports.tor.arti.tor_network]` for a private network).
+    pub arti: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Default for TorConfig {
+    fn default() -> Self {
+        TorConfig {
+            via: "relay".into(),
+            port: 80,
+            nickname: "civkit".into(),
+            state_dir: PathBuf::from("tor/state"),
+            cache_dir: PathBuf::from("tor/cache"),
+            arti: serde_json::Map::new(),
+        }
+    }
+}
+
+const EXAMPLE: &str = r#"# The websocket transport the onion service fronts.
+via = "relay"
+# The onion service's virtual port for the websocket.
+port = 80
+# The onion service's nickname: its keys are kept under it.
+nickname = "civkit"
+# arti's state directory (the onion service's identity key, guards), relative
+# to node.data_dir. Back it up: it is the .onion address.
+state_dir = "tor/state"
+# arti's cache directory, relative to node.data_dir.
+cache_dir = "tor/cache"
+# More of arti's own configuration, as in arti's TOML (for example a private
+# network's [transports.tor.arti.tor_network]).
+arti = {}
+"#;
+
+/// Register the `tor` transport.
+pub fn register(registry: &mut Registry) {
+    registry.register_transport_on(
+        "tor",
+        "the board as a Tor onion service on arti, fronting a websocket transport in-process",
+        EXAMPLE,
+        "nostr-ws",
+        |cfg: &TorConfig| cfg.via.as_str(),
+        |cfg: TorConfig, ctx: &BuildContext, ws: Arc<WsHandle>| {
+            let key = |k: &str| format!("transports.{}.{k}", ctx.instance);
+            Ok(Box::new(
+                Tor::new(&ctx.instance, &cfg, &ctx.data_dir, ws)
+                    .map_err(|e| Error::config(key("arti"), e))?,
+            ) as Box<dyn Transport>)
+        },
+    );
+}
+
+/// arti's client configuration: the `arti` table, with the state and cache
+/// directories under `data_dir`.
+pub fn arti_config(
+    cfg: &TorConfig,
+    data_dir: &std::path::Path,
+) -> std::result::Result<arti_client::TorClientConfig, String> {
+    let mut builder: TorClientConfigBuilder =
+        serde_json::from_value(serde_json::Value::Object(cfg.arti.clone()))
+            .map_err(|e| e.to_string())?;
+    builder
+        .storage()
+        .state_dir(arti_client::config::CfgPath::new_literal(
+            data_dir.join(&cfg.state_dir),
+        ))
+        .cache_dir(arti_client::config::CfgPath::new_literal(
+            data_dir.join(&cfg.cache_dir),
+        ));
+    builder.build().map_err(|e| e.to_string())
+}
+
+/// The `tor` transport.
+pub struct Tor {
+    instance: String,
+    port: u16,
+    nickname: HsNickname,
+    arti: arti_client::TorClientConfig,
+    ws: Arc<WsHandle>,
+}
+
+impl Tor {
+    /// A transport named `instance` fronting `ws`, with arti's directories
+    /// under `data_dir`. The error says what in the config is wrong.
+    pub fn new(
+        instance: &str,
+        cfg: &TorConfig,
+        data_dir: &std::path::Path,
+        ws: Arc<WsHandle>,
+    ) -> std::result::Result<Self, String> {
+        let nickname = HsNickname::new(cfg.nickname.clone())
+            .map_err(|_| "nickname: letters, digits, - and _ only".to_string())?;
+        Ok(Tor {
+            instance: instance.to_string(),
+            port: cfg.port,
+            nickname,
+            arti: arti_config(cfg, data_dir)?,
+            ws,
+        })
+    }
+}
+
+impl std::fmt::Debug for Tor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tor")
+            .field("instance", &self.instance)
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Transport for Tor {
+    async fn run(self: Box<Self>, node: Node, mut shutdown: Shutdown) -> Result<()> {
+        let fail = |what: &str, e: String| Error::Transport {
+            instance: self.instance.clone(),
+            message: format!("{what}: {e}"),
+        };
+        // arti's TLS (rustls) needs a process-wide crypto provider; more than
+        // one crate in the build enables one, so name it (once per process).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = tokio::select! {
+            c = TorClient::create_bootstrapped(self.arti.clone()) => {
+                c.map_err(|e| fail("cannot bootstrap Tor", e.to_string()))?
+            }
+            _ = shutdown.wait() => return Ok(()),
+        };
+        let service = OnionServiceConfigBuilder::default()
+            .nickname(self.nickname.clone())
+            .build()
+            .map_err(|e| fail("onion service config", e.to_string()))?;
+        let (running, requests) = client
+            .launch_onion_service(service)
+            .map_err(|e| fail("cannot launch the onion service", e.to_string()))?
+            .ok_or_else(|| fail("the onion service", "is disabled".into()))?;
+        let address = running
+            .onion_address()
+            .ok_or_else(|| fail("the onion service", "has no address".into()))?;
+        let onion = safelog::DisplayRedacted::display_unredacted(&address).to_string();
+        node.set_endpoint(&self.instance, format!("ws://{onion}"));
+        // The address identifies the board: only at debug level.
+        info!(instance = %self.instance, "onion service launched");
+        debug!(instance = %self.instance, address = %onion, "onion service address");
+
+        let mut streams = Box::pin(tor_hsservice::handle_rend_requests(requests));
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                next = streams.next() => match next {
+                    Some(request) => {
+                        let (ws, port) = (self.ws.clone(), self.port);
+                        tokio::spawn(async move { hand_over(request, port, &ws).await });
+                    }
+                    None => {
+                        warn!(instance = %self.instance, "the onion service stopped");
+                        break;
+                    }
+                },
+            }
+        }
+        drop(running);
+        Ok(())
+    }
+}
+
+/// Accept a stream to `port` and hand it to the websocket transport;
+/// refuse others the way other onion services do (END, reason DONE).
+async fn hand_over(request: StreamRequest, port: u16, ws: &WsHandle) {
+    let wanted = matches!(request.request(), IncomingStreamRequest::Begin(b) if b.port() == port);
+    if !wanted {
+        let _ = request.reject(End::new_with_reason(EndReason::DONE)).await;
+        return;
+    }
+    match request.accept(Connected::new_empty()).await {
+        Ok(stream) => {
+            if !ws.serve_tor(Box::new(stream)) {
+                debug!("the websocket transport is full or stopped; a Tor stream was dropped");
+            }
+        }
+        Err(e) => debug!(error = %e, "could not accept a Tor stream"),
+    }
+}
