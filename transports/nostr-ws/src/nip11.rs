@@ -72,6 +72,15 @@ pub(crate) fn info_document(shared: &Shared) -> serde_json::Value {
         "limitation": limitation,
     });
     if let Some(map) = doc.as_object_mut() {
+        // The board's onion service, when a tor transport runs.
+        let onion: Vec<String> = node
+            .endpoints()
+            .into_values()
+            .filter(|u| u.starts_with("ws://") && u.ends_with(".onion"))
+            .collect();
+        if !onion.is_empty() {
+            map.insert("civkit_onion".into(), json!(onion));
+        }
         map.extend(node.service_nip11());
     }
     doc

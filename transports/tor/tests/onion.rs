@@ -188,6 +188,24 @@ async fn the_board_is_an_onion_service_reachable_by_arti_and_c_tor() {
     let data = tempfile::tempdir().unwrap();
     let (tn, url) = board(&net, data.path()).await;
     assert!(url.starts_with("ws://") && url.ends_with(".onion"), "{url}");
+    // NIP-11 over clearnet names the onion service.
+    let clear = tn.node.endpoints()["relay"]
+        .trim_start_matches("ws://")
+        .to_string();
+    let nip11 = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = tokio::net::TcpStream::connect(&clear).await.unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nAccept: application/nostr+json\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = String::new();
+        c.read_to_string(&mut text).await.unwrap();
+        text
+    };
+    assert!(
+        nip11.contains(&format!(r#""civkit_onion":["{url}"]"#)),
+        "{nip11}"
+    );
     let onion = url.trim_start_matches("ws://").to_string();
 
     // A clearnet subscriber on the same board.
