@@ -18,6 +18,11 @@
 
 #![forbid(unsafe_code)]
 
+mod socks;
+pub use socks::socks_proxy;
+#[cfg(feature = "testing")]
+pub mod testing;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

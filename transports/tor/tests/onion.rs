@@ -13,94 +13,12 @@ use civkit_framework::testing::conformance::events::event;
 use civkit_framework::testing::{TestNode, WireClient};
 use civkit_framework::Transport;
 use civkit_nostr_ws::{NostrWs, NostrWsConfig};
+use civkit_tor::testing::Network;
 use civkit_tor::{Tor, TorConfig};
 use futures_util::{SinkExt, StreamExt};
 use nostr::{JsonUtil, Keys};
-use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Message;
-
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/tor/network.sh");
-
-/// The private network; stopped when dropped, whatever happened.
-struct Network {
-    dir: tempfile::TempDir,
-    info: Value,
-}
-
-impl Network {
-    fn start() -> Network {
-        assert!(
-            Path::new("/usr/sbin/tor").exists(),
-            "Debian's tor is needed: `bash .ci/test` installs it (apt-get install tor)"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new("bash")
-            .args([SCRIPT, "start"])
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        let mut net = Network {
-            info: Value::Null,
-            dir,
-        };
-        assert!(
-            out.status.success(),
-            "the private Tor network did not come up: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eprintln!("{}", String::from_utf8_lossy(&out.stdout).trim());
-        let info = std::fs::read_to_string(net.dir.path().join("network.json")).unwrap();
-        net.info = serde_json::from_str(&info).unwrap();
-        net
-    }
-
-    /// arti's configuration for this network.
-    fn arti(&self) -> serde_json::Map<String, Value> {
-        let caches: Vec<Value> = self.info["caches"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| {
-                json!({
-                    "rsa_identity": c["rsa_identity"],
-                    "ed_identity": c["ed_identity"],
-                    "orports": [c["orport"]],
-                })
-            })
-            .collect();
-        json!({
-            "tor_network": {
-                "authorities": { "v3idents": self.info["authorities"] },
-                "fallback_caches": caches,
-            },
-            // Every relay is on 127.0.0.1.
-            "address_filter": { "allow_local_addrs": true },
-            "path_rules": { "ipv4_subnet_family_prefix": 33, "ipv6_subnet_family_prefix": 129 },
-            // C Tor's onion time period on a TestingTorNetwork: 24 voting intervals of 15 s.
-            "override_net_params": { "hsdir_interval": 6 },
-            // Test directories live under /tmp.
-            "storage": { "permissions": { "dangerously_trust_everyone": true } },
-        })
-        .as_object()
-        .unwrap()
-        .clone()
-    }
-
-    fn socks(&self) -> u16 {
-        self.info["socks_port"].as_u64().unwrap() as u16
-    }
-}
-
-impl Drop for Network {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("bash")
-            .args([SCRIPT, "stop"])
-            .arg(self.dir.path())
-            .status();
-    }
-}
 
 /// A board: websocket on loopback, and the tor transport in front of it.
 async fn board(net: &Network, data: &Path) -> (TestNode, String) {

@@ -40,9 +40,17 @@ pub struct Boards {
 impl Boards {
     /// Connect to every URL; with `keys`, authenticate (NIP-42) when a board asks.
     pub async fn connect(urls: &[String], keys: Option<&Keys>) -> Result<Boards> {
+        let mut opts = ClientOptions::new().automatic_authentication(keys.is_some());
+        if let Some(proxy) = crate::tor::proxy() {
+            opts = opts.connection(
+                nostr_sdk::client::Connection::new()
+                    .proxy(proxy)
+                    .target(nostr_sdk::client::ConnectionTarget::All),
+            );
+        }
         let client = Client::builder()
             .signer(keys.cloned().unwrap_or_else(Keys::generate))
-            .opts(ClientOptions::new().automatic_authentication(keys.is_some()))
+            .opts(opts)
             .build();
         for url in urls {
             client
@@ -199,9 +207,11 @@ pub fn nip11_of(url: &str) -> Result<Value> {
     let http = url
         .replacen("ws://", "http://", 1)
         .replacen("wss://", "https://", 1);
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(10))
-        .build();
+    let mut agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60));
+    if let Some(p) = crate::tor::proxy() {
+        agent = agent.proxy(ureq::Proxy::new(format!("socks5://{p}"))?);
+    }
+    let agent = agent.build();
     Ok(agent
         .get(&http)
         .set("Accept", "application/nostr+json")

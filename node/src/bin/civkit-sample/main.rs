@@ -24,6 +24,7 @@ mod home;
 mod onion;
 mod orders;
 mod stake;
+mod tor;
 
 use std::path::PathBuf;
 
@@ -45,6 +46,14 @@ pub struct Cli {
     /// Where the key lives (default: $CIVKIT_SAMPLE_HOME or ~/.civkit-sample).
     #[arg(long, global = true)]
     pub home: Option<PathBuf>,
+    /// Reach the boards through Tor (arti, in this process): needed for
+    /// `.onion` boards, and it hides this machine's address from clearnet ones.
+    #[arg(long, global = true)]
+    pub tor: bool,
+    /// With --tor: more of arti's configuration, as TOML (for example a
+    /// private network's `[tor_network]`).
+    #[arg(long, global = true, requires = "tor")]
+    pub tor_config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -303,6 +312,7 @@ fn main() {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    tor::start(&cli).await?;
     match &cli.command {
         Command::Keygen { force } => home::keygen(&cli, *force),
         Command::Order { command } => match command {
