@@ -202,6 +202,34 @@ async fn the_board_is_an_onion_service_reachable_by_arti_and_c_tor() {
     // A restart on the same data dir keeps the address.
     let (_again, url2) = board(&net, data.path()).await;
     assert_eq!(url2, url, "the .onion address survives a restart");
+    // The identity key is in the data dir's keystore, readable by its owner only.
     let key_dir: PathBuf = data.path().join("tor/state");
-    assert!(key_dir.exists());
+    let mut keys = 0;
+    let mut todo = vec![key_dir];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let mode = std::os::unix::fs::PermissionsExt::mode(
+                &std::fs::metadata(&path).unwrap().permissions(),
+            );
+            if path.is_dir() {
+                todo.push(path);
+            } else if path.to_string_lossy().contains("keystore") {
+                assert_eq!(
+                    mode & 0o077,
+                    0,
+                    "{} is mode {:o}",
+                    path.display(),
+                    mode & 0o777
+                );
+                if path
+                    .extension()
+                    .is_some_and(|e| e == "ed25519_expanded_private")
+                {
+                    keys += 1;
+                }
+            }
+        }
+    }
+    assert!(keys >= 1, "the onion service's identity key is kept");
 }
