@@ -100,6 +100,32 @@ async fn publish_over<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// Publish a note over `io` and check the clearnet subscriber `local` gets it.
+async fn publish_and_see<S: AsyncRead + AsyncWrite + Unpin>(
+    io: S,
+    url: &str,
+    local: &mut civkit_framework::testing::MemoryClient,
+    text: &str,
+) {
+    let e = event(
+        &Keys::generate(),
+        1,
+        nostr::Timestamp::now().as_secs(),
+        text,
+        &[],
+    );
+    let ok = publish_over(io, url, &e).await;
+    assert!(ok.contains("true"), "{ok}");
+    let got = local
+        .next_event("live", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        got.id, e.id,
+        "the clearnet subscriber got what came over Tor"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_board_is_an_onion_service_reachable_by_arti_and_c_tor() {
     let net = Network::start();
@@ -154,23 +180,7 @@ async fn the_board_is_an_onion_service_reachable_by_arti_and_c_tor() {
         }
     })
     .await;
-    let e = event(
-        &Keys::generate(),
-        1,
-        nostr::Timestamp::now().as_secs(),
-        "over tor",
-        &[],
-    );
-    let ok = publish_over(stream, &url, &e).await;
-    assert!(ok.contains("true"), "{ok}");
-    let got = local
-        .next_event("live", Duration::from_secs(10))
-        .await
-        .unwrap();
-    assert_eq!(
-        got.id, e.id,
-        "the clearnet subscriber got the order published over Tor"
-    );
+    publish_and_see(stream, &url, &mut local, "over tor").await;
 
     // The C Tor client, through its SOCKS port.
     let socks = format!("127.0.0.1:{}", net.socks());
@@ -183,20 +193,7 @@ async fn the_board_is_an_onion_service_reachable_by_arti_and_c_tor() {
         }
     })
     .await;
-    let e = event(
-        &Keys::generate(),
-        1,
-        nostr::Timestamp::now().as_secs(),
-        "via c tor",
-        &[],
-    );
-    let ok = publish_over(stream, &url, &e).await;
-    assert!(ok.contains("true"), "{ok}");
-    let got = local
-        .next_event("live", Duration::from_secs(10))
-        .await
-        .unwrap();
-    assert_eq!(got.id, e.id);
+    publish_and_see(stream, &url, &mut local, "via c tor").await;
     drop(tn);
 
     // A restart on the same data dir keeps the address.
