@@ -126,8 +126,28 @@ async fn publish_and_see<S: AsyncRead + AsyncWrite + Unpin>(
     );
 }
 
+/// Everything logged at info level and above, by every crate (civkit and arti).
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_board_is_an_onion_service_reachable_by_arti_and_c_tor() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .init();
     let net = Network::start();
     let data = tempfile::tempdir().unwrap();
     let (tn, url) = board(&net, data.path()).await;
@@ -195,6 +215,14 @@ async fn the_board_is_an_onion_service_reachable_by_arti_and_c_tor() {
     .await;
     publish_and_see(stream, &url, &mut local, "via c tor").await;
     drop(tn);
+    // At the default level the logs name no onion address and no client.
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
+    assert!(text.contains("onion service launched"), "{text}");
+    let host = onion.trim_end_matches(".onion");
+    assert!(
+        !text.contains(host),
+        "the onion address leaked into the logs"
+    );
 
     // A restart on the same data dir keeps the address.
     let (_again, url2) = board(&net, data.path()).await;
