@@ -52,6 +52,10 @@ pub struct TorConfig {
     pub state_dir: PathBuf,
     /// arti's cache directory (directory documents), relative to node.data_dir.
     pub cache_dir: PathBuf,
+    /// Streams through the onion service open at once, all clients
+    /// together (Tor hides who they are, so there is no per-client bound);
+    /// more are refused with END.
+    pub max_streams: usize,
     /// More of arti's own configuration, as its TOML would have it (for
     /// example `[transports.tor.arti.tor_network]` for a private network).
     pub arti: serde_json::Map<String, serde_json::Value>,
@@ -65,6 +69,7 @@ impl Default for TorConfig {
             nickname: "civkit".into(),
             state_dir: PathBuf::from("tor/state"),
             cache_dir: PathBuf::from("tor/cache"),
+            max_streams: 1_024,
             arti: serde_json::Map::new(),
         }
     }
@@ -81,6 +86,8 @@ nickname = "civkit"
 state_dir = "tor/state"
 # arti's cache directory, relative to node.data_dir.
 cache_dir = "tor/cache"
+# Streams through the onion service open at once, all clients together; more are refused.
+max_streams = 1024
 # More of arti's own configuration, as in arti's TOML (for example a private
 # network's [transports.tor.arti.tor_network]).
 arti = {}
@@ -128,6 +135,7 @@ pub fn arti_config(
 pub struct Tor {
     instance: String,
     port: u16,
+    streams: Arc<tokio::sync::Semaphore>,
     nickname: HsNickname,
     arti: arti_client::TorClientConfig,
     ws: Arc<WsHandle>,
@@ -147,6 +155,7 @@ impl Tor {
         Ok(Tor {
             instance: instance.to_string(),
             port: cfg.port,
+            streams: Arc::new(tokio::sync::Semaphore::new(cfg.max_streams)),
             nickname,
             arti: arti_config(cfg, data_dir)?,
             ws,
@@ -202,8 +211,15 @@ impl Transport for Tor {
                 _ = shutdown.wait() => break,
                 next = streams.next() => match next {
                     Some(request) => {
+                        // Over budget: refused at once, no task started.
+                        let Ok(permit) = self.streams.clone().try_acquire_owned() else {
+                            tokio::spawn(async move {
+                                let _ = request.reject(End::new_with_reason(EndReason::DONE)).await;
+                            });
+                            continue;
+                        };
                         let (ws, port) = (self.ws.clone(), self.port);
-                        tokio::spawn(async move { hand_over(request, port, &ws).await });
+                        tokio::spawn(async move { hand_over(request, port, &ws, permit).await });
                     }
                     None => {
                         warn!(instance = %self.instance, "the onion service stopped");
@@ -219,7 +235,12 @@ impl Transport for Tor {
 
 /// Accept a stream to `port` and hand it to the websocket transport;
 /// refuse others the way other onion services do (END, reason DONE).
-async fn hand_over(request: StreamRequest, port: u16, ws: &WsHandle) {
+async fn hand_over(
+    request: StreamRequest,
+    port: u16,
+    ws: &WsHandle,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
     let wanted = matches!(request.request(), IncomingStreamRequest::Begin(b) if b.port() == port);
     if !wanted {
         let _ = request.reject(End::new_with_reason(EndReason::DONE)).await;
@@ -227,10 +248,52 @@ async fn hand_over(request: StreamRequest, port: u16, ws: &WsHandle) {
     }
     match request.accept(Connected::new_empty()).await {
         Ok(stream) => {
+            let stream = Budgeted {
+                inner: stream,
+                _permit: permit,
+            };
             if !ws.serve_tor(Box::new(stream)) {
                 debug!("the websocket transport is full or stopped; a Tor stream was dropped");
             }
         }
         Err(e) => debug!(error = %e, "could not accept a Tor stream"),
+    }
+}
+
+/// A stream that holds its place in the Tor-wide budget until dropped.
+struct Budgeted<S> {
+    inner: S,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Budgeted<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Budgeted<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
