@@ -177,11 +177,21 @@ TestingMinExitFlagThreshold 0
   } > "$c/torrc"
   "$TOR" -f "$c/torrc" --RunAsDaemon 1 >/dev/null 2>&1 || die "the client did not start (see $c/notice.log)"
 
-  local deadline=$((SECONDS + ${TOR_NET_TIMEOUT:-180}))
-  until grep -q "Bootstrapped 100%" "$c/notice.log" 2>/dev/null; do
+  # Usable: the client has bootstrapped, and the consensus lists every
+  # router, the relays as exits, every one as an HSDir (a consensus voted
+  # before the relays uploaded lacks them, and onion services then stall).
+  local deadline=$((SECONDS + ${TOR_NET_TIMEOUT:-180})) total=$((AUTHORITIES + RELAYS))
+  local consensus="$dir/${names[0]}/cached-microdesc-consensus"
+  complete() {
+    grep -q "Bootstrapped 100%" "$c/notice.log" 2>/dev/null || return 1
+    [ "$(grep -c '^r ' "$consensus" 2>/dev/null || echo 0)" -ge "$total" ] || return 1
+    [ "$(grep -c '^s .*Exit' "$consensus" 2>/dev/null || echo 0)" -ge "$RELAYS" ] || return 1
+    [ "$(grep -c '^s .*HSDir' "$consensus" 2>/dev/null || echo 0)" -ge "$total" ] || return 1
+  }
+  until complete; do
     if [ "$SECONDS" -ge "$deadline" ]; then
       tail -5 "$c/notice.log" >&2 || true
-      die "the client did not bootstrap within ${TOR_NET_TIMEOUT:-180} s (logs in $dir)"
+      die "no complete consensus and bootstrapped client within ${TOR_NET_TIMEOUT:-180} s (logs in $dir)"
     fi
     sleep 1
   done

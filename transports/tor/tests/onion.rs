@@ -57,7 +57,10 @@ where
     let deadline = Instant::now() + Duration::from_secs(180);
     let started = Instant::now();
     loop {
-        match connect().await {
+        let attempt = tokio::time::timeout(Duration::from_secs(60), connect())
+            .await
+            .unwrap_or_else(|_| Err("an attempt took over 60 s".into()));
+        match attempt {
             Ok(s) => {
                 eprintln!(
                     "{what} reached the onion service after {:.0} s",
@@ -78,6 +81,16 @@ where
 
 /// Publish `e` over a websocket on `io`; the OK.
 async fn publish_over<S: AsyncRead + AsyncWrite + Unpin>(
+    io: S,
+    url: &str,
+    e: &nostr::Event,
+) -> String {
+    tokio::time::timeout(Duration::from_secs(60), publish_once(io, url, e))
+        .await
+        .expect("no OK within 60 s over the stream")
+}
+
+async fn publish_once<S: AsyncRead + AsyncWrite + Unpin>(
     io: S,
     url: &str,
     e: &nostr::Event,
@@ -190,7 +203,13 @@ async fn the_board_is_an_onion_service_reachable_by_arti_and_c_tor() {
     };
     let client_cfg = civkit_tor::arti_config(&cfg, client_dir.path()).unwrap();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = TorClient::create_bootstrapped(client_cfg).await.unwrap();
+    let client = tokio::time::timeout(
+        Duration::from_secs(120),
+        TorClient::create_bootstrapped(client_cfg),
+    )
+    .await
+    .expect("arti (the test's client) did not bootstrap in 120 s")
+    .unwrap();
     let stream = reach("arti", || {
         let (client, onion) = (client.clone(), onion.clone());
         async move {
@@ -218,10 +237,23 @@ async fn the_board_is_an_onion_service_reachable_by_arti_and_c_tor() {
     // A flood of streams: past the Tor-wide budget (3 here) they are refused,
     // and the streams already open keep working.
     let mut held = Vec::new();
+    let connect = || {
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            client.connect((onion.as_str(), 80)),
+        )
+    };
     for _ in 0..3 {
-        held.push(client.connect((onion.as_str(), 80)).await.unwrap());
+        held.push(
+            connect()
+                .await
+                .expect("a stream within the budget timed out")
+                .unwrap(),
+        );
     }
-    let refused = client.connect((onion.as_str(), 80)).await;
+    let refused = connect()
+        .await
+        .expect("a stream past the budget was neither accepted nor refused in 60 s");
     assert!(refused.is_err(), "a stream past the budget is refused");
     let kept = held.pop().unwrap();
     publish_and_see(kept, &url, &mut local, "still served").await;
