@@ -165,6 +165,8 @@ pub struct Rank {
     verifiers: Vec<Box<dyn StakeVerifier>>,
     scoring: Scoring,
     checks: Semaphore,
+    /// The last tip the follower saw (0: none yet).
+    tip: std::sync::atomic::AtomicU64,
 }
 
 impl Rank {
@@ -175,6 +177,7 @@ impl Rank {
                 tiers: cfg.tiers.clone(),
             },
             checks: Semaphore::new(cfg.max_concurrent_checks),
+            tip: std::sync::atomic::AtomicU64::new(0),
             verifiers: vec![Box::new(ChannelVerifier), Box::new(UtxoVerifier)],
             cfg,
             network,
@@ -504,11 +507,22 @@ impl Rank {
         Ok(Some(stake))
     }
 
+    /// The chain's tip as the follower last saw it; the chain is asked only
+    /// before the follower's first answer (not once per staked order).
     async fn tip(&self) -> Result<u64> {
-        self.chain
-            .tip_height()
-            .await
-            .map_err(|e| Error::Invalid(e.to_string()))
+        match self.tip.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => {
+                let tip = self
+                    .chain
+                    .tip_height()
+                    .await
+                    .map_err(|e| Error::Invalid(e.to_string()))?;
+                self.tip
+                    .fetch_max(tip, std::sync::atomic::Ordering::Relaxed);
+                Ok(tip)
+            }
+            tip => Ok(tip),
+        }
     }
 }
 
@@ -609,6 +623,9 @@ impl Service for Rank {
             let Some(tip) = *tips.borrow_and_update() else {
                 continue;
             };
+            // A reorganisation may lower it: store, not max.
+            self.tip
+                .store(tip.height, std::sync::atomic::Ordering::Relaxed);
             // Once per board: the lease holder prunes and republishes.
             if !ctx.is_leader() {
                 continue;
