@@ -81,23 +81,22 @@ async fn a_maker_proves_a_channel_and_trades_by_tier_until_it_closes() {
     civkit_framework::keyfile::write_secret(&key_file, &wif).unwrap();
     let home = dir.path().join("maker").display().to_string();
     let ann = channel.announcement_hex();
-    let (ok, out) = sample(&[
-        "--home",
-        &home,
-        "--board",
-        &ws,
-        "stake",
-        "prove",
-        "--channel",
-        &ann,
-        "--side",
-        "1",
-        "--key",
-        &key_file.display().to_string(),
-        "--expiry-height",
-        "10000",
-    ])
-    .await;
+    // `stake prove` with `what`, signed by the key in `key`, for the maker.
+    let prove = |what: &[&str], key: &std::path::Path| {
+        let mut args: Vec<String> = ["--home", &home, "--board", &ws, "stake", "prove"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(what.iter().map(|s| s.to_string()));
+        args.extend([
+            "--key".into(),
+            key.display().to_string(),
+            "--expiry-height".into(),
+            "10000".into(),
+        ]);
+        async move { common::sample_async(&args).await }
+    };
+    let (ok, out) = prove(&["--channel", &ann, "--side", "1"], &key_file).await;
     assert!(
         ok && out.contains("certificate counted") && out.contains("tier 2 "),
         "{out}"
@@ -107,42 +106,14 @@ async fn a_maker_proves_a_channel_and_trades_by_tier_until_it_closes() {
     let wif = bitcoin::PrivateKey::new(utxo_key, bitcoin::Network::Regtest).to_wif();
     civkit_framework::keyfile::write_secret(&utxo_file, &wif).unwrap();
     let utxo = format!("{}:0:50000", funding.compute_txid());
-    let (ok, out) = sample(&[
-        "--home",
-        &home,
-        "--board",
-        &ws,
-        "stake",
-        "prove",
-        "--utxo",
-        &utxo,
-        "--key",
-        &utxo_file.display().to_string(),
-        "--expiry-height",
-        "10000",
-    ])
-    .await;
+    let (ok, out) = prove(&["--utxo", &utxo], &utxo_file).await;
     assert!(
         ok && out.contains("in 2 output(s)") && out.contains("tier 2 "),
         "{out}"
     );
     // A value the chain does not show is refused.
     let inflated = format!("{}:0:5000000", funding.compute_txid());
-    let (ok, out) = sample(&[
-        "--home",
-        &home,
-        "--board",
-        &ws,
-        "stake",
-        "prove",
-        "--utxo",
-        &inflated,
-        "--key",
-        &utxo_file.display().to_string(),
-        "--expiry-height",
-        "10000",
-    ])
-    .await;
+    let (ok, out) = prove(&["--utxo", &inflated], &utxo_file).await;
     assert!(!ok && out.contains("invalid:"), "{out}");
     let stake_key_file = std::path::Path::new(&home).join("stake.key");
     use std::os::unix::fs::PermissionsExt;
