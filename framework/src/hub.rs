@@ -16,9 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use nostr::filter::MatchEventOptions;
-use nostr::{
-    Event, EventId, Filter, JsonUtil, Kind, PublicKey, SingleLetterTag, SubscriptionId, Timestamp,
-};
+use nostr::{Event, EventId, Filter, Kind, PublicKey, SingleLetterTag, SubscriptionId, Timestamp};
 use tokio::sync::{mpsc, Notify};
 use tracing::warn;
 
@@ -402,7 +400,7 @@ impl Hub {
         if targets.is_empty() {
             return;
         }
-        let json = event.as_json();
+        let json = crate::canonical::event_json(event);
         let mut kicked: Vec<u64> = Vec::new();
         for (session, sub, out, held) in targets {
             if kicked.contains(&session) {
@@ -474,7 +472,7 @@ impl Hub {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use nostr::{EventBuilder, Keys, Tag};
+    use nostr::{EventBuilder, JsonUtil, Keys, Tag};
 
     /// A small deterministic generator (xorshift), so failures reproduce.
     struct Rng(u64);

@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod board_secrets;
+pub mod canonical;
 pub mod clock;
 pub mod control;
 pub mod error;

@@ -196,7 +196,7 @@ impl Core {
     }
 
     async fn ingest_inner(&self, origin: &Origin, event: &Event) -> Result<Ingested, Rejection> {
-        if !event.verify_id() {
+        if !crate::canonical::verify_id(event) {
             return Err(Rejection::invalid(
                 "event id does not match the event's hash",
             ));
@@ -213,7 +213,7 @@ impl Core {
         if seen {
             return Ok(Ingested::Duplicate);
         }
-        if !event.verify_signature() {
+        if !crate::canonical::verify_signature(event) {
             return Err(Rejection::invalid("signature verification failed"));
         }
         if event.kind.as_u16() == kinds::CLIENT_AUTH {

@@ -85,7 +85,7 @@ impl StoredEvent {
 
 impl From<Event> for StoredEvent {
     fn from(event: Event) -> Self {
-        let json = nostr::JsonUtil::as_json(&event);
+        let json = crate::canonical::event_json(&event);
         StoredEvent {
             json,
             event: OnceLock::from(Ok(event)),

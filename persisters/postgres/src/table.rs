@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use civkit_framework::kinds::{self, Address};
 use civkit_framework::persister::EventTable;
-use civkit_framework::{stored, Result};
-use nostr::{Event, EventId, JsonUtil, PublicKey, Timestamp};
+use civkit_framework::{canonical, stored, Result};
+use nostr::{Event, EventId, PublicKey, Timestamp};
 use postgres::{Statement, Transaction};
 
 use crate::{db_err, pg_err};
@@ -195,7 +195,7 @@ impl EventTable for PgTable<'_, '_> {
                 &i32::from(event.kind.as_u16()),
                 &created,
                 &expiration,
-                &event.as_json(),
+                &canonical::event_json(event),
                 &self.node,
                 &letters,
                 &values,

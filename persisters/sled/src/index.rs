@@ -42,10 +42,10 @@ use std::ops::{Bound, RangeInclusive};
 
 use civkit_framework::kinds::{self, Address};
 use civkit_framework::persister::{EventTable, Export, Record};
-use civkit_framework::stored;
 use civkit_framework::Result;
+use civkit_framework::{canonical, stored};
 use nostr::hashes::{sha256, Hash};
-use nostr::{Event, EventId, JsonUtil, PublicKey, Timestamp};
+use nostr::{Event, EventId, PublicKey, Timestamp};
 
 use crate::engine::{Change, Engine, Reader};
 use crate::store_err;
@@ -358,7 +358,7 @@ impl<R: Reader> EventTable for Overlay<R> {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.seq_taken = true;
-        self.set(body_key(seq), event.as_json().into_bytes());
+        self.set(body_key(seq), canonical::event_json(event).into_bytes());
         self.set(id_key(event.id.as_bytes()), seq.to_be_bytes().to_vec());
         for k in index_keys(event, &id_part(event, seq)) {
             self.set(k, Vec::new());
