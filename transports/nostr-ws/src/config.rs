@@ -20,12 +20,17 @@ pub struct NostrWsConfig {
     /// Seconds one write to a client may take before the client is
     /// disconnected (it stopped reading).
     pub write_timeout_secs: u64,
-    /// Open websocket connections in total; more are refused at once (503).
+    /// Open connections (websocket, or HTTP waiting for its request) in
+    /// total; more are refused at once (503).
     pub max_connections: usize,
-    /// Open websocket connections from one IP address; more are refused at
-    /// once (429). 0: no per-address bound (behind a reverse proxy every
-    /// client has the proxy's address).
+    /// Open connections from one IP address; more are refused at once
+    /// (429). 0: no per-address bound (behind a reverse proxy every client
+    /// has the proxy's address).
     pub max_connections_per_ip: usize,
+    /// Seconds a connection has to send a whole HTTP request head (the
+    /// websocket upgrade or a NIP-11 request), and to start the next one on
+    /// a kept-alive connection; then it is closed. 0 is refused.
+    pub header_timeout_secs: u64,
     /// Open connections that arrived through Tor (an onion service hands
     /// them over), all together: Tor hides addresses, so this budget takes
     /// the place of the per-address bound. 0: no bound but the total.
@@ -51,6 +56,7 @@ impl Default for NostrWsConfig {
             max_connections: 10_000,
             max_connections_per_ip: 100,
             max_tor_connections: 1_000,
+            header_timeout_secs: 10,
             limits: SessionLimits {
                 events_per_second: 50.0,
                 event_burst: 200,
@@ -74,14 +80,18 @@ auth_challenge = true
 ping_interval_secs = 30
 # Seconds one write to a client may take before it is disconnected.
 write_timeout_secs = 10
-# Open websocket connections in total; more are refused at once (503).
+# Open connections (websocket, or HTTP before its request) in total; more
+# are refused at once (503).
 max_connections = 10000
-# Open websocket connections from one IP address; more are refused (429).
+# Open connections from one IP address; more are refused (429).
 # 0: no per-address bound (behind a reverse proxy).
 max_connections_per_ip = 100
 # Open connections that arrived through Tor, all together (they have no
 # address to bound them by). 0: no bound but max_connections.
 max_tor_connections = 1000
+# Seconds a connection has to send its HTTP request head (the websocket
+# upgrade or a NIP-11 request); a silent or slow one is closed.
+header_timeout_secs = 10
 
 # Per-connection limits, enforced by the node for this transport's sessions.
 [{table}.limits]

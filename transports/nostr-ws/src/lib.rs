@@ -16,15 +16,13 @@ mod nip11;
 mod socket;
 
 use std::collections::HashMap;
-use std::future::IntoFuture;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt;
 use axum::Router;
 use civkit_framework::{BuildContext, Error, Node, Registry, Result, Shutdown, Transport};
 use tracing::{info, Instrument};
@@ -48,10 +46,6 @@ pub fn register(registry: &mut Registry) {
 /// A byte stream another transport hands over (an onion service's stream).
 pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Io for T {}
-
-/// A connection that arrived through Tor: it has no IP address.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ViaTor;
 
 /// Streams waiting to be served, at most.
 const HANDED_QUEUE: usize = 64;
@@ -231,58 +225,119 @@ impl Transport for NostrWs {
             shutdown: shutdown.clone(),
             open: Mutex::default(),
         });
+        if shared.config.header_timeout_secs == 0 {
+            return Err(Error::Transport {
+                instance: instance.to_string(),
+                message: "header_timeout_secs must be at least 1".into(),
+            });
+        }
         let app = Router::new().fallback(root).with_state(shared.clone());
-        let handed = tokio::spawn(serve_handed(
-            self.handed,
-            app.clone(),
-            shared.shutdown.clone(),
-        ));
-        // Replies are many small frames; do not let Nagle hold them back.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        let mut sd = shutdown;
-        let serve = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { sd.wait().await })
-        .into_future()
-        .instrument(span)
-        .await;
+        let handed = tokio::spawn(
+            serve_handed(self.handed, app.clone(), shared.clone()).instrument(span.clone()),
+        );
+        accept(listener, app, shared).instrument(span).await;
         handed.abort();
-        serve.map_err(|e| Error::Transport {
-            instance: instance.to_string(),
-            message: e.to_string(),
-        })
+        Ok(())
     }
 }
 
-/// Serve the connections riders hand over (Tor), each as one HTTP/1
-/// connection with upgrades, until shutdown.
+/// Connections being answered with a refusal, at most. Past this, a refused
+/// connection is closed without an answer.
+const REFUSING: usize = 64;
+
+/// Accept TCP connections until shutdown. Each is counted (per address and
+/// in total) from its first byte, not only once it is a websocket, so that
+/// connections that never finish a request cannot pile up.
+async fn accept(listener: tokio::net::TcpListener, app: Router, shared: Arc<Shared>) {
+    let refusing = Arc::new(tokio::sync::Semaphore::new(REFUSING));
+    let mut sd = shared.shutdown.clone();
+    loop {
+        let (tcp, addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors, most often: wait rather than spin.
+                    tracing::debug!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = sd.wait() => return,
+        };
+        // Replies are many small frames; do not let Nagle hold them back.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+        serve_admitted(tcp, Peer::Ip(addr), &app, &shared, &refusing);
+    }
+}
+
+/// Serve the connections riders hand over (Tor) until shutdown, counted in
+/// the Tor budget.
 async fn serve_handed(
     mut handed: tokio::sync::mpsc::Receiver<Box<dyn Io>>,
     app: Router,
-    shutdown: Shutdown,
+    shared: Arc<Shared>,
 ) {
-    let app = app.layer(axum::Extension(ViaTor));
+    let refusing = Arc::new(tokio::sync::Semaphore::new(REFUSING));
     while let Some(io) = handed.recv().await {
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let mut sd = shutdown.clone();
-        tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(io), service)
-                .with_upgrades();
-            tokio::select! {
-                r = conn => if let Err(e) = r {
-                    tracing::debug!(error = %e, "handed connection ended");
-                },
-                _ = sd.wait() => {}
-            }
-        });
+        serve_admitted(io, Peer::Tor, &app, &shared, &refusing);
     }
+}
+
+/// A connection's place in the counts, shared by its HTTP requests and
+/// moved into its websocket.
+#[derive(Clone)]
+pub(crate) struct Admitted {
+    peer: Peer,
+    slot: Arc<Slot>,
+}
+
+/// Count `io` from `peer` and serve it; when the counts are full, answer
+/// its first request with the refusal (if fewer than [`REFUSING`]
+/// connections are being refused) and close it.
+fn serve_admitted(
+    io: impl Io,
+    peer: Peer,
+    app: &Router,
+    shared: &Arc<Shared>,
+    refusing: &Arc<tokio::sync::Semaphore>,
+) {
+    let (app, keep_alive, permit) = match shared.admit(peer) {
+        Ok(slot) => {
+            let admitted = Admitted {
+                peer,
+                slot: Arc::new(slot),
+            };
+            (app.clone().layer(axum::Extension(admitted)), true, None)
+        }
+        Err(refusal) => match refusing.clone().try_acquire_owned() {
+            Ok(permit) => (
+                Router::new().fallback(move || async move { refusal.into_response() }),
+                false,
+                Some(permit),
+            ),
+            Err(_) => return,
+        },
+    };
+    let timeout = std::time::Duration::from_secs(shared.config.header_timeout_secs);
+    let mut sd = shared.shutdown.clone();
+    tokio::spawn(async move {
+        let service = hyper_util::service::TowerToHyperService::new(app);
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(timeout)
+            .keep_alive(keep_alive)
+            .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+            .with_upgrades();
+        tokio::select! {
+            r = conn => if let Err(e) = r {
+                tracing::debug!(error = %e, "connection ended");
+            },
+            _ = sd.wait() => {}
+        }
+        drop(permit);
+    });
 }
 
 fn wants_websocket(headers: &HeaderMap) -> bool {
@@ -294,26 +349,17 @@ fn wants_websocket(headers: &HeaderMap) -> bool {
 
 async fn root(State(shared): State<Arc<Shared>>, req: Request<axum::body::Body>) -> Response {
     let (mut parts, _body) = req.into_parts();
-    let peer = if parts.extensions.get::<ViaTor>().is_some() {
-        Peer::Tor
-    } else {
-        match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-            Some(ConnectInfo(a)) => Peer::Ip(*a),
-            None => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-        }
+    let Some(admitted) = parts.extensions.get::<Admitted>().cloned() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     if parts.method == Method::OPTIONS {
         return nip11::preflight();
     }
     if wants_websocket(&parts.headers) {
-        let slot = match shared.admit(peer) {
-            Ok(slot) => slot,
-            Err(refusal) => return refusal.into_response(),
-        };
         return match axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &shared)
             .await
         {
-            Ok(ws) => socket::upgrade(ws, shared, peer, slot),
+            Ok(ws) => socket::upgrade(ws, shared, admitted.peer, admitted.slot),
             Err(rejection) => rejection.into_response(),
         };
     }

@@ -27,7 +27,7 @@ pub(crate) fn upgrade(
     ws: WebSocketUpgrade,
     shared: Arc<Shared>,
     peer: Peer,
-    slot: Slot,
+    slot: Arc<Slot>,
 ) -> Response {
     let max = shared.config.max_message_bytes;
     // Frames up to 4x our limit are read and answered with a NOTICE; larger
@@ -42,7 +42,7 @@ pub(crate) fn upgrade(
         })
 }
 
-async fn serve(socket: WebSocket, shared: Arc<Shared>, peer: Peer, _slot: Slot) {
+async fn serve(socket: WebSocket, shared: Arc<Shared>, peer: Peer, _slot: Arc<Slot>) {
     let source = match peer {
         Peer::Ip(a) => Source::Network {
             ip: Some(a.ip()),

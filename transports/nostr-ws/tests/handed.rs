@@ -122,3 +122,47 @@ async fn tor_connections_share_one_budget() {
     }
     assert!(admitted, "a freed place is reused");
 }
+
+/// A Tor stream that never sends a request holds its place in the Tor
+/// budget only until `header_timeout_secs`; then it is closed and the place
+/// serves the next client.
+#[tokio::test]
+async fn a_silent_tor_stream_is_closed_and_frees_its_place() {
+    let cfg = NostrWsConfig {
+        max_tor_connections: 1,
+        header_timeout_secs: 1,
+        ..NostrWsConfig::default()
+    };
+    let (_tn, handle) = running(cfg).await;
+    let (mut silent, far) = tokio::io::duplex(1024);
+    assert!(handle.serve_tor(Box::new(far)));
+    // Streams are served in the order they were handed: the silent one
+    // holds the only place.
+    let (near, far) = tokio::io::duplex(64 * 1024);
+    assert!(handle.serve_tor(Box::new(far)));
+    let err = tokio_tungstenite::client_async("ws://x.onion/", near)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("429"), "{err}");
+
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(3), silent.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "the silent stream is closed: {read:?}"
+    );
+    let mut admitted = false;
+    for _ in 0..20 {
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        assert!(handle.serve_tor(Box::new(far)));
+        if tokio_tungstenite::client_async("ws://x.onion/", near)
+            .await
+            .is_ok()
+        {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(admitted, "its place serves the next client");
+}

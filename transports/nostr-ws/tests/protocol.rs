@@ -521,3 +521,123 @@ async fn connection_caps_refuse_at_once() {
         .map(|_| ());
     assert_eq!(status_of(refused), 503);
 }
+
+/// Whether the server closes `s` within `within` (EOF or reset), reading and
+/// discarding anything it sends.
+async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Slowloris: connections that never finish a request are counted from
+/// their first byte, so they cannot pass the per-address cap, and each is
+/// closed `header_timeout_secs` after it opened, whether it sent nothing or
+/// a header one byte at a time. Then the address is served again.
+#[tokio::test]
+async fn connections_that_never_finish_a_request_are_counted_and_closed() {
+    let cfg = NostrWsConfig {
+        max_connections_per_ip: 3,
+        header_timeout_secs: 1,
+        ..NostrWsConfig::default()
+    };
+    let (_tn, h) = relay(cfg).await;
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(tokio::net::TcpStream::connect(h.addr).await.unwrap());
+    }
+    let mut dribbling = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    // Let the relay accept all three before the websocket tries.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The caps count them: a websocket from the same address is refused.
+    let refused = tokio_tungstenite::connect_async(h.url.as_str()).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 429)
+        }
+        other => panic!("expected 429, got {:?}", other.map(|_| ())),
+    }
+
+    // A header sent one byte every 200 ms is still cut off at the timeout.
+    let dribble = async {
+        for b in b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: slow".iter() {
+            if dribbling.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(3), dribble).await;
+    assert!(
+        closed_within(&mut dribbling, Duration::from_secs(2)).await,
+        "a header trickling in is cut off"
+    );
+    for s in &mut silent {
+        assert!(
+            closed_within(s, Duration::from_secs(2)).await,
+            "a silent connection is closed"
+        );
+    }
+
+    // Their places are free again (a close is seen a moment before the
+    // relay's task has let go of its place, hence the retries).
+    let mut served = Vec::new();
+    for _ in 0..3 {
+        let mut ws = None;
+        for _ in 0..20 {
+            if let Ok(c) = tokio_tungstenite::connect_async(h.url.as_str()).await {
+                ws = Some(c);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        served.push(ws.expect("the address is served again"));
+    }
+}
+
+/// Past the caps, a flood of connections is answered with the refusal
+/// while few are being refused, and closed unanswered beyond that: the
+/// relay keeps serving the client it admitted.
+#[tokio::test]
+async fn a_connection_flood_past_the_caps_does_not_pile_up() {
+    let cfg = NostrWsConfig {
+        max_connections: 2,
+        max_connections_per_ip: 0,
+        header_timeout_secs: 5,
+        ..NostrWsConfig::default()
+    };
+    let (_tn, h) = relay(cfg).await;
+    let mut admitted = connect(&h.url).await;
+    let _held = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut flood = Vec::new();
+    for _ in 0..500 {
+        if let Ok(s) = tokio::net::TcpStream::connect(h.addr).await {
+            flood.push(s);
+        }
+    }
+    // Every one of them is answered 503 or closed at once, although none
+    // of them sends a byte.
+    let mut answered = 0;
+    for s in &mut flood {
+        let mut buf = Vec::new();
+        let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let r = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf)).await;
+        assert!(r.is_ok(), "a refused connection is not held open");
+        if String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 503") {
+            answered += 1;
+        }
+    }
+    assert!(answered > 0, "refusals are answered while few are pending");
+    let (ok, _) = admitted
+        .publish(&event(&Keys::generate(), 1, now(), "still served", &[]))
+        .await;
+    assert!(ok);
+}

@@ -20,13 +20,24 @@ use nostr::{JsonUtil, Keys};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Message;
 
+/// The boards' Tor-wide stream budget, small enough to flood.
+const MAX_STREAMS: usize = 3;
+/// How long the boards wait for a request head: a stream that an abandoned
+/// attempt left open holds a place no longer than this.
+const HEADER_TIMEOUT_SECS: u64 = 3;
+
 /// A board: websocket on loopback, and the tor transport in front of it.
 async fn board(net: &Network, data: &Path) -> (TestNode, String) {
     let tn = TestNode::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ws = NostrWs::with_listener("relay", NostrWsConfig::default(), listener);
+    let ws_cfg = NostrWsConfig {
+        header_timeout_secs: HEADER_TIMEOUT_SECS,
+        ..NostrWsConfig::default()
+    };
+    let ws = NostrWs::with_listener("relay", ws_cfg, listener);
     let cfg = TorConfig {
         arti: net.arti(),
+        max_streams: MAX_STREAMS,
         ..TorConfig::default()
     };
     let tor = Tor::new("tor", &cfg, data, ws.handle()).unwrap();
@@ -95,6 +106,14 @@ async fn publish_once<S: AsyncRead + AsyncWrite + Unpin>(
     e: &nostr::Event,
 ) -> String {
     let (mut ws, _) = tokio_tungstenite::client_async(url, io).await.unwrap();
+    publish_on(&mut ws, e).await
+}
+
+/// Publish `e` on an open websocket; the OK.
+async fn publish_on<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    e: &nostr::Event,
+) -> String {
     ws.send(Message::text(format!(r#"["EVENT",{}]"#, e.as_json())))
         .await
         .unwrap();
@@ -120,14 +139,23 @@ async fn publish_and_see<S: AsyncRead + AsyncWrite + Unpin>(
     local: &mut civkit_framework::testing::MemoryClient,
     text: &str,
 ) {
-    let e = event(
+    let e = note(text);
+    let ok = publish_over(io, url, &e).await;
+    seen(ok, &e, local).await;
+}
+
+fn note(text: &str) -> nostr::Event {
+    event(
         &Keys::generate(),
         1,
         nostr::Timestamp::now().as_secs(),
         text,
         &[],
-    );
-    let ok = publish_over(io, url, &e).await;
+    )
+}
+
+/// Check `ok` accepted `e`, and the clearnet subscriber `local` got it.
+async fn seen(ok: String, e: &nostr::Event, local: &mut civkit_framework::testing::MemoryClient) {
     assert!(ok.contains("true"), "{ok}");
     let got = local
         .next_event("live", Duration::from_secs(10))
@@ -233,6 +261,43 @@ async fn the_board_is_an_onion_service_reachable_by_arti_and_c_tor() {
     })
     .await;
     publish_and_see(stream, &url, &mut local, "via c tor").await;
+
+    // A flood of streams: past the Tor-wide budget they are refused with
+    // END, and the websockets already open keep their service. Streams
+    // that abandoned attempts above may have left open are closed by the
+    // header timeout first.
+    tokio::time::sleep(Duration::from_secs(HEADER_TIMEOUT_SECS + 2)).await;
+    let connect = || {
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            client.connect((onion.as_str(), 80)),
+        )
+    };
+    let mut held = Vec::new();
+    for i in 0..MAX_STREAMS {
+        let stream = connect()
+            .await
+            .unwrap_or_else(|_| panic!("stream {i} within the budget took over 60 s"))
+            .unwrap();
+        let (ws, _) = tokio::time::timeout(
+            Duration::from_secs(60),
+            tokio_tungstenite::client_async(url.as_str(), stream),
+        )
+        .await
+        .expect("no websocket upgrade within 60 s")
+        .unwrap();
+        held.push(ws);
+    }
+    let refused = connect()
+        .await
+        .expect("a stream past the budget was neither accepted nor refused in 60 s");
+    assert!(refused.is_err(), "a stream past the budget is refused");
+    let e = note("still served");
+    let ok = tokio::time::timeout(Duration::from_secs(60), publish_on(&mut held[0], &e))
+        .await
+        .expect("no OK within 60 s on a held websocket");
+    seen(ok, &e, &mut local).await;
+    drop(held);
     drop(tn);
     // At the default level the logs name no onion address and no client.
     let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
