@@ -44,6 +44,7 @@ pub mod service;
 pub mod session;
 pub mod shutdown;
 pub mod stored;
+pub mod stream;
 pub mod transport;
 pub mod wire;
 

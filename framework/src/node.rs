@@ -6,7 +6,8 @@
 //!
 //! - **transports**: [`Node::open_session`], [`Node::open_scoped_session`],
 //!   [`Node::set_endpoint`], [`Node::register_control`],
-//!   [`Node::unregister_control`], and the NIP-11 parts ([`Node::info`],
+//!   [`Node::unregister_control`], [`Node::set_stream_sink`] and
+//!   [`Node::set_dialer`] (see [`crate::stream`]), and the NIP-11 parts ([`Node::info`],
 //!   [`Node::supported_nips`], [`Node::service_limitations`],
 //!   [`Node::service_nip11`]);
 //! - **the node's own origins** (the admin API, through which local tools
@@ -153,6 +154,16 @@ impl Node {
     pub fn set_endpoint(&self, name: &str, endpoint: impl Into<String>) {
         lock(&self.0.endpoints).insert(name.to_string(), endpoint.into());
     }
+    /// Say that the transport `name` runs although it has no endpoint of
+    /// its own to announce (one that serves only streams handed to it).
+    pub fn set_running_unannounced(&self, name: &str) {
+        lock(&self.0.unannounced).insert(name.to_string());
+    }
+    /// Whether the transport `name` runs: it announced an endpoint, or
+    /// said it has none.
+    pub fn transport_running(&self, name: &str) -> bool {
+        lock(&self.0.endpoints).contains_key(name) || lock(&self.0.unannounced).contains(name)
+    }
     /// Offer operator commands under `name` (see [`crate::Control`]). Use the
     /// instance name, so two instances of one transport do not collide.
     pub fn register_control(&self, name: &str, control: Arc<dyn crate::Control>) {
@@ -161,6 +172,23 @@ impl Node {
     /// Withdraw the commands registered under `name` (a transport stopping).
     pub fn unregister_control(&self, name: &str) {
         lock(&self.0.controls).remove(name);
+    }
+    /// Serve streams from elsewhere (an onion service's) with `sink`, under
+    /// the transport instance name `name` (see [`crate::stream`]).
+    pub fn set_stream_sink(&self, name: &str, sink: Arc<dyn crate::stream::StreamSink>) {
+        lock(&self.0.stream_sinks).insert(name.to_string(), sink);
+    }
+    /// The stream sink of the transport instance `name`, once it runs.
+    pub fn stream_sink(&self, name: &str) -> Option<Arc<dyn crate::stream::StreamSink>> {
+        lock(&self.0.stream_sinks).get(name).cloned()
+    }
+    /// Dial through `dialer` (Tor) from now on (see [`crate::stream`]).
+    pub fn set_dialer(&self, dialer: Arc<dyn crate::stream::Dialer>) {
+        *lock(&self.0.dialer) = Some(dialer);
+    }
+    /// The dialer, once a transport set one.
+    pub fn dialer(&self) -> Option<Arc<dyn crate::stream::Dialer>> {
+        lock(&self.0.dialer).clone()
     }
     /// Current time from the node's clock.
     pub fn now(&self) -> Timestamp {

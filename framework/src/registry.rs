@@ -37,6 +37,10 @@ pub struct BuildContext {
     /// Secrets every node of the board must hold alike (see
     /// [`crate::board_secrets`]); shared by all of one node's contexts.
     pub board_secrets: BoardSecrets,
+    /// The node reaches out through Tor only (a `tor` transport with
+    /// `outbound_only = true`): transports open no clearnet listener and
+    /// dial peers through [`crate::Node::dialer`].
+    pub tor_only: bool,
 }
 
 impl BuildContext {
@@ -47,6 +51,7 @@ impl BuildContext {
             instance: instance.to_string(),
             keys,
             board_secrets: BoardSecrets::default(),
+            tor_only: false,
         }
     }
 

@@ -151,6 +151,17 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Whether a `tor` transport has `outbound_only = true`: then the
+    /// node opens no clearnet listener but the admin API and dials every
+    /// peer through Tor.
+    pub fn tor_only(&self) -> bool {
+        use figment::value::Value;
+        self.transports.values().any(|t| {
+            matches!(t.get("type"), Some(Value::String(_, s)) if s == "tor")
+                && matches!(t.get("outbound_only"), Some(Value::Bool(_, true)))
+        })
+    }
+
     /// NIP-11 description of the node.
     pub fn node_info(&self) -> NodeInfo {
         let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());

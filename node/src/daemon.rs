@@ -52,8 +52,10 @@ impl Daemon {
             &data_dir.join(files::NODE_KEY).display().to_string(),
             &keys.secret_key().secret_bytes(),
         );
+        let tor_only = config.tor_only();
         let ctx = |instance: &str| BuildContext {
             board_secrets: secrets.clone(),
+            tor_only,
             ..BuildContext::new(&data_dir, instance, keys.clone())
         };
         let Components {
@@ -192,15 +194,14 @@ pub fn build_components(
     })
 }
 
-/// Wait until every transport reported its endpoint, or fail with the first
-/// transport that stopped.
+/// Wait until every transport runs (it reported its endpoint, or that it
+/// has none), or fail with the first transport that stopped.
 async fn wait_for_transports(
     node: &Node,
     handles: &mut [(String, JoinHandle<civkit_framework::Result<()>>)],
 ) -> Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let endpoints = node.endpoints();
         let mut ready = true;
         for (name, h) in handles.iter_mut() {
             if h.is_finished() {
@@ -210,7 +211,7 @@ async fn wait_for_transports(
                     Err(e) => Err(anyhow!("transport `{name}` panicked: {e}")),
                 };
             }
-            ready &= endpoints.contains_key(name.as_str());
+            ready &= node.transport_running(name);
         }
         if ready {
             return Ok(());

@@ -1,7 +1,9 @@
 //! civkitd as an onion service and civkit-sample over Tor, on the private
 //! Tor network (tests/tor/network.sh): the `.onion` URL in `civkit-cli
 //! status`, an order published with `civkit-sample --tor` to the `.onion`
-//! board, and the same order seen by a clearnet reader of the board.
+//! board, the same order seen by a clearnet reader of the board, and by a
+//! second board that federates with the first over BOLT8 through its
+//! `.onion` address only.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests assert by panicking
 
@@ -17,8 +19,10 @@ use serde_json::json;
 async fn civkit_sample_publishes_to_an_onion_board_over_tor() {
     let net = Network::start();
     let dir = tempfile::tempdir().unwrap();
-    let tor =
-        json!({ "transports": { "tor": { "type": "tor", "via": "relay", "arti": net.arti() } } });
+    let tor = json!({ "transports": {
+        "tor": { "type": "tor", "via": "relay", "arti": net.arti(), "ports": { "lightning": 9735 } },
+        "lightning": { "type": "bolt8", "listen": "127.0.0.1:0", "stranger_export": [{}] },
+    } });
     write_config(
         dir.path(),
         &format!(
@@ -40,6 +44,58 @@ async fn civkit_sample_publishes_to_an_onion_board_over_tor() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     assert!(onion.ends_with(".onion"), "{onion}");
+    // Its BOLT8 side is announced at the onion address too.
+    let host = onion.trim_start_matches("ws://");
+    let ln_onion = status(dir.path())["endpoints"]["tor.lightning"]
+        .as_str()
+        .expect("the bolt8 transport's onion endpoint")
+        .trim_start_matches("ln://")
+        .to_string();
+    assert!(ln_onion.ends_with(&format!("@{host}:9735")), "{ln_onion}");
+
+    // A second board imports orders from the first, dialing its onion
+    // address through its own Tor client. It reaches out through Tor only:
+    // its websocket and BOLT8 ports are never opened.
+    let peer_dir = tempfile::tempdir().unwrap();
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (ws_port, ln_port) = (free_port(), free_port());
+    let peer = json!({ "transports": {
+        "tor": { "type": "tor", "via": "relay", "arti": net.arti(), "outbound_only": true },
+        "ln": {
+            "type": "bolt8",
+            "listen": format!("127.0.0.1:{ln_port}"),
+            "redial_max_secs": 5,
+            "peers": [{ "address": ln_onion, "import": [{ "kinds": [38383] }] }],
+        },
+    } });
+    std::fs::write(
+        peer_dir.path().join("civkit.toml"),
+        format!(
+            "[node]\ndata_dir = \"data\"\nlog = \"warn\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [transports.relay]\ntype = \"nostr-ws\"\nlisten = \"127.0.0.1:{ws_port}\"\n\
+             [services.board]\ntype = \"market-board\"\n{}",
+            toml::to_string(&peer).unwrap()
+        ),
+    )
+    .unwrap();
+    let _peer_board = start(peer_dir.path());
+    let endpoints = status(peer_dir.path())["endpoints"].clone();
+    assert!(
+        endpoints.get("relay").is_none() && endpoints.get("ln").is_none(),
+        "no clearnet endpoint: {endpoints}"
+    );
+    for port in [ws_port, ln_port] {
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "nothing listens on {port}"
+        );
+    }
 
     let arti = dir.path().join("arti.toml");
     std::fs::write(&arti, toml::to_string(&net.arti()).unwrap()).unwrap();
@@ -82,4 +138,43 @@ async fn civkit_sample_publishes_to_an_onion_board_over_tor() {
     }
     let (ok, out) = common::sample_async(&["--board", &clearnet, "orders", "list"]).await;
     assert!(ok && out.contains("over-tor"), "{out}");
+
+    // The second board got it over BOLT8 through Tor (asked through its
+    // admin API: it has no other door on this machine).
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let (ok, out, _) = common::cli(
+            peer_dir.path(),
+            &[
+                "--config",
+                "civkit.toml",
+                "events",
+                "query",
+                r#"{"kinds":[38383]}"#,
+            ],
+        );
+        if ok && out.contains("over-tor") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the federated board did not import the order over Tor in 180 s: {out}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let (ok, peers, err) = common::cli(
+        peer_dir.path(),
+        &["--config", "civkit.toml", "--json", "peers", "list"],
+    );
+    assert!(ok, "{err}");
+    let peers: serde_json::Value = serde_json::from_str(&peers).unwrap();
+    let node_id = ln_onion.split('@').next().unwrap();
+    assert!(
+        peers["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["node_id"] == node_id && p["connected"] == true),
+        "{peers}"
+    );
 }

@@ -9,7 +9,7 @@ use civkit_framework::{Control, Error, Result};
 use lightning::bitcoin::secp256k1::PublicKey;
 use serde_json::{json, Value};
 
-use crate::{lock, parse_address, peer, Runtime};
+use crate::{lock, parse_peer, peer, Runtime};
 
 pub(crate) struct PeersControl(pub Arc<Runtime>);
 
@@ -23,7 +23,7 @@ impl Control for PeersControl {
                 let address = args["address"].as_str().ok_or_else(|| {
                     Error::Invalid("connect needs {\"address\": \"<node id>@host:port\"}".into())
                 })?;
-                let (id, addr) = parse_address(address)?;
+                let (id, addr) = parse_peer(address)?;
                 peer::dial(rt, id, addr);
                 for _ in 0..100 {
                     if lock(&rt.peers).contains_key(&id) {

@@ -23,7 +23,9 @@ pub mod client;
 mod control;
 pub mod gossip;
 mod peer;
+mod tor;
 pub mod wire;
+pub use tor::PeerAddr;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -317,13 +319,45 @@ pub fn register(registry: &mut Registry) {
                 })?;
             let mut t = Bolt8::new(ctx.instance.clone(), &ctx.data_dir.join(&cfg.key_file), cfg)?;
             t.chain = chain;
+            t.tor_only = ctx.tor_only;
             let handle = t.handle.clone();
             Ok((Box::new(t) as Box<dyn Transport>, handle))
         },
     );
 }
 
-/// Parse `<node id>@host:port` ([`Error::Invalid`] otherwise).
+/// Parse a peer's `<node id>@host:port`. The host is a Tor v3 `.onion`
+/// name (dialed through the node's tor transport), an IP address, or a DNS
+/// name (resolved at each direct dial, or by the exit through Tor)
+/// ([`Error::Invalid`] otherwise).
+pub fn parse_peer(s: &str) -> Result<(PublicKey, PeerAddr)> {
+    let bad = |m: String| Error::Invalid(m);
+    let (id, addr) = s
+        .split_once('@')
+        .ok_or_else(|| bad(format!("`{s}` is not <node id>@host:port")))?;
+    let id: PublicKey = id
+        .parse()
+        .map_err(|_| bad(format!("`{id}` is not a node id (33-byte hex)")))?;
+    if let Some(onion) = tor::parse_onion(addr).map_err(Error::Invalid)? {
+        return Ok((id, onion));
+    }
+    if let Ok(a) = addr.parse::<SocketAddr>() {
+        return Ok((id, PeerAddr::Ip(a)));
+    }
+    match addr.parse::<lightning::ln::msgs::SocketAddress>() {
+        Ok(lightning::ln::msgs::SocketAddress::Hostname { hostname, port }) => Ok((
+            id,
+            PeerAddr::Name {
+                host: hostname.to_string(),
+                port,
+            },
+        )),
+        _ => Err(bad(format!("`{addr}` is not host:port"))),
+    }
+}
+
+/// Parse `<node id>@host:port` with an IP address or DNS name (resolved
+/// now) ([`Error::Invalid`] otherwise).
 pub fn parse_address(s: &str) -> Result<(PublicKey, SocketAddr)> {
     let bad = |m: String| Error::Invalid(m);
     let (id, addr) = s
@@ -427,6 +461,12 @@ pub async fn connect_outbound(
     id: PublicKey,
     addr: SocketAddr,
 ) -> Option<impl std::future::Future<Output = ()>> {
+    let std = dial_tcp(addr).await?;
+    Some(lightning_net_tokio::setup_outbound(pm, id, std))
+}
+
+/// A TCP connection to `addr` (10 s at most) with Nagle off, for LDK.
+async fn dial_tcp(addr: SocketAddr) -> Option<std::net::TcpStream> {
     let stream = tokio::time::timeout(
         Duration::from_secs(10),
         tokio::net::TcpStream::connect(addr),
@@ -435,8 +475,39 @@ pub async fn connect_outbound(
     .ok()?
     .ok()?;
     stream.set_nodelay(true).ok()?;
-    let std = stream.into_std().ok()?;
-    Some(lightning_net_tokio::setup_outbound(pm, id, std))
+    stream.into_std().ok()
+}
+
+/// Dial a configured peer: directly, or through `dialer` (the node's tor
+/// transport) when it is at an onion address or when the node reaches out
+/// through Tor only (`tor_only`). The returned future runs the connection
+/// until the peer disconnects.
+pub(crate) async fn connect_peer(
+    pm: Arc<PeerMgr>,
+    id: PublicKey,
+    addr: &PeerAddr,
+    dialer: Option<Arc<dyn civkit_framework::stream::Dialer>>,
+    tor_only: bool,
+) -> std::result::Result<impl std::future::Future<Output = ()>, String> {
+    let direct = match addr {
+        PeerAddr::Ip(a) if !tor_only => Some(*a),
+        PeerAddr::Name { host, port } if !tor_only => Some(
+            tokio::net::lookup_host((host.as_str(), *port))
+                .await
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or("the name does not resolve")?,
+        ),
+        _ => None,
+    };
+    let std = match (direct, addr) {
+        (Some(a), _) => dial_tcp(a).await.ok_or("no TCP connection")?,
+        (None, PeerAddr::Ip(a)) => tor::dial(dialer, &a.ip().to_string(), a.port()).await?,
+        (None, PeerAddr::Name { host, port } | PeerAddr::Onion { host, port }) => {
+            tor::dial(dialer, host, *port).await?
+        }
+    };
+    Ok(lightning_net_tokio::setup_outbound(pm, id, std))
 }
 
 /// Let LDK take queued custom messages as peers' send buffers drain
@@ -470,6 +541,10 @@ pub struct Bolt8 {
     handle: Arc<Bolt8Handle>,
     /// The chain source of the policy gossip (none: no gossip).
     pub chain: Option<Arc<dyn civkit_chain::ChainSource>>,
+    /// Open no listener and dial every peer through Tor (the node's tor
+    /// transport has `outbound_only = true`); connections arrive through
+    /// the onion service only.
+    pub tor_only: bool,
 }
 
 impl std::fmt::Debug for Bolt8 {
@@ -496,6 +571,7 @@ impl Bolt8 {
         Ok(Bolt8 {
             config,
             chain: None,
+            tor_only: false,
             federation,
             handle: Arc::new(Bolt8Handle {
                 instance: instance.into(),
@@ -523,7 +599,9 @@ pub(crate) struct Runtime {
     pub config: Bolt8Config,
     pub shutdown: Shutdown,
     pub peers: Mutex<HashMap<PublicKey, peer::Connected>>,
-    pub dialing: Mutex<HashMap<PublicKey, (SocketAddr, tokio::task::AbortHandle)>>,
+    pub dialing: Mutex<HashMap<PublicKey, (PeerAddr, tokio::task::AbortHandle)>>,
+    /// Dial every peer through Tor.
+    pub tor_only: bool,
     pub gossip_counters: announce::GossipCounters,
 }
 
@@ -536,7 +614,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Debug)]
 struct ConfiguredPeer {
     id: PublicKey,
-    addr: SocketAddr,
+    addr: PeerAddr,
     import: Vec<Filter>,
     export: Vec<Filter>,
 }
@@ -563,8 +641,7 @@ impl Federation {
         };
         let mut peers = Vec::new();
         for (i, p) in cfg.peers.iter().enumerate() {
-            let (id, addr) =
-                parse_address(&p.address).map_err(at(format!("peers[{i}].address")))?;
+            let (id, addr) = parse_peer(&p.address).map_err(at(format!("peers[{i}].address")))?;
             peers.push(ConfiguredPeer {
                 id,
                 addr,
@@ -621,17 +698,25 @@ impl Transport for Bolt8 {
             .take()
             .map(|f| (f, Some(node.clone())));
         let (pm, node_id) = peer_manager(self.handle.keys.clone(), handler.clone(), onion)?;
-        let listener = tokio::net::TcpListener::bind(self.config.listen)
-            .await
-            .map_err(|e| Error::Transport {
-                instance: instance.to_string(),
-                message: format!("cannot listen on {}: {e}", self.config.listen),
-            })?;
-        let local = listener
-            .local_addr()
-            .map_err(|e| Error::io("local address", e))?;
         let span = tracing::info_span!("transport", instance = %instance, kind = "bolt8");
-        span.in_scope(|| info!(%node_id, %local, "BOLT8 listening"));
+        let listener = if self.tor_only {
+            span.in_scope(|| info!(%node_id, "BOLT8 through Tor only: no listener"));
+            node.set_running_unannounced(&instance);
+            None
+        } else {
+            let listener = tokio::net::TcpListener::bind(self.config.listen)
+                .await
+                .map_err(|e| Error::Transport {
+                    instance: instance.to_string(),
+                    message: format!("cannot listen on {}: {e}", self.config.listen),
+                })?;
+            let local = listener
+                .local_addr()
+                .map_err(|e| Error::io("local address", e))?;
+            span.in_scope(|| info!(%node_id, %local, "BOLT8 listening"));
+            node.set_endpoint(&instance, format!("ln://{node_id}@{local}"));
+            Some(listener)
+        };
         let rt = Arc::new(Runtime {
             node: node.clone(),
             pm: pm.clone(),
@@ -642,16 +727,22 @@ impl Transport for Bolt8 {
             shutdown: shutdown.clone(),
             peers: Mutex::default(),
             dialing: Mutex::default(),
+            tor_only: self.tor_only,
             gossip_counters: announce::GossipCounters::default(),
         });
         let gossip = self.chain.clone().map(|chain| {
             tokio::spawn(announce::run(rt.clone(), chain, self.config.gossip.clone()))
         });
         node.register_control(&instance, Arc::new(control::PeersControl(rt.clone())));
-        node.set_endpoint(&instance, format!("ln://{node_id}@{local}"));
-
+        node.set_stream_sink(
+            &instance,
+            Arc::new(tor::TorInbound {
+                pm: Arc::downgrade(&pm),
+                node_id,
+            }),
+        );
         for p in &rt.federation.peers {
-            peer::dial(&rt, p.id, p.addr);
+            peer::dial(&rt, p.id, p.addr.clone());
         }
         let timer = {
             let pm = pm.clone();
@@ -676,20 +767,23 @@ impl Transport for Bolt8 {
             )
         };
         let mut sd = shutdown.clone();
-        loop {
-            tokio::select! {
-                _ = sd.wait() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => match stream.set_nodelay(true).and_then(|_| stream.into_std()) {
-                        Ok(std) => {
-                            tracing::debug!("inbound BOLT8 connection");
-                            tokio::spawn(lightning_net_tokio::setup_inbound(pm.clone(), std));
-                        }
-                        Err(e) => warn!(error = %e, "cannot take inbound socket"),
+        match listener {
+            Some(listener) => loop {
+                tokio::select! {
+                    _ = sd.wait() => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => match stream.set_nodelay(true).and_then(|_| stream.into_std()) {
+                            Ok(std) => {
+                                tracing::debug!("inbound BOLT8 connection");
+                                tokio::spawn(lightning_net_tokio::setup_inbound(pm.clone(), std));
+                            }
+                            Err(e) => warn!(error = %e, "cannot take inbound socket"),
+                        },
+                        Err(e) => warn!(error = %e, "accept failed"),
                     },
-                    Err(e) => warn!(error = %e, "accept failed"),
-                },
-            }
+                }
+            },
+            None => sd.wait().await,
         }
         for (_, (_, h)) in lock(&rt.dialing).drain() {
             h.abort();

@@ -1,7 +1,6 @@
 //! One connected peer: its session, its import subscription, its counters,
 //! and the redial loop of configured peers.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +12,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::wire::{NostrWire, WireEvent, CLIENT_MSG, RELAY_MSG};
-use crate::{lock, PeerInfo, Runtime};
+use crate::{lock, PeerAddr, PeerInfo, Runtime};
 
 /// Subscription id of the import subscription on a peer.
 pub(crate) const IMPORT_SUB: &str = "civkit-import";
@@ -219,8 +218,8 @@ async fn import(session: &mut Session, json: &str, stats: &PeerStats) {
 }
 
 /// Dial a peer now and after every drop, with exponential backoff.
-pub(crate) fn dial(rt: &Arc<Runtime>, id: PublicKey, addr: SocketAddr) {
-    let rt2 = rt.clone();
+pub(crate) fn dial(rt: &Arc<Runtime>, id: PublicKey, addr: PeerAddr) {
+    let (rt2, target) = (rt.clone(), addr.clone());
     let max = Duration::from_secs(rt.config.redial_max_secs.max(1));
     let task = tokio::spawn(
         async move {
@@ -230,12 +229,24 @@ pub(crate) fn dial(rt: &Arc<Runtime>, id: PublicKey, addr: SocketAddr) {
                     break;
                 }
                 let started = tokio::time::Instant::now();
-                match crate::connect_outbound(rt2.pm.clone(), id, addr).await {
-                    Some(connection) => {
+                match crate::connect_peer(
+                    rt2.pm.clone(),
+                    id,
+                    &target,
+                    rt2.node.dialer(),
+                    rt2.tor_only,
+                )
+                .await
+                {
+                    Ok(connection) => {
                         connection.await;
                         debug!("connection ended");
                     }
-                    None => warn!("dial failed"),
+                    Err(reason) => {
+                        // The reason may name the address: debug level only.
+                        warn!("dial failed");
+                        debug!(%reason, "why the dial failed");
+                    }
                 }
                 if started.elapsed() > Duration::from_secs(30) {
                     backoff = Duration::from_secs(1);

@@ -36,16 +36,17 @@ pub fn register(registry: &mut Registry) {
         "NIP-01 websocket relay with NIP-11 on the same port",
         config::EXAMPLE,
         |cfg: NostrWsConfig, ctx: &BuildContext| {
-            let t = NostrWs::new(ctx.instance.clone(), cfg);
+            let mut t = NostrWs::new(ctx.instance.clone(), cfg);
+            if ctx.tor_only {
+                t = t.handed_only();
+            }
             let handle = t.handle();
             Ok((Box::new(t) as Box<dyn Transport>, handle))
         },
     );
 }
 
-/// A byte stream another transport hands over (an onion service's stream).
-pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Io for T {}
+pub use civkit_framework::stream::Io;
 
 /// Streams waiting to be served, at most.
 const HANDED_QUEUE: usize = 64;
@@ -78,11 +79,27 @@ impl WsHandle {
     }
 }
 
+impl civkit_framework::stream::StreamSink for WsHandle {
+    fn serve(&self, io: Box<dyn Io>) -> bool {
+        self.serve_tor(io)
+    }
+    fn endpoint(&self, host: &str, port: u16) -> String {
+        if port == 80 {
+            format!("ws://{host}")
+        } else {
+            format!("ws://{host}:{port}")
+        }
+    }
+}
+
 /// The websocket transport.
 pub struct NostrWs {
     instance: String,
     config: NostrWsConfig,
     listener: Option<tokio::net::TcpListener>,
+    /// Whether to listen on `config.listen` at all (not when the node
+    /// reaches out through Tor only: then only handed streams are served).
+    clearnet: bool,
     handle: Arc<WsHandle>,
     handed: tokio::sync::mpsc::Receiver<Box<dyn Io>>,
 }
@@ -109,7 +126,17 @@ impl NostrWs {
             instance,
             config,
             listener: None,
+            clearnet: true,
             handed,
+        }
+    }
+    /// A transport that opens no listener and serves only the streams
+    /// handed to it (a node that is an onion service only).
+    pub fn handed_only(self) -> Self {
+        NostrWs {
+            clearnet: false,
+            listener: None,
+            ..self
         }
     }
     /// A transport on an already-bound listener (tests bind port 0 first).
@@ -202,21 +229,31 @@ impl Drop for Slot {
 #[async_trait]
 impl Transport for NostrWs {
     async fn run(self: Box<Self>, node: Node, shutdown: Shutdown) -> Result<()> {
-        let listener = match self.listener {
-            Some(l) => l,
-            None => tokio::net::TcpListener::bind(self.config.listen)
-                .await
-                .map_err(|e| Error::Transport {
-                    instance: self.instance.clone(),
-                    message: format!("cannot listen on {}: {e}", self.config.listen),
-                })?,
-        };
-        let local = listener
-            .local_addr()
-            .map_err(|e| Error::io("local address", e))?;
-        node.set_endpoint(&self.instance, format!("ws://{local}"));
         let span = tracing::info_span!("transport", instance = %self.instance, kind = "nostr-ws");
-        span.in_scope(|| info!(%local, "websocket relay listening"));
+        let listener = match (self.listener, self.clearnet) {
+            (_, false) => None,
+            (Some(l), true) => Some(l),
+            (None, true) => Some(
+                tokio::net::TcpListener::bind(self.config.listen)
+                    .await
+                    .map_err(|e| Error::Transport {
+                        instance: self.instance.clone(),
+                        message: format!("cannot listen on {}: {e}", self.config.listen),
+                    })?,
+            ),
+        };
+        match &listener {
+            Some(l) => {
+                let local = l.local_addr().map_err(|e| Error::io("local address", e))?;
+                node.set_endpoint(&self.instance, format!("ws://{local}"));
+                span.in_scope(|| info!(%local, "websocket relay listening"));
+            }
+            None => {
+                node.set_running_unannounced(&self.instance);
+                span.in_scope(|| info!("websocket relay serving handed (Tor) streams only"));
+            }
+        }
+        node.set_stream_sink(&self.instance, self.handle.clone());
         let instance: Arc<str> = self.instance.into();
         let shared = Arc::new(Shared {
             instance: instance.clone(),
@@ -235,7 +272,10 @@ impl Transport for NostrWs {
         let handed = tokio::spawn(
             serve_handed(self.handed, app.clone(), shared.clone()).instrument(span.clone()),
         );
-        accept(listener, app, shared).instrument(span).await;
+        match listener {
+            Some(l) => accept(l, app, shared).instrument(span).await,
+            None => shared.shutdown.clone().wait().await,
+        }
         handed.abort();
         Ok(())
     }

@@ -13,6 +13,14 @@
 //! The `.onion` URL is announced as the transport's endpoint, so it shows
 //! in `civkit-cli status`, in NIP-11 and in the board's policy event.
 //!
+//! More virtual ports can go to other transports (`ports`, for example a
+//! bolt8 transport for Lightning peers): they are handed to the
+//! [`civkit_framework::stream::StreamSink`] that transport registers, and
+//! announced at the onion address as `<tor instance>.<transport>`. Once
+//! bootstrapped, the arti client is the node's
+//! [`civkit_framework::stream::Dialer`]: peers at `.onion` addresses are
+//! dialed through it, and with `outbound_only` every peer is.
+//!
 //! `arti` passes a table of arti's own configuration through (for example
 //! `tor_network` for a private network's authorities and fallback caches).
 
@@ -29,6 +37,7 @@ use std::sync::Arc;
 use arti_client::config::TorClientConfigBuilder;
 use arti_client::TorClient;
 use async_trait::async_trait;
+use civkit_framework::stream::{Dialer, Io, StreamSink};
 use civkit_framework::{BuildContext, Error, Node, Registry, Result, Shutdown, Transport};
 use civkit_nostr_ws::WsHandle;
 use futures_util::StreamExt;
@@ -46,6 +55,9 @@ pub struct TorConfig {
     pub via: String,
     /// The onion service's virtual port for the websocket.
     pub port: u16,
+    /// More virtual ports, by the transport instance that serves them (for
+    /// example `{ lightning = 9735 }` for BOLT8 peers over Tor).
+    pub ports: std::collections::BTreeMap<String, u16>,
     /// The onion service's nickname: its keys are kept under it.
     pub nickname: String,
     /// arti's state directory (keys, guards), relative to node.data_dir.
@@ -56,6 +68,10 @@ pub struct TorConfig {
     /// together (Tor hides who they are, so there is no per-client bound);
     /// more are refused with END.
     pub max_streams: usize,
+    /// Reach out through Tor only: the node's other transports open no
+    /// clearnet listener (the admin API stays), and BOLT8 peers are all
+    /// dialed through Tor. Read by the node when it builds them.
+    pub outbound_only: bool,
     /// More of arti's own configuration, as its TOML would have it (for
     /// example `[transports.tor.arti.tor_network]` for a private network).
     pub arti: serde_json::Map<String, serde_json::Value>,
@@ -66,10 +82,12 @@ impl Default for TorConfig {
         TorConfig {
             via: "relay".into(),
             port: 80,
+            ports: std::collections::BTreeMap::new(),
             nickname: "civkit".into(),
             state_dir: PathBuf::from("tor/state"),
             cache_dir: PathBuf::from("tor/cache"),
             max_streams: 1_024,
+            outbound_only: false,
             arti: serde_json::Map::new(),
         }
     }
@@ -79,6 +97,11 @@ const EXAMPLE: &str = r#"# The websocket transport the onion service fronts.
 via = "relay"
 # The onion service's virtual port for the websocket.
 port = 80
+# More virtual ports, by the transport instance that serves them: BOLT8
+# peers reach a bolt8 transport named "lightning" through Tor on 9735 with
+# ports = { lightning = 9735 }. Peers at .onion addresses are dialed
+# through this transport's Tor client.
+ports = {}
 # The onion service's nickname: its keys are kept under it.
 nickname = "civkit"
 # arti's state directory (the onion service's identity key, guards), relative
@@ -88,6 +111,10 @@ state_dir = "tor/state"
 cache_dir = "tor/cache"
 # Streams through the onion service open at once, all clients together; more are refused.
 max_streams = 1024
+# Reach out through Tor only: no clearnet listener but the admin API (the
+# websocket and bolt8 transports serve what comes through the onion
+# service), and every BOLT8 peer dialed through Tor.
+outbound_only = false
 # More of arti's own configuration, as in arti's TOML (for example a private
 # network's [transports.tor.arti.tor_network]).
 arti = {}
@@ -135,6 +162,7 @@ pub fn arti_config(
 pub struct Tor {
     instance: String,
     port: u16,
+    ports: Arc<std::collections::BTreeMap<u16, String>>,
     streams: Arc<tokio::sync::Semaphore>,
     nickname: HsNickname,
     arti: arti_client::TorClientConfig,
@@ -152,9 +180,16 @@ impl Tor {
     ) -> std::result::Result<Self, String> {
         let nickname = HsNickname::new(cfg.nickname.clone())
             .map_err(|_| "nickname: letters, digits, - and _ only".to_string())?;
+        let mut ports = std::collections::BTreeMap::new();
+        for (name, &port) in &cfg.ports {
+            if port == cfg.port || ports.insert(port, name.clone()).is_some() {
+                return Err(format!("ports: port {port} is mapped twice"));
+            }
+        }
         Ok(Tor {
             instance: instance.to_string(),
             port: cfg.port,
+            ports: Arc::new(ports),
             streams: Arc::new(tokio::sync::Semaphore::new(cfg.max_streams)),
             nickname,
             arti: arti_config(cfg, data_dir)?,
@@ -200,11 +235,24 @@ impl Transport for Tor {
             .onion_address()
             .ok_or_else(|| fail("the onion service", "has no address".into()))?;
         let onion = safelog::DisplayRedacted::display_unredacted(&address).to_string();
-        node.set_endpoint(&self.instance, format!("ws://{onion}"));
+        node.set_endpoint(&self.instance, self.ws.endpoint(&onion, self.port));
+        node.set_dialer(Arc::new(ArtiDialer(client.clone())));
+        tokio::spawn(announce_ports(
+            node.clone(),
+            self.instance.clone(),
+            onion.clone(),
+            self.ports.clone(),
+        ));
         // The address identifies the board: only at debug level.
         info!(instance = %self.instance, "onion service launched");
         debug!(instance = %self.instance, address = %onion, "onion service address");
 
+        let route = Arc::new(Route {
+            ws: self.ws.clone(),
+            port: self.port,
+            ports: self.ports.clone(),
+            node: node.clone(),
+        });
         let mut streams = Box::pin(tor_hsservice::handle_rend_requests(requests));
         loop {
             tokio::select! {
@@ -218,8 +266,8 @@ impl Transport for Tor {
                             });
                             continue;
                         };
-                        let (ws, port) = (self.ws.clone(), self.port);
-                        tokio::spawn(async move { hand_over(request, port, &ws, permit).await });
+                        let route = route.clone();
+                        tokio::spawn(async move { route.hand_over(request, permit).await });
                     }
                     None => {
                         warn!(instance = %self.instance, "the onion service stopped");
@@ -233,30 +281,89 @@ impl Transport for Tor {
     }
 }
 
-/// Accept a stream to `port` and hand it to the websocket transport;
-/// refuse others the way other onion services do (END, reason DONE).
-async fn hand_over(
-    request: StreamRequest,
+/// Where the onion service's streams go, by virtual port.
+struct Route {
+    ws: Arc<WsHandle>,
     port: u16,
-    ws: &WsHandle,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) {
-    let wanted = matches!(request.request(), IncomingStreamRequest::Begin(b) if b.port() == port);
-    if !wanted {
-        let _ = request.reject(End::new_with_reason(EndReason::DONE)).await;
-        return;
-    }
-    match request.accept(Connected::new_empty()).await {
-        Ok(stream) => {
-            let stream = Budgeted {
-                inner: stream,
-                _permit: permit,
-            };
-            if !ws.serve_tor(Box::new(stream)) {
-                debug!("the websocket transport is full or stopped; a Tor stream was dropped");
-            }
+    ports: Arc<std::collections::BTreeMap<u16, String>>,
+    node: Node,
+}
+
+impl Route {
+    /// The sink for a stream to `port`: the websocket transport for
+    /// `self.port`, the named transport for a port in `ports` (once it
+    /// runs); `None` for any other port.
+    fn sink(&self, port: u16) -> Option<Arc<dyn StreamSink>> {
+        if port == self.port {
+            return Some(self.ws.clone());
         }
-        Err(e) => debug!(error = %e, "could not accept a Tor stream"),
+        let name = self.ports.get(&port)?;
+        let sink = self.node.stream_sink(name);
+        if sink.is_none() {
+            debug!(transport = %name, "a Tor stream for a transport that serves no streams (yet)");
+        }
+        sink
+    }
+
+    /// Accept a stream to a mapped port and hand it over; refuse others the
+    /// way other onion services do (END, reason DONE).
+    async fn hand_over(&self, request: StreamRequest, permit: tokio::sync::OwnedSemaphorePermit) {
+        let sink = match request.request() {
+            IncomingStreamRequest::Begin(b) => self.sink(b.port()),
+            _ => None,
+        };
+        let Some(sink) = sink else {
+            let _ = request.reject(End::new_with_reason(EndReason::DONE)).await;
+            return;
+        };
+        match request.accept(Connected::new_empty()).await {
+            Ok(stream) => {
+                let stream = Budgeted {
+                    inner: stream,
+                    _permit: permit,
+                };
+                if !sink.serve(Box::new(stream)) {
+                    debug!("the transport is full or stopped; a Tor stream was dropped");
+                }
+            }
+            Err(e) => debug!(error = %e, "could not accept a Tor stream"),
+        }
+    }
+}
+
+/// Announce each transport of `ports` at the onion address too, as the
+/// transport writes its endpoints, under `<tor instance>.<transport>`.
+/// Waits up to a minute for the transport to serve streams.
+async fn announce_ports(
+    node: Node,
+    instance: String,
+    onion: String,
+    ports: Arc<std::collections::BTreeMap<u16, String>>,
+) {
+    for (port, name) in ports.iter() {
+        for _ in 0..600 {
+            if let Some(sink) = node.stream_sink(name) {
+                node.set_endpoint(&format!("{instance}.{name}"), sink.endpoint(&onion, *port));
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Dials through arti: `.onion` names reach onion services, other names
+/// are resolved by the exit.
+struct ArtiDialer(Arc<TorClient<tor_rtcompat::PreferredRuntime>>);
+
+#[async_trait]
+impl Dialer for ArtiDialer {
+    async fn connect(&self, host: &str, port: u16) -> std::io::Result<Box<dyn Io>> {
+        let stream = self
+            .0
+            .connect((host, port))
+            .await
+            .map_err(std::io::Error::other)?;
+        Ok(Box::new(stream))
     }
 }
 

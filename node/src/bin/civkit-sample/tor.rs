@@ -14,6 +14,9 @@ use crate::Cli;
 
 static PROXY: OnceLock<SocketAddr> = OnceLock::new();
 
+/// How long arti may take to bootstrap before the command gives up.
+const BOOTSTRAP: std::time::Duration = std::time::Duration::from_secs(180);
+
 /// The SOCKS5 front, once `--tor` started it.
 pub fn proxy() -> Option<SocketAddr> {
     PROXY.get().copied()
@@ -44,9 +47,18 @@ pub async fn start(cli: &Cli) -> Result<()> {
     let config = civkit_tor::arti_config(&cfg, &home).map_err(|e| anyhow!("Tor config: {e}"))?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     eprintln!("connecting to Tor...");
-    let client = arti_client::TorClient::create_bootstrapped(config)
-        .await
-        .context("bootstrapping Tor")?;
+    let client = tokio::time::timeout(
+        BOOTSTRAP,
+        arti_client::TorClient::create_bootstrapped(config),
+    )
+    .await
+    .map_err(|_| {
+        anyhow!(
+            "Tor did not bootstrap within {} s (is the network reachable? see --tor-config)",
+            BOOTSTRAP.as_secs()
+        )
+    })?
+    .context("bootstrapping Tor")?;
     let addr = civkit_tor::socks_proxy(client).await?;
     let _ = PROXY.set(addr);
     Ok(())
