@@ -165,6 +165,8 @@ TestingMinExitFlagThreshold 0
   local c="$dir/client" socks
   socks=$(free_port)
   mkdir -p "$c"
+  # Client authorization keys (<name>.auth_private), read again on SIGHUP.
+  mkdir -m 700 -p "$c/onion-auth"
   {
     echo "TestingTorNetwork 1"
     echo -n "$dirauth_lines"
@@ -172,6 +174,7 @@ TestingMinExitFlagThreshold 0
     echo "PidFile $c/tor.pid"
     echo "Log notice file $c/notice.log"
     echo "SocksPort 127.0.0.1:$socks"
+    echo "ClientOnionAuthDir $c/onion-auth"
     echo "ShutdownWaitLength 0"
     echo "SafeLogging 0"
   } > "$c/torrc"

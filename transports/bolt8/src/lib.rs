@@ -331,13 +331,7 @@ pub fn register(registry: &mut Registry) {
 /// name (resolved at each direct dial, or by the exit through Tor)
 /// ([`Error::Invalid`] otherwise).
 pub fn parse_peer(s: &str) -> Result<(PublicKey, PeerAddr)> {
-    let bad = |m: String| Error::Invalid(m);
-    let (id, addr) = s
-        .split_once('@')
-        .ok_or_else(|| bad(format!("`{s}` is not <node id>@host:port")))?;
-    let id: PublicKey = id
-        .parse()
-        .map_err(|_| bad(format!("`{id}` is not a node id (33-byte hex)")))?;
+    let (id, addr) = split_peer(s)?;
     if let Some(onion) = tor::parse_onion(addr).map_err(Error::Invalid)? {
         return Ok((id, onion));
     }
@@ -352,24 +346,29 @@ pub fn parse_peer(s: &str) -> Result<(PublicKey, PeerAddr)> {
                 port,
             },
         )),
-        _ => Err(bad(format!("`{addr}` is not host:port"))),
+        _ => Err(Error::Invalid(format!("`{addr}` is not host:port"))),
     }
+}
+
+/// `<node id>@rest`: the node id, and the rest.
+fn split_peer(s: &str) -> Result<(PublicKey, &str)> {
+    let (id, addr) = s
+        .split_once('@')
+        .ok_or_else(|| Error::Invalid(format!("`{s}` is not <node id>@host:port")))?;
+    let id: PublicKey = id
+        .parse()
+        .map_err(|_| Error::Invalid(format!("`{id}` is not a node id (33-byte hex)")))?;
+    Ok((id, addr))
 }
 
 /// Parse `<node id>@host:port` with an IP address or DNS name (resolved
 /// now) ([`Error::Invalid`] otherwise).
 pub fn parse_address(s: &str) -> Result<(PublicKey, SocketAddr)> {
-    let bad = |m: String| Error::Invalid(m);
-    let (id, addr) = s
-        .split_once('@')
-        .ok_or_else(|| bad(format!("`{s}` is not <node id>@host:port")))?;
-    let id: PublicKey = id
-        .parse()
-        .map_err(|_| bad(format!("`{id}` is not a node id (33-byte hex)")))?;
+    let (id, addr) = split_peer(s)?;
     let addr = std::net::ToSocketAddrs::to_socket_addrs(addr)
         .ok()
         .and_then(|mut a| a.next())
-        .ok_or_else(|| bad(format!("`{addr}` is not host:port")))?;
+        .ok_or_else(|| Error::Invalid(format!("`{addr}` is not host:port")))?;
     Ok((id, addr))
 }
 

@@ -27,6 +27,31 @@ async fn running(cfg: NostrWsConfig) -> (TestNode, std::sync::Arc<civkit_nostr_w
     (tn, handle)
 }
 
+type HandedWs = tokio_tungstenite::WebSocketStream<tokio::io::DuplexStream>;
+
+/// A websocket over a freshly handed stream.
+async fn handed_ws(
+    handle: &civkit_nostr_ws::WsHandle,
+) -> Result<HandedWs, tokio_tungstenite::tungstenite::Error> {
+    let (near, far) = tokio::io::duplex(64 * 1024);
+    assert!(handle.serve_tor(Box::new(far)));
+    tokio_tungstenite::client_async("ws://x.onion/", near)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// Retry `handed_ws` until a place is free (a closed connection's place is
+/// freed a moment after the client sees it close), at most `tries` times.
+async fn admitted_within(handle: &civkit_nostr_ws::WsHandle, tries: usize) -> Option<HandedWs> {
+    for _ in 0..tries {
+        if let Ok(ws) = handed_ws(handle).await {
+            return Some(ws);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
 #[tokio::test]
 async fn a_handed_stream_speaks_websocket_and_nip11_as_tor() {
     let (tn, handle) = running(NostrWsConfig::default()).await;
@@ -52,11 +77,7 @@ async fn a_handed_stream_speaks_websocket_and_nip11_as_tor() {
             vec![nostr::Filter::new().kind(nostr::Kind::from(1))],
         )
         .await;
-    let (near, far) = tokio::io::duplex(64 * 1024);
-    assert!(handle.serve_tor(Box::new(far)));
-    let (mut ws, _) = tokio_tungstenite::client_async("ws://x.onion/", near)
-        .await
-        .unwrap();
+    let mut ws = handed_ws(&handle).await.unwrap();
     let e = event(
         &Keys::generate(),
         1,
@@ -90,37 +111,19 @@ async fn tor_connections_share_one_budget() {
     let (_tn, handle) = running(cfg).await;
     let mut open = Vec::new();
     for _ in 0..2 {
-        let (near, far) = tokio::io::duplex(64 * 1024);
-        assert!(handle.serve_tor(Box::new(far)));
-        open.push(
-            tokio_tungstenite::client_async("ws://x.onion/", near)
-                .await
-                .unwrap(),
-        );
+        open.push(handed_ws(&handle).await.unwrap());
     }
     // The third is refused with 429 although it "comes from" nowhere.
-    let (near, far) = tokio::io::duplex(64 * 1024);
-    assert!(handle.serve_tor(Box::new(far)));
-    let err = tokio_tungstenite::client_async("ws://x.onion/", near)
-        .await
-        .unwrap_err();
+    let err = handed_ws(&handle).await.unwrap_err();
     assert!(err.to_string().contains("429"), "{err}");
     // Closing one frees its place.
-    let (mut first, _) = open.remove(0);
+    let mut first = open.remove(0);
     first.close(None).await.unwrap();
     drop(first);
-    let mut admitted = false;
-    for _ in 0..50 {
-        let (near, far) = tokio::io::duplex(64 * 1024);
-        assert!(handle.serve_tor(Box::new(far)));
-        if let Ok(ws) = tokio_tungstenite::client_async("ws://x.onion/", near).await {
-            open.push(ws);
-            admitted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(admitted, "a freed place is reused");
+    assert!(
+        admitted_within(&handle, 50).await.is_some(),
+        "a freed place is reused"
+    );
 }
 
 /// A Tor stream that never sends a request holds its place in the Tor
@@ -138,11 +141,7 @@ async fn a_silent_tor_stream_is_closed_and_frees_its_place() {
     assert!(handle.serve_tor(Box::new(far)));
     // Streams are served in the order they were handed: the silent one
     // holds the only place.
-    let (near, far) = tokio::io::duplex(64 * 1024);
-    assert!(handle.serve_tor(Box::new(far)));
-    let err = tokio_tungstenite::client_async("ws://x.onion/", near)
-        .await
-        .unwrap_err();
+    let err = handed_ws(&handle).await.unwrap_err();
     assert!(err.to_string().contains("429"), "{err}");
 
     let mut buf = [0u8; 64];
@@ -151,18 +150,8 @@ async fn a_silent_tor_stream_is_closed_and_frees_its_place() {
         matches!(read, Ok(Ok(0))),
         "the silent stream is closed: {read:?}"
     );
-    let mut admitted = false;
-    for _ in 0..20 {
-        let (near, far) = tokio::io::duplex(64 * 1024);
-        assert!(handle.serve_tor(Box::new(far)));
-        if tokio_tungstenite::client_async("ws://x.onion/", near)
-            .await
-            .is_ok()
-        {
-            admitted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(admitted, "its place serves the next client");
+    assert!(
+        admitted_within(&handle, 20).await.is_some(),
+        "its place serves the next client"
+    );
 }

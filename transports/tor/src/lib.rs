@@ -68,6 +68,11 @@ pub struct TorConfig {
     /// together (Tor hides who they are, so there is no per-client bound);
     /// more are refused with END.
     pub max_streams: usize,
+    /// Client authorization (restricted discovery): when not empty, only
+    /// these clients can find the onion service. Each entry maps a
+    /// nickname (letters, digits, `-`, `_`) to the client's key,
+    /// `descriptor:x25519:<base32 public key>` as in C Tor's `.auth` files.
+    pub authorized_clients: std::collections::BTreeMap<String, String>,
     /// Reach out through Tor only: the node's other transports open no
     /// clearnet listener (the admin API stays), and BOLT8 peers are all
     /// dialed through Tor. Read by the node when it builds them.
@@ -87,6 +92,7 @@ impl Default for TorConfig {
             state_dir: PathBuf::from("tor/state"),
             cache_dir: PathBuf::from("tor/cache"),
             max_streams: 1_024,
+            authorized_clients: std::collections::BTreeMap::new(),
             outbound_only: false,
             arti: serde_json::Map::new(),
         }
@@ -111,6 +117,9 @@ state_dir = "tor/state"
 cache_dir = "tor/cache"
 # Streams through the onion service open at once, all clients together; more are refused.
 max_streams = 1024
+# Client authorization: when not empty, only these clients can find the
+# onion service; nickname = "descriptor:x25519:<base32 public key>".
+authorized_clients = {}
 # Reach out through Tor only: no clearnet listener but the admin API (the
 # websocket and bolt8 transports serve what comes through the onion
 # service), and every BOLT8 peer dialed through Tor.
@@ -129,13 +138,30 @@ pub fn register(registry: &mut Registry) {
         "nostr-ws",
         |cfg: &TorConfig| cfg.via.as_str(),
         |cfg: TorConfig, ctx: &BuildContext, ws: Arc<WsHandle>| {
-            let key = |k: &str| format!("transports.{}.{k}", ctx.instance);
             Ok(Box::new(
                 Tor::new(&ctx.instance, &cfg, &ctx.data_dir, ws)
-                    .map_err(|e| Error::config(key("arti"), e))?,
+                    .map_err(|e| Error::config(format!("transports.{}", ctx.instance), e))?,
             ) as Box<dyn Transport>)
         },
     );
+}
+
+/// The onion service's configuration: its nickname, and restricted
+/// discovery when `authorized_clients` is not empty. The error names what
+/// is wrong (a bad key or nickname).
+fn service_config(
+    cfg: &TorConfig,
+) -> std::result::Result<tor_hsservice::OnionServiceConfig, String> {
+    let mut table = serde_json::json!({ "nickname": cfg.nickname });
+    if !cfg.authorized_clients.is_empty() {
+        table["restricted_discovery"] = serde_json::json!({
+            "enabled": true,
+            "static_keys": cfg.authorized_clients,
+        });
+    }
+    let builder: OnionServiceConfigBuilder =
+        serde_json::from_value(table).map_err(|e| format!("authorized_clients: {e}"))?;
+    builder.build().map_err(|e| e.to_string())
 }
 
 /// arti's client configuration: the `arti` table, with the state and cache
@@ -164,7 +190,7 @@ pub struct Tor {
     port: u16,
     ports: Arc<std::collections::BTreeMap<u16, String>>,
     streams: Arc<tokio::sync::Semaphore>,
-    nickname: HsNickname,
+    service: tor_hsservice::OnionServiceConfig,
     arti: arti_client::TorClientConfig,
     ws: Arc<WsHandle>,
 }
@@ -178,8 +204,9 @@ impl Tor {
         data_dir: &std::path::Path,
         ws: Arc<WsHandle>,
     ) -> std::result::Result<Self, String> {
-        let nickname = HsNickname::new(cfg.nickname.clone())
+        HsNickname::new(cfg.nickname.clone())
             .map_err(|_| "nickname: letters, digits, - and _ only".to_string())?;
+        let service = service_config(cfg)?;
         let mut ports = std::collections::BTreeMap::new();
         for (name, &port) in &cfg.ports {
             if port == cfg.port || ports.insert(port, name.clone()).is_some() {
@@ -191,8 +218,8 @@ impl Tor {
             port: cfg.port,
             ports: Arc::new(ports),
             streams: Arc::new(tokio::sync::Semaphore::new(cfg.max_streams)),
-            nickname,
-            arti: arti_config(cfg, data_dir)?,
+            service,
+            arti: arti_config(cfg, data_dir).map_err(|e| format!("arti: {e}"))?,
             ws,
         })
     }
@@ -223,12 +250,8 @@ impl Transport for Tor {
             }
             _ = shutdown.wait() => return Ok(()),
         };
-        let service = OnionServiceConfigBuilder::default()
-            .nickname(self.nickname.clone())
-            .build()
-            .map_err(|e| fail("onion service config", e.to_string()))?;
         let (running, requests) = client
-            .launch_onion_service(service)
+            .launch_onion_service(self.service.clone())
             .map_err(|e| fail("cannot launch the onion service", e.to_string()))?
             .ok_or_else(|| fail("the onion service", "is disabled".into()))?;
         let address = running

@@ -91,6 +91,26 @@ impl Network {
         .clone()
     }
 
+    /// Give the C Tor client the key that authorizes it to the restricted
+    /// onion service `onion` (`<56 chars>.onion`): `private_key` is the
+    /// base32 x25519 secret, written in C Tor's `.auth_private` format, and
+    /// the client is told to read it (SIGHUP).
+    #[allow(clippy::unwrap_used, clippy::expect_used)]
+    pub fn authorize_c_tor(&self, onion: &str, private_key: &str) {
+        let client = self.dir.path().join("client");
+        let host = onion.trim_end_matches(".onion");
+        let file = client.join("onion-auth").join("board.auth_private");
+        std::fs::write(&file, format!("{host}:descriptor:x25519:{private_key}\n")).unwrap();
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let pid = std::fs::read_to_string(client.join("tor.pid")).unwrap();
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", pid.trim()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "could not signal the C Tor client");
+    }
+
     /// The C Tor client's SOCKS port.
     pub fn socks(&self) -> u16 {
         self.info["socks_port"]

@@ -28,6 +28,12 @@ const HEADER_TIMEOUT_SECS: u64 = 3;
 
 /// A board: websocket on loopback, and the tor transport in front of it.
 async fn board(net: &Network, data: &Path) -> (TestNode, String) {
+    board_with(net, data, TorConfig::default()).await
+}
+
+/// A board whose tor transport has `tor` (the network and the test's
+/// budget filled in).
+async fn board_with(net: &Network, data: &Path, tor: TorConfig) -> (TestNode, String) {
     let tn = TestNode::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ws_cfg = NostrWsConfig {
@@ -38,7 +44,7 @@ async fn board(net: &Network, data: &Path) -> (TestNode, String) {
     let cfg = TorConfig {
         arti: net.arti(),
         max_streams: MAX_STREAMS,
-        ..TorConfig::default()
+        ..tor
     };
     let tor = Tor::new("tor", &cfg, data, ws.handle()).unwrap();
     tokio::spawn(Box::new(ws).run(tn.node.clone(), tn.shutdown()));
@@ -341,4 +347,49 @@ async fn the_board_is_an_onion_service_reachable_by_arti_and_c_tor() {
         }
     }
     assert!(keys >= 1, "the onion service's identity key is kept");
+
+    // Client authorization: a board that only authorized clients can find.
+    let mut secret = [0u8; 32];
+    getrandom::getrandom(&mut secret).unwrap();
+    let public = x25519_dalek::x25519(secret, x25519_dalek::X25519_BASEPOINT_BYTES);
+    let b32 = |k: &[u8]| data_encoding::BASE32_NOPAD.encode(k);
+    let restricted_data = tempfile::tempdir().unwrap();
+    let restricted = TorConfig {
+        nickname: "restricted".into(),
+        authorized_clients: [(
+            "tester".to_string(),
+            format!("descriptor:x25519:{}", b32(&public)),
+        )]
+        .into(),
+        ..TorConfig::default()
+    };
+    let (_restricted, r_url) = board_with(&net, restricted_data.path(), restricted).await;
+    let r_onion = r_url.trim_start_matches("ws://").to_string();
+    // The C Tor client holds the key: it reaches the board and publishes.
+    net.authorize_c_tor(&r_onion, &b32(&secret));
+    let stream = reach("C Tor (authorized)", || {
+        let (socks, onion) = (socks.clone(), r_onion.clone());
+        async move {
+            tokio_socks::tcp::Socks5Stream::connect(socks.as_str(), (onion.as_str(), 80))
+                .await
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    let ok = publish_over(stream, &r_url, &note("authorized")).await;
+    assert!(ok.contains("true"), "{ok}");
+    // The descriptor is published (C Tor used it), yet arti, without the
+    // key, cannot find the board.
+    let denied = tokio::time::timeout(
+        Duration::from_secs(60),
+        client.connect((r_onion.as_str(), 80)),
+    )
+    .await;
+    let why = match denied {
+        Ok(Ok(_)) => panic!("a client without the key reached a restricted onion service"),
+        Ok(Err(e)) => format!("{e:?}"),
+        Err(_) => panic!("arti neither reached nor gave up on the restricted service in 60 s"),
+    };
+    // Refused for the reason restricted discovery gives, not another.
+    assert!(why.contains("MissingDecryptionKey"), "{why}");
 }
