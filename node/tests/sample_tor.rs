@@ -12,7 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use civkit_tor::testing::Network;
-use common::{relay_url, start, status, write_config};
+use common::{relay_url, start, start_logged, status, write_config};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,14 +77,14 @@ async fn civkit_sample_publishes_to_an_onion_board_over_tor() {
     std::fs::write(
         peer_dir.path().join("civkit.toml"),
         format!(
-            "[node]\ndata_dir = \"data\"\nlog = \"warn\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+            "[node]\ndata_dir = \"data\"\nlog = \"info\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
              [transports.relay]\ntype = \"nostr-ws\"\nlisten = \"127.0.0.1:{ws_port}\"\n\
              [services.board]\ntype = \"market-board\"\n{}",
             toml::to_string(&peer).unwrap()
         ),
     )
     .unwrap();
-    let _peer_board = start(peer_dir.path());
+    let _peer_board = start_logged(peer_dir.path());
     let endpoints = status(peer_dir.path())["endpoints"].clone();
     assert!(
         endpoints.get("relay").is_none() && endpoints.get("ln").is_none(),
@@ -177,4 +177,21 @@ async fn civkit_sample_publishes_to_an_onion_board_over_tor() {
             .any(|p| p["node_id"] == node_id && p["connected"] == true),
         "{peers}"
     );
+
+    // Its info-level log names neither onion address: not its own, not
+    // the peer's it dials.
+    let own = status(peer_dir.path())["endpoints"]["tor"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("ws://")
+        .trim_end_matches(".onion")
+        .to_string();
+    let log = std::fs::read_to_string(peer_dir.path().join("civkitd.log")).unwrap();
+    assert!(log.contains("onion service launched"), "{log}");
+    for secret in [own.as_str(), host.trim_end_matches(".onion")] {
+        assert!(
+            !log.contains(secret),
+            "an onion address is in the log:\n{log}"
+        );
+    }
 }

@@ -127,7 +127,13 @@ fn real_main() -> Result<()> {
 async fn run(cfg: Config, registry: civkit_framework::Registry) -> Result<()> {
     let daemon = Daemon::start(&cfg, &registry).await?;
     for (name, url) in daemon.node.endpoints() {
-        tracing::info!(transport = %name, %url, "ready");
+        if url.contains(".onion") {
+            // An onion address identifies the board: debug level only.
+            tracing::info!(transport = %name, "ready (an onion service)");
+            tracing::debug!(transport = %name, %url, "ready");
+        } else {
+            tracing::info!(transport = %name, %url, "ready");
+        }
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -38,12 +38,22 @@ pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
 
 /// Start civkitd in `dir` with `civkit.toml` and wait for its admin endpoint.
 pub fn start(dir: &Path) -> Proc {
+    start_with(dir, Stdio::null())
+}
+
+/// [`start`], with its log written to `dir/civkitd.log`.
+pub fn start_logged(dir: &Path) -> Proc {
+    let log = std::fs::File::create(dir.join("civkitd.log")).expect("create the log file");
+    start_with(dir, Stdio::from(log))
+}
+
+fn start_with(dir: &Path, log: Stdio) -> Proc {
     let endpoint = dir.join("data").join("admin.endpoint");
     let _ = std::fs::remove_file(&endpoint);
     let child = Command::new(CIVKITD)
         .args(["--config", "civkit.toml"])
         .current_dir(dir)
-        .stdout(Stdio::null())
+        .stdout(log)
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn civkitd");
