@@ -95,6 +95,16 @@ where
     }
 }
 
+/// A stream to `onion`'s port 80 through the C Tor client's SOCKS port.
+async fn via_c_tor(
+    socks: String,
+    onion: String,
+) -> Result<tokio_socks::tcp::Socks5Stream<tokio::net::TcpStream>, String> {
+    tokio_socks::tcp::Socks5Stream::connect(socks.as_str(), (onion.as_str(), 80))
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// Publish `e` over a websocket on `io`; the OK.
 async fn publish_over<S: AsyncRead + AsyncWrite + Unpin>(
     io: S,
@@ -257,15 +267,7 @@ async fn the_board_is_an_onion_service_reachable_by_arti_and_c_tor() {
 
     // The C Tor client, through its SOCKS port.
     let socks = format!("127.0.0.1:{}", net.socks());
-    let stream = reach("C Tor", || {
-        let (socks, onion) = (socks.clone(), onion.clone());
-        async move {
-            tokio_socks::tcp::Socks5Stream::connect(socks.as_str(), (onion.as_str(), 80))
-                .await
-                .map_err(|e| e.to_string())
-        }
-    })
-    .await;
+    let stream = reach("C Tor", || via_c_tor(socks.clone(), onion.clone())).await;
     publish_and_see(stream, &url, &mut local, "via c tor").await;
 
     // A flood of streams: past the Tor-wide budget they are refused with
@@ -368,12 +370,7 @@ async fn the_board_is_an_onion_service_reachable_by_arti_and_c_tor() {
     // The C Tor client holds the key: it reaches the board and publishes.
     net.authorize_c_tor(&r_onion, &b32(&secret));
     let stream = reach("C Tor (authorized)", || {
-        let (socks, onion) = (socks.clone(), r_onion.clone());
-        async move {
-            tokio_socks::tcp::Socks5Stream::connect(socks.as_str(), (onion.as_str(), 80))
-                .await
-                .map_err(|e| e.to_string())
-        }
+        via_c_tor(socks.clone(), r_onion.clone())
     })
     .await;
     let ok = publish_over(stream, &r_url, &note("authorized")).await;
