@@ -13,6 +13,16 @@ use figment::value::Dict;
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// `[node]`: the node itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -36,6 +46,10 @@ pub struct NodeSection {
     pub lease_ttl_secs: u64,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
     pub log: String,
+    /// Log lines as `text` (for people) or `json` (one object per line,
+    /// with the fields of the spans it happened in, for journald, Loki and
+    /// the like).
+    pub log_format: LogFormat,
     /// How fan-out finds the subscriptions a new event matches: `indexed`, or
     /// `linear` (tests every subscription; kept as the benchmark reference).
     pub fan_out: FanOut,
@@ -53,6 +67,7 @@ impl Default for NodeSection {
             sweep_interval_secs: 60,
             lease_ttl_secs: 10,
             log: "info".into(),
+            log_format: LogFormat::Text,
             fan_out: FanOut::Indexed,
         }
     }
@@ -322,6 +337,9 @@ sweep_interval_secs = 60
 lease_ttl_secs = 10
 # Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
 log = "info"
+# Log lines as "text", or "json": one object per line with the fields of its
+# spans (journald, Loki and the like).
+log_format = "text"
 # How fan-out finds the subscriptions a new event matches: "indexed", or
 # "linear" (tests every subscription; kept as the benchmark reference).
 fan_out = "indexed"

@@ -115,7 +115,15 @@ fn real_main() -> Result<()> {
             let cfg = Config::load(args.config.as_deref())?;
             let filter =
                 EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.node.log));
-            tracing_subscriber::fmt().with_env_filter(filter).init();
+            let logs = tracing_subscriber::fmt().with_env_filter(filter);
+            match cfg.node.log_format {
+                civkit_node::config::LogFormat::Text => logs.init(),
+                civkit_node::config::LogFormat::Json => logs
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(true)
+                    .init(),
+            }
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
