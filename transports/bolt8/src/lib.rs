@@ -488,21 +488,18 @@ pub(crate) async fn connect_peer(
     dialer: Option<Arc<dyn civkit_framework::stream::Dialer>>,
     tor_only: bool,
 ) -> std::result::Result<impl std::future::Future<Output = ()>, String> {
-    let direct = match addr {
-        PeerAddr::Ip(a) if !tor_only => Some(*a),
-        PeerAddr::Name { host, port } if !tor_only => Some(
-            tokio::net::lookup_host((host.as_str(), *port))
+    let std = match addr {
+        PeerAddr::Ip(a) if !tor_only => dial_tcp(*a).await.ok_or("no TCP connection")?,
+        PeerAddr::Name { host, port } if !tor_only => {
+            let a = tokio::net::lookup_host((host.as_str(), *port))
                 .await
                 .ok()
                 .and_then(|mut a| a.next())
-                .ok_or("the name does not resolve")?,
-        ),
-        _ => None,
-    };
-    let std = match (direct, addr) {
-        (Some(a), _) => dial_tcp(a).await.ok_or("no TCP connection")?,
-        (None, PeerAddr::Ip(a)) => tor::dial(dialer, &a.ip().to_string(), a.port()).await?,
-        (None, PeerAddr::Name { host, port } | PeerAddr::Onion { host, port }) => {
+                .ok_or("the name does not resolve")?;
+            dial_tcp(a).await.ok_or("no TCP connection")?
+        }
+        PeerAddr::Ip(a) => tor::dial(dialer, &a.ip().to_string(), a.port()).await?,
+        PeerAddr::Name { host, port } | PeerAddr::Onion { host, port } => {
             tor::dial(dialer, host, *port).await?
         }
     };

@@ -36,6 +36,12 @@ pub fn register(registry: &mut Registry) {
         "NIP-01 websocket relay with NIP-11 on the same port",
         config::EXAMPLE,
         |cfg: NostrWsConfig, ctx: &BuildContext| {
+            if cfg.header_timeout_secs == 0 {
+                return Err(Error::config(
+                    format!("transports.{}.header_timeout_secs", ctx.instance),
+                    "must be at least 1",
+                ));
+            }
             let mut t = NostrWs::new(ctx.instance.clone(), cfg);
             if ctx.tor_only {
                 t = t.handed_only();
@@ -262,12 +268,6 @@ impl Transport for NostrWs {
             shutdown: shutdown.clone(),
             open: Mutex::default(),
         });
-        if shared.config.header_timeout_secs == 0 {
-            return Err(Error::Transport {
-                instance: instance.to_string(),
-                message: "header_timeout_secs must be at least 1".into(),
-            });
-        }
         let app = Router::new().fallback(root).with_state(shared.clone());
         let handed = tokio::spawn(
             serve_handed(self.handed, app.clone(), shared.clone()).instrument(span.clone()),
