@@ -17,6 +17,18 @@ pub enum KindClass {
     Addressable,
 }
 
+impl KindClass {
+    /// The class's name, as metrics label it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KindClass::Regular => "regular",
+            KindClass::Replaceable => "replaceable",
+            KindClass::Ephemeral => "ephemeral",
+            KindClass::Addressable => "addressable",
+        }
+    }
+}
+
 /// The class of a kind.
 pub fn classify(kind: Kind) -> KindClass {
     match kind.as_u16() {

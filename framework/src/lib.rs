@@ -34,6 +34,7 @@ pub mod error;
 mod hub;
 pub mod keyfile;
 pub mod kinds;
+pub mod metrics;
 pub mod node;
 pub mod origin;
 pub mod persister;
@@ -55,6 +56,7 @@ pub use clock::{Clock, SystemClock};
 pub use control::Control;
 pub use error::{Error, ErrorKind, Result};
 pub use hub::{ConnectionInfo, FanOut, Scope};
+pub use metrics::{Metrics, ScopedMetrics};
 pub use node::{Node, NodeBuilder};
 pub use origin::{LocalOrigin, Origin, Source};
 pub use persister::{

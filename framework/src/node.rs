@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, Notify};
 use tracing::{debug, warn};
 
 use crate::hub::{ConnectionInfo, FanOut, Hub, Scope, SessionTx};
+use crate::metrics::{Metrics, TransportLabel};
 use crate::origin::{LocalOrigin, Origin};
 use crate::persister::Persister;
 use crate::pipeline::{lock, Core, CoreParts, NodeInfo};
@@ -55,8 +56,15 @@ impl NodeBuilder {
                 outbox_capacity: 1024,
                 sweep_interval: Duration::from_secs(60),
                 lease_ttl: Duration::from_secs(10),
+                metrics: Metrics::new(),
             },
         }
+    }
+    /// Record metrics in this registry (the one the components were built
+    /// with; see [`crate::BuildContext::metrics`]).
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.parts.metrics = metrics;
+        self
     }
     /// Use another clock (tests).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
@@ -100,6 +108,10 @@ impl NodeBuilder {
     pub fn build(self) -> Node {
         Node(Core::new(self.parts))
     }
+}
+
+fn saturating_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// The name of the lease that decides which node does the board-wide work.
@@ -249,6 +261,39 @@ impl Node {
     /// Events accepted and rejected since start.
     pub fn event_counters(&self) -> (u64, u64) {
         self.0.event_counters()
+    }
+    /// The node's metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+    /// Every metric, read now, in the OpenMetrics text format (what the
+    /// `/metrics` endpoint answers).
+    pub async fn scrape_metrics(&self) -> String {
+        let core = self.0.metrics.core();
+        match self.0.persister.stats().await {
+            Ok(stats) => {
+                core.store_events.set(saturating_i64(stats.events));
+                core.store_bytes.set(saturating_i64(stats.size_bytes));
+            }
+            Err(e) => tracing::debug!(error = %e, "store stats unavailable for metrics"),
+        }
+        core.connections.clear();
+        core.subscriptions.clear();
+        for name in self.0.transport_names() {
+            let label = TransportLabel { transport: name };
+            core.connections.get_or_create(&label).set(0);
+            core.subscriptions.get_or_create(&label).set(0);
+        }
+        for c in self.connections() {
+            let label = TransportLabel {
+                transport: c.transport,
+            };
+            core.connections.get_or_create(&label).inc();
+            core.subscriptions
+                .get_or_create(&label)
+                .inc_by(saturating_i64(c.subscriptions as u64));
+        }
+        self.0.metrics.encode()
     }
     /// Names of the configured services, in admission order.
     pub fn service_names(&self) -> Vec<String> {

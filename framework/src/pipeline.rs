@@ -13,16 +13,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use nostr::{Event, EventId, Filter, Keys, Timestamp};
+use nostr::{Event, EventId, Filter, Keys, Kind, Timestamp};
 use tracing::{debug, warn};
 
 use crate::clock::Clock;
 use crate::control::Control;
 use crate::hub::Hub;
 use crate::kinds::{self, KindClass};
+use crate::metrics::{EventLabels, Metrics, RejectLabels};
 use crate::origin::{LocalOrigin, Origin};
 use crate::persister::{Claim, Persister, SaveOutcome};
-use crate::service::{Admission, OkReply, Rejection, Service, ServiceContext, ServiceHost};
+use crate::service::{Admission, OkReply, Prefix, Rejection, Service, ServiceContext, ServiceHost};
 use crate::stored::StoredEvent;
 
 /// What the node says about itself (NIP-11 and the admin API).
@@ -90,6 +91,7 @@ pub(crate) struct Core {
     pub outbox_capacity: usize,
     pub sweep_interval: Duration,
     pub lease_ttl: Duration,
+    pub metrics: Metrics,
     /// Whether this node holds the board lease (see `Node::is_leader`).
     pub leader: std::sync::atomic::AtomicBool,
 }
@@ -105,6 +107,7 @@ pub(crate) struct CoreParts {
     pub outbox_capacity: usize,
     pub sweep_interval: Duration,
     pub lease_ttl: Duration,
+    pub metrics: Metrics,
 }
 
 enum Ingested {
@@ -151,6 +154,7 @@ impl Core {
                 outbox_capacity: p.outbox_capacity,
                 sweep_interval: p.sweep_interval,
                 lease_ttl: p.lease_ttl,
+                metrics: p.metrics,
                 leader: std::sync::atomic::AtomicBool::new(false),
             }
         })
@@ -168,15 +172,37 @@ impl Core {
         )
     }
 
-    /// Count a refusal made before the pipeline (by a session's own checks).
-    pub fn count_rejected(&self) {
+    /// Count a refusal made before the pipeline (by a session's own
+    /// checks); `kind` is `None` when the message was not an event.
+    pub fn count_rejected(&self, origin: &Origin, kind: Option<Kind>, prefix: Prefix) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
+        let labels = EventLabels {
+            transport: origin.transport.to_string(),
+            kind_class: kind.map_or("unknown", |k| kinds::classify(k).as_str()),
+        };
+        let core = self.metrics.core();
+        core.received.get_or_create(&labels).inc();
+        core.rejected
+            .get_or_create(&RejectLabels {
+                transport: labels.transport,
+                kind_class: labels.kind_class,
+                reason: prefix.as_str(),
+            })
+            .inc();
     }
 
     /// Validate, admit and durably store an event. Returns the `OK` reply and
     /// whether the event is new (and must be distributed).
     pub async fn ingest(&self, origin: &Origin, event: &Event) -> (OkReply, bool) {
+        let started = Instant::now();
         let result = self.ingest_inner(origin, event).await;
+        let core = self.metrics.core();
+        core.ingest_seconds.observe(started.elapsed().as_secs_f64());
+        let labels = EventLabels {
+            transport: origin.transport.to_string(),
+            kind_class: kinds::classify(event.kind).as_str(),
+        };
+        core.received.get_or_create(&labels).inc();
         let (accepted, message, fresh) = match result {
             Ok(Ingested::New) => (true, String::new(), true),
             Ok(Ingested::Duplicate) => (
@@ -184,9 +210,19 @@ impl Core {
                 "duplicate: already have this event".to_string(),
                 false,
             ),
-            Err(rejection) => (false, rejection.to_string(), false),
+            Err(rejection) => {
+                core.rejected
+                    .get_or_create(&RejectLabels {
+                        transport: labels.transport.clone(),
+                        kind_class: labels.kind_class,
+                        reason: rejection.prefix.as_str(),
+                    })
+                    .inc();
+                (false, rejection.to_string(), false)
+            }
         };
         let counter = if accepted {
+            core.accepted.get_or_create(&labels).inc();
             &self.accepted
         } else {
             &self.rejected
@@ -251,6 +287,9 @@ impl Core {
             }
         }
         let refuse_claim = |c: Claim| {
+            if let Some(slot) = self.services.iter().find(|s| *s.name == *c.namespace) {
+                slot.service.on_claim_taken(&slot.ctx, event);
+            }
             taken
                 .iter()
                 .find(|(name, _)| **name == *c.namespace)
@@ -287,7 +326,12 @@ impl Core {
 
     /// Fan out a new event to every matching subscription, then run post-store hooks.
     pub async fn distribute(&self, origin: &Origin, event: &Event) {
+        let started = Instant::now();
         self.hub.fan_out(event);
+        self.metrics
+            .core()
+            .fanout_seconds
+            .observe(started.elapsed().as_secs_f64());
         if kinds::classify(event.kind) == KindClass::Ephemeral {
             // Stored events reach other nodes through the store itself.
             if let Err(e) = self.persister.share_ephemeral(event).await {
@@ -324,6 +368,20 @@ impl Core {
     /// Whether every service still serves this stored event at `now`.
     pub fn serves(&self, event: &StoredEvent, now: Timestamp) -> bool {
         self.services.iter().all(|s| s.service.serves(event, now))
+    }
+
+    /// NIP-11 top-level fields contributed by services.
+    /// Names of the transports that run (announced or not; endpoints of
+    /// riders such as `tor.relay` are not transports).
+    pub fn transport_names(&self) -> std::collections::BTreeSet<String> {
+        let mut names = lock(&self.unannounced).clone();
+        names.extend(
+            lock(&self.endpoints)
+                .keys()
+                .filter(|k| !k.contains('.'))
+                .cloned(),
+        );
+        names
     }
 
     /// NIP-11 top-level fields contributed by services.

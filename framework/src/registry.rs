@@ -41,6 +41,9 @@ pub struct BuildContext {
     /// `outbound_only = true`): transports open no clearnet listener and
     /// dial peers through [`crate::Node::dialer`].
     pub tor_only: bool,
+    /// The node's metrics registry; make a component's metrics with
+    /// [`Self::metrics`].
+    pub node_metrics: crate::Metrics,
 }
 
 impl BuildContext {
@@ -52,7 +55,13 @@ impl BuildContext {
             keys,
             board_secrets: BoardSecrets::default(),
             tor_only: false,
+            node_metrics: crate::Metrics::new(),
         }
+    }
+
+    /// This instance's metrics: each carries `instance="<name>"`.
+    pub fn metrics(&self) -> crate::ScopedMetrics {
+        self.node_metrics.scoped(&self.instance)
     }
 
     /// Record a secret that every node of the board must hold alike, read

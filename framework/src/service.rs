@@ -186,6 +186,10 @@ pub trait Service: Send + Sync + 'static {
     ) -> Admission {
         Admission::Accept
     }
+    /// An event this service admitted with [`Admission::AcceptClaiming`]
+    /// was refused because one of its keys was already taken (a credential
+    /// spent twice). The event was not stored; the refusal was sent.
+    fn on_claim_taken(&self, _ctx: &ServiceContext, _event: &Event) {}
     /// React to an event that was stored (or, for ephemeral kinds, delivered).
     async fn on_stored(&self, _ctx: &ServiceContext, _origin: &Origin, _event: &Event) {}
     /// Background work, spawned once when the node starts.

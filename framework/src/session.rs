@@ -426,10 +426,13 @@ impl Session {
 
     async fn on_event(&mut self, parts: &[&RawValue]) {
         let Some(event) = self.parse_event(parts, "EVENT").await else {
+            self.core
+                .count_rejected(&self.origin, None, crate::Prefix::Invalid);
             return;
         };
         if let Err(r) = self.admit_remote(&event, parts[1].get().len()) {
-            self.core.count_rejected();
+            self.core
+                .count_rejected(&self.origin, Some(event.kind), r.prefix);
             return self.ok(event.id, false, r.to_string()).await;
         }
         // Waits while the connection has `events_in_flight` EVENTs in the
@@ -483,7 +486,8 @@ impl Session {
         let msg = match wire::parse_relay(text) {
             Ok(m) => m,
             Err(e) => {
-                self.core.count_rejected();
+                self.core
+                    .count_rejected(&self.origin, None, crate::Prefix::Invalid);
                 return Imported::Dropped(format!("invalid: {e}"));
             }
         };
@@ -496,7 +500,8 @@ impl Session {
         };
         let event = event.into_owned();
         if let Err(r) = self.admit_import(&subscription_id, &event, text.len()) {
-            self.core.count_rejected();
+            self.core
+                .count_rejected(&self.origin, Some(event.kind), r.prefix);
             return Imported::Dropped(r.to_string());
         }
         let (reply, fresh) = self.core.process(&self.origin, &event).await;

@@ -19,7 +19,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use civkit_framework::{LocalOrigin, Node, Shutdown};
+use civkit_framework::{LocalOrigin, Node};
 use nostr::{EventBuilder, EventId, Filter};
 use serde_json::{json, Value};
 
@@ -46,7 +46,7 @@ fn internal(msg: impl ToString) -> ApiError {
 }
 
 /// Compare without leaking the position of the first difference.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -87,21 +87,6 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/services/{name}/{command}", post(service_command))
         .route("/v1/control/{name}/{command}", post(control_command))
         .with_state(state)
-}
-
-/// Serve until shutdown.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Arc<AdminState>,
-    mut shutdown: Shutdown,
-) {
-    let app = router(state);
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
-    {
-        tracing::warn!(error = %e, "admin API stopped");
-    }
 }
 
 async fn status(_: Authorized, State(s): State<Arc<AdminState>>) -> Result<Json<Value>, ApiError> {

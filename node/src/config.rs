@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use civkit_framework::{ComponentConfig, ComponentKind, FanOut, NodeInfo, Registry};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::Dict;
@@ -90,6 +90,21 @@ impl Default for AdminSection {
     }
 }
 
+/// `[metrics]`: the Prometheus endpoint (`GET /metrics`). Off unless
+/// `listen` is set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Address and port of the endpoint; loopback unless `allow_remote`.
+    pub listen: Option<SocketAddr>,
+    /// Let `listen` be an address other hosts reach (a scraper elsewhere).
+    pub allow_remote: bool,
+    /// A file holding the token scrapers send as `Authorization: Bearer
+    /// <token>` (at least 16 characters; the file readable by its owner
+    /// only). No token is asked for when unset.
+    pub token_file: Option<PathBuf>,
+}
+
 /// The whole config.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,6 +113,8 @@ pub struct Config {
     pub node: NodeSection,
     #[serde(default)]
     pub admin: AdminSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
     /// `[persister]` with `type` and the persister's keys.
     pub persister: Dict,
     /// `[transports.<name>]` tables.
@@ -163,7 +180,52 @@ impl Config {
                 cfg.admin.listen
             ));
         }
+        if let Some(listen) = cfg.metrics.listen {
+            if !listen.ip().is_loopback() && !cfg.metrics.allow_remote {
+                return Err(anyhow!(
+                    "config error at `metrics.listen`: {listen} is not a loopback address; set metrics.allow_remote = true to serve metrics to other hosts"
+                ));
+            }
+            if !listen.ip().is_loopback() && cfg.tor_only() {
+                return Err(anyhow!(
+                    "config error at `metrics.listen`: a tor transport has outbound_only = true, so the node opens no clearnet listener; use a loopback address"
+                ));
+            }
+        }
         Ok(cfg)
+    }
+
+    /// The metrics endpoint's bearer token, read from `metrics.token_file`.
+    pub fn metrics_token(&self) -> Result<Option<String>> {
+        let Some(path) = &self.metrics.token_file else {
+            return Ok(None);
+        };
+        let key = "config error at `metrics.token_file`";
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)
+                .with_context(|| format!("{key}: cannot read {}", path.display()))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(anyhow!(
+                    "{key}: {} is readable by others (mode {:o}); chmod 600 it",
+                    path.display(),
+                    mode & 0o777
+                ));
+            }
+        }
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("{key}: cannot read {}", path.display()))?
+            .trim()
+            .to_string();
+        if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(anyhow!(
+                "{key}: the token must be at least 16 printable characters without spaces"
+            ));
+        }
+        Ok(Some(token))
     }
 
     /// Whether a `tor` transport has `outbound_only = true`: then the
@@ -347,4 +409,12 @@ fan_out = "indexed"
 [admin]
 # Loopback address and port of the admin API (cookie auth, see admin.cookie in data_dir).
 listen = "127.0.0.1:7778"
+
+[metrics]
+# The Prometheus endpoint (GET /metrics, OpenMetrics text): off unless listen is set.
+# listen = "127.0.0.1:9477"
+# Let listen be an address other hosts reach.
+allow_remote = false
+# A file (mode 600) holding the bearer token scrapers must send; none asked for when unset.
+# token_file = "/etc/civkit/metrics.token"
 "#;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use civkit_framework::board_secrets::BoardSecrets;
 use civkit_framework::{
-    BuildContext, ComponentKind, Node, NodeBuilder, Persister, Registry, Service, Shutdown,
-    ShutdownTrigger, Transport,
+    BuildContext, ComponentKind, Metrics, Node, NodeBuilder, Persister, Registry, Service,
+    Shutdown, ShutdownTrigger, Transport,
 };
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::files;
+use crate::{metrics, serve};
 
 /// A running node: its transports, background work and admin API.
 pub struct Daemon {
@@ -26,8 +27,15 @@ pub struct Daemon {
     background: Vec<JoinHandle<()>>,
     admin: JoinHandle<()>,
     admin_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     data_dir: PathBuf,
 }
+
+/// Limits of the admin and metrics listeners (loopback, few clients).
+const API_LIMITS: serve::Limits = serve::Limits {
+    connections: 32,
+    header_timeout: Duration::from_secs(10),
+};
 
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -53,9 +61,12 @@ impl Daemon {
             &keys.secret_key().secret_bytes(),
         );
         let tor_only = config.tor_only();
+        let metrics_token = config.metrics_token()?;
+        let metrics = Metrics::new();
         let ctx = |instance: &str| BuildContext {
             board_secrets: secrets.clone(),
             tor_only,
+            node_metrics: metrics.clone(),
             ..BuildContext::new(&data_dir, instance, keys.clone())
         };
         let Components {
@@ -65,6 +76,7 @@ impl Daemon {
         } = build_components(config, registry, &ctx)?;
         secrets.check(persister.as_ref()).await?;
         let mut builder = NodeBuilder::new(persister, keys)
+            .metrics(metrics)
             .info(config.node_info())
             .sweep_interval(Duration::from_secs(config.node.sweep_interval_secs.max(1)))
             .lease_ttl(Duration::from_secs(config.node.lease_ttl_secs.max(1)))
@@ -74,7 +86,7 @@ impl Daemon {
         }
         let node = builder.build();
         let (trigger, shutdown) = Shutdown::new();
-        let background = node.spawn_background(shutdown.clone());
+        let mut background = node.spawn_background(shutdown.clone());
 
         let mut handles = Vec::new();
         for (name, t) in transports {
@@ -94,8 +106,28 @@ impl Daemon {
             node: node.clone(),
             cookie,
         });
-        let admin = tokio::spawn(admin::serve(listener, state, shutdown));
+        let admin = tokio::spawn(serve::serve(
+            listener,
+            admin::router(state),
+            API_LIMITS,
+            shutdown.clone(),
+        ));
         info!(%admin_addr, "admin API listening (cookie in data dir)");
+        let metrics_addr = match config.metrics.listen {
+            Some(listen) => {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("metrics endpoint cannot listen on {listen}"))?;
+                let addr = listener.local_addr()?;
+                let app = metrics::router(node.clone(), metrics_token);
+                background.push(tokio::spawn(serve::serve(
+                    listener, app, API_LIMITS, shutdown,
+                )));
+                info!(%addr, "metrics endpoint listening on /metrics");
+                Some(addr)
+            }
+            None => None,
+        };
         Ok(Daemon {
             node,
             trigger,
@@ -103,6 +135,7 @@ impl Daemon {
             background,
             admin,
             admin_addr,
+            metrics_addr,
             data_dir,
         })
     }
@@ -110,6 +143,11 @@ impl Daemon {
     /// Where the admin API listens.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// Where the metrics endpoint listens, when `[metrics] listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The endpoint a transport reported (e.g. `ws://127.0.0.1:7777`).

@@ -13,7 +13,9 @@ pub mod components;
 pub mod config;
 pub mod daemon;
 pub mod files;
+pub mod metrics;
 pub mod migrate;
+pub mod serve;
 
 pub use config::Config;
 pub use daemon::Daemon;

@@ -94,11 +94,81 @@ fn example_covers_every_key_and_builds() {
     let dir = tempfile::tempdir().unwrap();
     // Files an operator provides (the Mainstay slot token).
     civkit_framework::keyfile::write_secret(&dir.path().join("mainstay.token"), "token").unwrap();
-    let ctx = |name: &str| BuildContext::new(dir.path(), name, nostr::Keys::generate());
+    let metrics = civkit_framework::Metrics::new();
+    let ctx = |name: &str| BuildContext {
+        node_metrics: metrics.clone(),
+        ..BuildContext::new(dir.path(), name, nostr::Keys::generate())
+    };
     let built = civkit_node::daemon::build_components(&cfg, &registry, &ctx)
         .unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(built.transports.len(), cfg.transports.len());
     assert_eq!(built.services.len(), cfg.services.len());
+    // A node of these parts, with one client that subscribes, publishes an
+    // event and a forged one: every family then has a series.
+    let exposition = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut node = civkit_framework::NodeBuilder::new(built.persister, nostr::Keys::generate())
+            .metrics(metrics.clone());
+        for (name, service) in built.services {
+            node = node.service(name, service);
+        }
+        let node = node.build();
+        let origin =
+            civkit_framework::Origin::new("relay", civkit_framework::Source::Memory { client: 1 });
+        let (mut session, _outbox) = node.open_session(origin, Default::default());
+        let event = nostr::EventBuilder::text_note("hello")
+            .sign_with_keys(&nostr::Keys::generate())
+            .unwrap();
+        let mut forged = serde_json::to_value(&event).unwrap();
+        forged["content"] = "changed".into();
+        session.handle_text(r#"["REQ","s",{"kinds":[1]}]"#).await;
+        session
+            .handle_text(&serde_json::json!(["EVENT", event]).to_string())
+            .await;
+        session
+            .handle_text(&serde_json::json!(["EVENT", forged]).to_string())
+            .await;
+        node.scrape_metrics().await
+    });
+    grafana_dashboard_uses_only_metrics_that_exist(&exposition);
+}
+
+/// Every metric the dashboard in `docs/grafana/` queries is one a node
+/// built from the example (every component) exposes.
+fn grafana_dashboard_uses_only_metrics_that_exist(exposition: &str) {
+    let families: std::collections::BTreeSet<&str> = exposition
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/grafana/civkit-board.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut used = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (at, _) in expr.match_indices("civkit_") {
+                let name: String = expr[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let family = ["_bucket", "_count", "_sum", "_total"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s).filter(|f| families.contains(f)))
+                    .unwrap_or(&name);
+                assert!(
+                    families.contains(family),
+                    "the dashboard's panel `{}` uses {name}, which no component exposes; families: {families:?}",
+                    panel["title"]
+                );
+                used += 1;
+            }
+        }
+    }
+    assert!(used >= 20, "{used}");
 }
 
 #[test]

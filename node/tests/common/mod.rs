@@ -248,3 +248,26 @@ pub async fn sell_order(home: &str, board: &str, id: &str) -> (bool, String) {
     ])
     .await
 }
+
+/// Install a Python package from PyPI unless `import` already works.
+pub fn python_module(import: &str, package: &str) {
+    let have = Command::new("python3")
+        .args(["-c", &format!("import {import}")])
+        .status();
+    if have.is_ok_and(|s| s.success()) {
+        return;
+    }
+    let status = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", package])
+        .status()
+        .expect("python3 -m pip");
+    assert!(status.success(), "could not install {package} from PyPI");
+}
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}

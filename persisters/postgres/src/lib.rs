@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use civkit_framework::metrics::StoreMetrics;
 use civkit_framework::persister::{check_namespace, Claim, StoredEvent};
 use civkit_framework::{
     BuildContext, Error, Export, Persister, Record, Registry, Result, SaveOutcome, StoreStats,
@@ -114,7 +115,11 @@ pub fn register(registry: &mut Registry) {
         EXAMPLE,
         |cfg: PostgresConfig, ctx: &BuildContext| {
             let url = connection_string(&cfg, &ctx.data_dir)?;
-            Ok(Arc::new(PostgresPersister::connect(&url, &cfg)?) as Arc<dyn Persister>)
+            let store = PostgresPersister::connect(&url, &cfg)?;
+            Ok(
+                Arc::new(store.record_metrics(StoreMetrics::new(&ctx.metrics())))
+                    as Arc<dyn Persister>,
+            )
         },
     );
 }
@@ -156,6 +161,8 @@ pub struct PostgresPersister {
     node: i64,
     /// Stops the listener, once started.
     stop: Arc<AtomicBool>,
+    /// Batch sizes and commit times, once a node registered them.
+    metrics: Arc<std::sync::OnceLock<StoreMetrics>>,
 }
 
 impl Drop for PostgresPersister {
@@ -207,10 +214,13 @@ impl PostgresPersister {
         let (tx, rx) = mpsc::channel(max_batch * 4);
         let mut spare = Some(first);
         let writer_pg = pg.clone();
+        let metrics = Arc::new(std::sync::OnceLock::new());
+        let writer_metrics = metrics.clone();
         std::thread::Builder::new()
             .name("civkit-pg-writer".into())
             .spawn(move || {
-                writer::run(rx, max_batch, node, move || match spare.take() {
+                let metrics = writer_metrics;
+                writer::run(rx, max_batch, node, &metrics, move || match spare.take() {
                     Some(c) => Ok(c),
                     None => writer_pg.connect(NoTls).map_err(db_err),
                 })
@@ -222,7 +232,14 @@ impl PostgresPersister {
             pg,
             node,
             stop: Arc::new(AtomicBool::new(false)),
+            metrics,
         })
+    }
+
+    /// Record write batch sizes and commit times in `metrics` from now on.
+    pub fn record_metrics(self, metrics: StoreMetrics) -> Self {
+        let _ = self.metrics.set(metrics);
+        self
     }
 
     async fn write<T>(&self, op: impl FnOnce(oneshot::Sender<Result<T>>) -> Op) -> Result<T> {

@@ -9,6 +9,7 @@
 //! version, and of two nodes redeeming one credential exactly one wins.
 
 use civkit_framework::kinds;
+use civkit_framework::metrics::StoreMetrics;
 use civkit_framework::persister::{
     apply_claims, apply_import, apply_save, Claim, EventTable, Record,
 };
@@ -191,6 +192,7 @@ fn try_together(
     prepared: &Prepared,
     ops: &[&Op],
     node: i64,
+    metrics: Option<&StoreMetrics>,
 ) -> Result<std::result::Result<Vec<Result<Answer>>, civkit_framework::Error>> {
     let mut tx = client.transaction().map_err(db_err)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
@@ -229,7 +231,11 @@ fn try_together(
         tx.execute("SELECT pg_notify($1, '')", &[&crate::listen::CHANNEL])
             .map_err(db_err)?;
     }
+    let started = std::time::Instant::now();
     tx.commit().map_err(db_err)?;
+    if let Some(m) = metrics {
+        m.sync_seconds.observe(started.elapsed().as_secs_f64());
+    }
     Ok(Ok(answers))
 }
 
@@ -242,17 +248,20 @@ fn run_group(
     prepared: &Prepared,
     ops: &[Op],
     node: i64,
+    metrics: Option<&StoreMetrics>,
 ) -> Result<Vec<Result<Answer>>> {
     let all: Vec<&Op> = ops.iter().collect();
-    if let Ok(answers) = try_together(client, prepared, &all, node)? {
+    if let Ok(answers) = try_together(client, prepared, &all, node, metrics)? {
         return Ok(answers);
     }
     Ok(ops
         .iter()
-        .map(|op| match try_together(client, prepared, &[op], node) {
-            Ok(Ok(mut answer)) => answer.pop().unwrap_or_else(|| Err(pg_err("no answer"))),
-            Ok(Err(e)) | Err(e) => Err(e),
-        })
+        .map(
+            |op| match try_together(client, prepared, &[op], node, metrics) {
+                Ok(Ok(mut answer)) => answer.pop().unwrap_or_else(|| Err(pg_err("no answer"))),
+                Ok(Err(e)) | Err(e) => Err(e),
+            },
+        )
         .collect())
 }
 
@@ -262,6 +271,7 @@ pub(crate) fn run(
     mut rx: mpsc::Receiver<Op>,
     max_batch: usize,
     node: i64,
+    metrics: &std::sync::OnceLock<StoreMetrics>,
     mut connect: impl FnMut() -> Result<Client>,
 ) {
     let mut client: Option<(Client, Prepared)> = None;
@@ -288,7 +298,11 @@ pub(crate) fn run(
         let Some((c, prepared)) = client.as_mut() else {
             continue;
         };
-        match run_group(c, prepared, &ops, node) {
+        let metrics = metrics.get();
+        if let Some(m) = metrics {
+            m.batch_writes.observe(ops.len() as f64);
+        }
+        match run_group(c, prepared, &ops, node, metrics) {
             Ok(answers) => {
                 for (op, answer) in ops.into_iter().zip(answers) {
                     op.respond(answer);

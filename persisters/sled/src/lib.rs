@@ -34,6 +34,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use civkit_framework::metrics::StoreMetrics;
 use civkit_framework::persister::{check_namespace, Claim, Export, Record, StoredEvent};
 use civkit_framework::{BuildContext, Error, Persister, Registry, Result, SaveOutcome, StoreStats};
 use nostr::{Event, EventId, Filter, Timestamp};
@@ -125,7 +126,8 @@ pub fn register(registry: &mut Registry) {
                     ctx.data_dir.display()
                 )));
             }
-            Ok(Arc::new(LmdbPersister::open_with(&path, &cfg)?) as Arc<dyn Persister>)
+            let store = LmdbPersister::open_with(&path, &cfg)?;
+            Ok(Arc::new(store.record_metrics(StoreMetrics::new(&ctx.metrics()))) as Arc<dyn Persister>)
         },
     );
     registry.register_persister(
@@ -134,7 +136,11 @@ pub fn register(registry: &mut Registry) {
         EXAMPLE,
         |cfg: EmbeddedConfig, ctx: &BuildContext| {
             let path = ctx.data_dir.join(cfg.path_or("events.sled"));
-            Ok(Arc::new(SledPersister::open_with(&path, &cfg)?) as Arc<dyn Persister>)
+            let store = SledPersister::open_with(&path, &cfg)?;
+            Ok(
+                Arc::new(store.record_metrics(StoreMetrics::new(&ctx.metrics())))
+                    as Arc<dyn Persister>,
+            )
         },
     );
 }
@@ -241,6 +247,12 @@ impl LmdbPersister {
 }
 
 impl<E: Engine> EmbeddedPersister<E> {
+    /// Record write batch sizes and sync times in `metrics` from now on.
+    pub fn record_metrics(self, metrics: civkit_framework::metrics::StoreMetrics) -> Self {
+        let _ = self.shared.metrics.set(metrics);
+        self
+    }
+
     /// Start the writer over an open engine; `flush` replaces the engine's
     /// sync (fault-injection tests).
     fn start(

@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     unflushed: Mutex<HashSet<EventId>>,
     /// Why writes are refused; `None` when healthy.
     write_error: Mutex<Option<String>>,
+    /// Batch sizes and sync times, once a node registered them.
+    pub metrics: std::sync::OnceLock<civkit_framework::metrics::StoreMetrics>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -100,6 +102,9 @@ pub(crate) fn spawn<E: Engine>(
                         Ok(op) => ops.push(op),
                         Err(_) => break,
                     }
+                }
+                if let Some(m) = shared.metrics.get() {
+                    m.batch_writes.observe(ops.len() as f64);
                 }
                 if !recovered(&shared, &mut flush) {
                     let why = shared.write_error().unwrap_or_default();
@@ -176,7 +181,11 @@ fn commit<E: Engine>(
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
             Some(n.saturating_add_signed(delta))
         });
+    let started = std::time::Instant::now();
     flush().map_err(|e| fail(shared, format!("flush failed: {e}")))?;
+    if let Some(m) = shared.metrics.get() {
+        m.sync_seconds.observe(started.elapsed().as_secs_f64());
+    }
     let mut unflushed = lock(&shared.unflushed);
     for id in &stored {
         unflushed.remove(id);

@@ -28,8 +28,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use civkit_framework::metrics::PromCounter;
 use civkit_framework::{
-    Admission, BuildContext, Error, Origin, Registry, Rejection, Service, ServiceContext, Shutdown,
+    Admission, BuildContext, Error, Origin, Registry, Rejection, ScopedMetrics, Service,
+    ServiceContext, Shutdown,
 };
 use nostr::nips::nip44;
 use nostr::{Event, EventBuilder, Kind, PublicKey, Tag};
@@ -226,12 +228,44 @@ pub fn register(registry: &mut Registry) {
             ctx.board_secret("services", "key_file", &path, &master);
             let backend =
                 payment::from_config(&cfg.payment, &ctx.data_dir, &format!("{key}.payment"))?;
-            Ok(Arc::new(Credentials::new(cfg, master, backend)) as Arc<dyn Service>)
+            let metrics = CredentialMetrics::new(&ctx.metrics());
+            Ok(Arc::new(Credentials::measured(cfg, master, backend, metrics)) as Arc<dyn Service>)
         },
     );
 }
 
+/// The service's counters (`civkit_credentials_*_total`).
+#[derive(Debug, Clone, Default)]
+pub struct CredentialMetrics {
+    quoted: PromCounter,
+    issued: PromCounter,
+    redeemed: PromCounter,
+    double_spends: PromCounter,
+}
+
+impl CredentialMetrics {
+    /// Registered under the service's instance.
+    pub fn new(m: &ScopedMetrics) -> Self {
+        CredentialMetrics {
+            quoted: m.counter(
+                "credentials_quoted",
+                "Credentials quoted (invoices created for them)",
+            ),
+            issued: m.counter(
+                "credentials_issued",
+                "Credentials issued (blind signatures given, paid or staked)",
+            ),
+            redeemed: m.counter("credentials_redeemed", "Credentials spent by stored events"),
+            double_spends: m.counter(
+                "credentials_double_spends_refused",
+                "Events refused because a credential they carry was already spent",
+            ),
+        }
+    }
+}
+
 struct Inner {
+    metrics: CredentialMetrics,
     cfg: CredentialsConfig,
     master: [u8; 32],
     backend: Arc<dyn PaymentBackend>,
@@ -259,6 +293,16 @@ impl std::fmt::Debug for Credentials {
 impl Credentials {
     /// A service with this config, epoch-key master secret and payment backend.
     pub fn new(cfg: CredentialsConfig, master: [u8; 32], backend: Arc<dyn PaymentBackend>) -> Self {
+        Self::measured(cfg, master, backend, CredentialMetrics::default())
+    }
+
+    /// The same, counting in `metrics`.
+    pub fn measured(
+        cfg: CredentialsConfig,
+        master: [u8; 32],
+        backend: Arc<dyn PaymentBackend>,
+        metrics: CredentialMetrics,
+    ) -> Self {
         info!(backend = backend.name(), "credentials service ready");
         let tiers = PublicKey::from_hex(&cfg.stake.rank_key)
             .ok()
@@ -272,6 +316,7 @@ impl Credentials {
                 )
             });
         Credentials(Arc::new(Inner {
+            metrics,
             backend_calls: Arc::new(Semaphore::new(cfg.max_backend_calls)),
             open_quotes: Mutex::default(),
             tiers,
@@ -408,6 +453,7 @@ impl Credentials {
             Rejection::error("could not store the quote")
         })?;
         *self.open_quotes().entry(event.pubkey).or_default() += 1;
+        self.0.metrics.quoted.inc_by(count as u64);
         Ok(
             json!({ "quote": quote, "invoice": invoice.bolt11, "amount_msat": amount, "count": count, "expires_at": expires_at }),
         )
@@ -494,6 +540,7 @@ impl Credentials {
             .await
             .map_err(|_| Rejection::error("could not record the issuance"))?;
         if fresh {
+            self.0.metrics.issued.inc_by(blinded.len() as u64);
             return Ok((head, true));
         }
         let answer = Self::issued(ctx, issued_key, &blinded_hex)
@@ -796,8 +843,20 @@ impl Service for Credentials {
         }
     }
 
+    fn on_claim_taken(&self, _ctx: &ServiceContext, _event: &Event) {
+        self.0.metrics.double_spends.inc();
+    }
+
     async fn on_stored(&self, ctx: &ServiceContext, _origin: &Origin, event: &Event) {
         let kind = event.kind.as_u16();
+        if self.0.cfg.kinds.contains(&kind) {
+            let spent = event
+                .tags
+                .iter()
+                .filter(|t| t.as_slice().first().map(String::as_str) == Some("credential"))
+                .count();
+            self.0.metrics.redeemed.inc_by(spent as u64);
+        }
         if ![QUOTE_REQUEST, MINT_REQUEST, STAKE_MINT_REQUEST].contains(&kind)
             || !addressed_to_board(ctx, event)
         {

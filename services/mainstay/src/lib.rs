@@ -93,7 +93,8 @@ pub fn register(registry: &mut Registry) {
                 &ctx.data_dir,
                 &format!("services.{}.chain", ctx.instance),
             )?;
-            Ok(Arc::new(Notary::new(cfg, api, chain)) as Arc<dyn Service>)
+            let notary = Notary::new(cfg, api, chain).with_metrics(&ctx.metrics());
+            Ok(Arc::new(notary) as Arc<dyn Service>)
         },
     );
 }

@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use civkit_framework::metrics::{PromCounter, PromGauge};
 use civkit_framework::{
-    Admission, Error, Origin, Rejection, Result, Service, ServiceContext, Shutdown,
+    Admission, Error, Origin, Rejection, Result, ScopedMetrics, Service, ServiceContext, Shutdown,
 };
 use nostr::Event;
 use serde_json::{json, Value};
@@ -189,6 +190,23 @@ pub struct Notary {
     /// (the highest one recorded) on first use, then only grows.
     seq: Arc<tokio::sync::OnceCell<AtomicU64>>,
     counters: Arc<Counters>,
+    metrics: Arc<NotaryMetrics>,
+}
+
+/// The notary's metrics (`civkit_notary_*`).
+#[derive(Default)]
+struct NotaryMetrics {
+    rounds: PromCounter,
+    last_round: PromGauge,
+    pending: PromGauge,
+    /// Unix time this node stored the last new attestation (0: none since start).
+    attested_at: AtomicU64,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl std::fmt::Debug for Notary {
@@ -234,7 +252,38 @@ impl Notary {
             chain,
             seq: Arc::default(),
             counters: Arc::default(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Count rounds, pending events and the attestation's age in `m`.
+    pub fn with_metrics(mut self, m: &ScopedMetrics) -> Self {
+        let metrics = Arc::new(NotaryMetrics {
+            rounds: m.counter("notary_rounds", "Rounds closed by this node"),
+            last_round: m.gauge("notary_last_round", "Number of the last round closed"),
+            pending: m.gauge(
+                "notary_pending_events",
+                "Accepted events waiting for the next round",
+            ),
+            attested_at: AtomicU64::new(0),
+        });
+        let read = Arc::downgrade(&metrics);
+        let age = m.float_gauge(
+            "notary_last_attestation_age_seconds",
+            "Seconds since this node stored the last new Mainstay attestation (NaN: none since start)",
+        );
+        m.node().on_scrape(move || {
+            let at = read
+                .upgrade()
+                .map_or(0, |m| m.attested_at.load(Ordering::Relaxed));
+            age.set(if at == 0 {
+                f64::NAN
+            } else {
+                unix_now().saturating_sub(at) as f64
+            });
+        });
+        self.metrics = metrics;
+        self
     }
 
     /// The next acceptance sequence number: persisted (as the keys of
@@ -336,6 +385,9 @@ impl Notary {
                 pending.push((k, seq, id));
             }
         }
+        self.metrics
+            .pending
+            .set(i64::try_from(pending.len()).unwrap_or(i64::MAX));
         let Some(max_seq) = pending.iter().map(|(_, s, _)| *s).max() else {
             return Ok(None);
         };
@@ -396,6 +448,13 @@ impl Notary {
             }
         }
         info!(round = n, events = round.events.len(), commitment = %round.commitment, "round closed");
+        self.metrics.rounds.inc();
+        self.metrics
+            .last_round
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+        self.metrics
+            .pending
+            .dec_by(i64::try_from(included.len()).unwrap_or(0));
         self.publish_round(ctx, &round, None).await;
         Ok(Some(round))
     }
@@ -460,6 +519,9 @@ impl Notary {
                 .map_err(|e| crate::error::Error::Document(format!("proof of round {n}: {e}")))?;
             ctx.kv_put(&key("proof:", n), &bytes).await?;
             info!(round = n, txid = %p.txid, "round attested");
+            self.metrics
+                .attested_at
+                .store(unix_now(), Ordering::Relaxed);
             self.publish_round(ctx, &r, Some(&p)).await;
         }
         Ok(Some(n))
@@ -675,6 +737,12 @@ impl Service for Notary {
                 warn!(error = %e, "could not read the notary's sequence");
                 Admission::Reject(Rejection::error("the notary cannot record the event"))
             }
+        }
+    }
+
+    async fn on_stored(&self, _ctx: &ServiceContext, _origin: &Origin, event: &Event) {
+        if self.cfg.kinds.contains(&event.kind.as_u16()) {
+            self.metrics.pending.inc();
         }
     }
 

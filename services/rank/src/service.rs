@@ -24,8 +24,10 @@ use bitcoin::key::XOnlyPublicKey;
 use bitcoin::{Amount, Network, OutPoint};
 use civkit_chain::{ChainSource, SourceConfig};
 use civkit_framework::kinds::tag_value;
+use civkit_framework::metrics::{PromCounter, PromGauge};
 use civkit_framework::{
-    Admission, BuildContext, Error, Origin, Rejection, Result, Service, ServiceContext, Shutdown,
+    Admission, BuildContext, Error, Origin, Rejection, Result, ScopedMetrics, Service,
+    ServiceContext, Shutdown,
 };
 use nostr::nips::nip44;
 use nostr::{Event, EventBuilder, Kind, Timestamp};
@@ -135,7 +137,8 @@ pub fn register(registry: &mut civkit_framework::Registry) {
                 .build(&ctx.data_dir)
                 .map_err(|(field, e)| Error::config(key(&format!("chain.{field}")), e))?
                 .ok_or_else(|| Error::config(key("chain.backend"), "the rank service needs a chain"))?;
-            Ok(Arc::new(Rank::new(cfg, network, chain)) as Arc<dyn Service>)
+            let rank = Rank::new(cfg, network, chain).with_metrics(&ctx.metrics());
+            Ok(Arc::new(rank) as Arc<dyn Service>)
         },
     );
 }
@@ -167,6 +170,8 @@ pub struct Rank {
     checks: Semaphore,
     /// The last tip the follower saw (0: none yet).
     tip: std::sync::atomic::AtomicU64,
+    held: PromGauge,
+    pruned: PromCounter,
 }
 
 impl Rank {
@@ -178,11 +183,23 @@ impl Rank {
             },
             checks: Semaphore::new(cfg.max_concurrent_checks),
             tip: std::sync::atomic::AtomicU64::new(0),
+            held: PromGauge::default(),
+            pruned: PromCounter::default(),
             verifiers: vec![Box::new(ChannelVerifier), Box::new(UtxoVerifier)],
             cfg,
             network,
             chain,
         }
+    }
+
+    /// Count certificates held and pruned in `m` (`civkit_rank_certificates*`).
+    pub fn with_metrics(mut self, m: &ScopedMetrics) -> Self {
+        self.held = m.gauge("rank_certificates", "Stake certificates counted now");
+        self.pruned = m.counter(
+            "rank_certificates_pruned",
+            "Stake certificates dropped because they expired or an output was spent",
+        );
+        self
     }
 
     /// Add a certificate kind (for example a zero-knowledge ownership proof).
@@ -269,9 +286,8 @@ impl Rank {
         );
         let key = format!("cert/{stake}/{id}");
         let mine = ctx.kv_scan(format!("cert/{stake}/").as_bytes()).await?;
-        if mine.len() >= self.cfg.max_certificates_per_key
-            && !mine.iter().any(|(k, _)| k == key.as_bytes())
-        {
+        let renewed = mine.iter().any(|(k, _)| k == key.as_bytes());
+        if mine.len() >= self.cfg.max_certificates_per_key && !renewed {
             return Err(Error::Invalid(format!(
                 "at most {} certificates per stake key",
                 self.cfg.max_certificates_per_key
@@ -309,6 +325,9 @@ impl Rank {
             ctx.kv_put(format!("owner/{}", s.outpoint).as_bytes(), key.as_bytes())
                 .await?;
         }
+        if !renewed {
+            self.held.inc();
+        }
         info!(kind, outputs = stakes.len(), "stake certificate counted");
         Ok(())
     }
@@ -316,6 +335,7 @@ impl Rank {
     /// Drop a certificate (`cert/...` key) and its outputs' ownership.
     async fn forget(&self, ctx: &ServiceContext, cert_key: &str) -> Result<()> {
         if let Some(bytes) = ctx.kv_get(cert_key.as_bytes()).await? {
+            self.held.dec();
             if let Ok(r) = serde_json::from_slice::<Record>(&bytes) {
                 for (outpoint, _, _) in r.stakes {
                     let owner = format!("owner/{outpoint}");
@@ -448,12 +468,15 @@ impl Rank {
     /// what changed (and what is due).
     async fn on_tip(&self, ctx: &ServiceContext, tip: u64) -> Result<()> {
         let certs = self.certificates(ctx).await?;
+        self.held
+            .set(i64::try_from(certs.len()).unwrap_or(i64::MAX));
         let mut watch = SpendWatch::new();
         let mut affected = BTreeSet::new();
         for (key, stake, r) in &certs {
             affected.insert(stake.clone());
             if u64::from(r.expiry_height) <= tip {
                 self.forget(ctx, key).await?;
+                self.pruned.inc();
                 continue;
             }
             for (outpoint, _, _) in &r.stakes {
@@ -468,6 +491,7 @@ impl Rank {
         }
         for key in &pruned {
             self.forget(ctx, key).await?;
+            self.pruned.inc();
         }
         if !pruned.is_empty() {
             info!(

@@ -320,6 +320,7 @@ pub fn register(registry: &mut Registry) {
             let mut t = Bolt8::new(ctx.instance.clone(), &ctx.data_dir.join(&cfg.key_file), cfg)?;
             t.chain = chain;
             t.tor_only = ctx.tor_only;
+            t.metrics = wire::Bolt8Metrics::new(&ctx.metrics());
             let handle = t.handle.clone();
             Ok((Box::new(t) as Box<dyn Transport>, handle))
         },
@@ -541,6 +542,8 @@ pub struct Bolt8 {
     /// transport has `outbound_only = true`); connections arrive through
     /// the onion service only.
     pub tor_only: bool,
+    /// Where its counters go (a registry of its own unless built by a node).
+    pub metrics: wire::Bolt8Metrics,
 }
 
 impl std::fmt::Debug for Bolt8 {
@@ -565,6 +568,7 @@ impl Bolt8 {
             .map_err(|_| Error::Invalid("cannot derive the node id".into()))?;
         tracing::debug!(%instance, %node_id, created_key = created, "BOLT8 identity loaded");
         Ok(Bolt8 {
+            metrics: wire::Bolt8Metrics::new(&civkit_framework::Metrics::new().scoped(&instance)),
             config,
             chain: None,
             tor_only: false,
@@ -680,16 +684,19 @@ impl Transport for Bolt8 {
     async fn run(self: Box<Self>, node: Node, shutdown: Shutdown) -> Result<()> {
         let instance = self.handle.instance.clone();
         let (tx, mut rx) = mpsc::channel(256);
-        let handler = Arc::new(NostrHandler::new(
-            tx,
-            wire::WireLimits {
-                max_message_bytes: self.config.max_message_bytes,
-                inbox_messages: self.config.peer_inbox_messages,
-                outbox_bytes: self.config.peer_outbox_bytes,
-                max_inbound_peers: self.config.max_inbound_peers,
-                trusted: self.federation.ids(),
-            },
-        ));
+        let handler = Arc::new(
+            NostrHandler::new(
+                tx,
+                wire::WireLimits {
+                    max_message_bytes: self.config.max_message_bytes,
+                    inbox_messages: self.config.peer_inbox_messages,
+                    outbox_bytes: self.config.peer_outbox_bytes,
+                    max_inbound_peers: self.config.max_inbound_peers,
+                    trusted: self.federation.ids(),
+                },
+            )
+            .with_metrics(&self.metrics),
+        );
         let onion = lock(&self.handle.onion)
             .take()
             .map(|f| (f, Some(node.clone())));
@@ -730,6 +737,11 @@ impl Transport for Bolt8 {
             tokio::spawn(announce::run(rt.clone(), chain, self.config.gossip.clone()))
         });
         node.register_control(&instance, Arc::new(control::PeersControl(rt.clone())));
+        let (weak, peers) = (Arc::downgrade(&rt), self.metrics.peers.clone());
+        node.metrics().on_scrape(move || {
+            let n = weak.upgrade().map_or(0, |rt| rt.pm.list_peers().len());
+            peers.set(i64::try_from(n).unwrap_or(i64::MAX));
+        });
         node.set_stream_sink(
             &instance,
             Arc::new(tor::TorInbound {

@@ -16,6 +16,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use civkit_framework::metrics::{PromCounter, PromGauge};
+use civkit_framework::ScopedMetrics;
 use lightning::bitcoin::secp256k1::PublicKey;
 use lightning::ln::msgs::{
     BaseMessageHandler, DecodeError, ErrorAction, Init, LightningError, MessageSendEvent,
@@ -115,6 +117,35 @@ pub struct WireCounters {
     pub refused_inbound: AtomicU64,
     /// Policy messages dropped: undecodable, or arriving faster than read.
     pub policy_dropped: AtomicU64,
+    /// Custom messages (NIP-01 and policy) received from peers, and sent.
+    pub received: PromCounter,
+    pub sent: PromCounter,
+}
+
+/// The transport's metrics, made when it is built (so they exist, at zero,
+/// before it runs).
+#[derive(Debug, Clone)]
+pub struct Bolt8Metrics {
+    pub received: PromCounter,
+    pub sent: PromCounter,
+    pub peers: PromGauge,
+}
+
+impl Bolt8Metrics {
+    /// Registered under the transport's instance.
+    pub fn new(m: &ScopedMetrics) -> Self {
+        Bolt8Metrics {
+            received: m.counter(
+                "bolt8_messages_received",
+                "civkit custom messages received from BOLT8 peers",
+            ),
+            sent: m.counter(
+                "bolt8_messages_sent",
+                "civkit custom messages handed to BOLT8 peers",
+            ),
+            peers: m.gauge("bolt8_peers", "BOLT8 peers connected now"),
+        }
+    }
 }
 
 /// Bounds of the handler's queues and connections.
@@ -198,6 +229,13 @@ impl NostrHandler {
             policy_in,
             policy_rx: Mutex::new(Some(policy_rx)),
         }
+    }
+
+    /// Count messages in the node's metrics (`civkit_bolt8_messages_*`).
+    pub fn with_metrics(mut self, metrics: &Bolt8Metrics) -> Self {
+        self.counters.received = metrics.received.clone();
+        self.counters.sent = metrics.sent.clone();
+        self
     }
 
     /// The policy messages peers send, with the peer they came from (once:
@@ -369,6 +407,7 @@ impl CustomMessageHandler for NostrHandler {
         msg: CivkitWire,
         peer: PublicKey,
     ) -> Result<(), LightningError> {
+        self.counters.received.inc();
         let msg = match msg {
             CivkitWire::Nostr(m) => m,
             CivkitWire::Policy(p) => {
@@ -415,6 +454,7 @@ impl CustomMessageHandler for NostrHandler {
             }
         }
         *policies = kept;
+        self.counters.sent.inc_by(out.len() as u64);
         out
     }
 

@@ -36,6 +36,39 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Export the counters as `civkit_onion_*` metrics.
+    pub fn export(self: &Arc<Self>, metrics: &civkit_framework::ScopedMetrics) {
+        let read = |pick: fn(&Counters) -> &AtomicU64| {
+            let c = self.clone();
+            move || pick(&c).load(Ordering::Relaxed)
+        };
+        metrics.counter_reading(
+            "onion_messages_received",
+            "Onion messages arriving from peers, before any check",
+            read(|c| &c.received),
+        );
+        metrics.counter_reading(
+            "onion_budget_drops",
+            "Onion messages dropped because one peer went over its budget",
+            read(|c| &c.dropped_over_budget),
+        );
+        metrics.counter_reading(
+            "onion_global_budget_drops",
+            "Onion messages dropped because all peers together went over the global budget",
+            read(|c| &c.dropped_over_global_budget),
+        );
+        metrics.counter_reading(
+            "onion_busy_drops",
+            "Onion messages dropped because max_sessions were being handled",
+            read(|c| &c.dropped_busy),
+        );
+        metrics.counter_reading(
+            "onion_messages_handled",
+            "NIP-01 messages from onion messages handed to the node",
+            read(|c| &c.handled),
+        );
+    }
+
     /// As JSON.
     pub fn snapshot(&self) -> serde_json::Value {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);

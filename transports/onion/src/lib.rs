@@ -181,6 +181,7 @@ pub fn register(registry: &mut Registry) {
                 Box::new(move |deps: OnionDeps| gateway_handler(&counters, &cfg, &instance, deps))
             };
             bolt8.set_onion_layer(factory)?;
+            counters.export(&ctx.metrics());
             Ok(Box::new(OnionTransport {
                 instance: ctx.instance.clone(),
                 counters,
