@@ -113,6 +113,8 @@ pub(crate) struct CoreParts {
 enum Ingested {
     New,
     Duplicate,
+    /// Answered `OK true`, not stored or delivered (a shadow rejection).
+    Shadowed,
 }
 
 impl Core {
@@ -203,29 +205,38 @@ impl Core {
             kind_class: kinds::classify(event.kind).as_str(),
         };
         core.received.get_or_create(&labels).inc();
-        let (accepted, message, fresh) = match result {
-            Ok(Ingested::New) => (true, String::new(), true),
+        // `refused`: the reason label of a refusal, shadow ones included.
+        let (accepted, message, fresh, refused) = match result {
+            Ok(Ingested::New) => (true, String::new(), true, None),
+            Ok(Ingested::Shadowed) => (true, String::new(), false, Some("shadow")),
             Ok(Ingested::Duplicate) => (
                 true,
                 "duplicate: already have this event".to_string(),
                 false,
+                None,
             ),
-            Err(rejection) => {
+            Err(rejection) => (
+                false,
+                rejection.to_string(),
+                false,
+                Some(rejection.prefix.as_str()),
+            ),
+        };
+        let counter = match refused {
+            None => {
+                core.accepted.get_or_create(&labels).inc();
+                &self.accepted
+            }
+            Some(reason) => {
                 core.rejected
                     .get_or_create(&RejectLabels {
-                        transport: labels.transport.clone(),
+                        transport: labels.transport,
                         kind_class: labels.kind_class,
-                        reason: rejection.prefix.as_str(),
+                        reason,
                     })
                     .inc();
-                (false, rejection.to_string(), false)
+                &self.rejected
             }
-        };
-        let counter = if accepted {
-            core.accepted.get_or_create(&labels).inc();
-            &self.accepted
-        } else {
-            &self.rejected
         };
         counter.fetch_add(1, Ordering::Relaxed);
         (
@@ -283,6 +294,10 @@ impl Core {
                 Admission::Reject(r) => {
                     debug!(service = %slot.name, id = %event.id, reason = %r, "event rejected");
                     return Err(r);
+                }
+                Admission::ShadowReject => {
+                    debug!(service = %slot.name, id = %event.id, "event shadow-rejected");
+                    return Ok(Ingested::Shadowed);
                 }
             }
         }

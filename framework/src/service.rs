@@ -141,6 +141,10 @@ pub enum Admission {
         taken: Rejection,
     },
     Reject(Rejection),
+    /// Tell the sender `OK true` but neither store nor deliver the event
+    /// (strfry's `shadowReject`: a spammer is not told to try elsewhere).
+    /// Later services are not asked.
+    ShadowReject,
 }
 
 /// A market service or policy plugged into the node.

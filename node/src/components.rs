@@ -13,6 +13,7 @@ pub fn registry() -> Registry {
     civkit_onion::register(&mut r);
     civkit_tor::register(&mut r);
     civkit_plugin_pow::register(&mut r);
+    civkit_plugin_process::register(&mut r);
     civkit_board::register(&mut r);
     civkit_credentials::register(&mut r);
     civkit_mainstay::register(&mut r);

@@ -356,12 +356,14 @@ pub fn example_config(registry: &Registry) -> String {
 }
 
 /// The admission order the example gives a service type: cheap checks of
-/// the order itself first, then proof of work, then the credential spend,
+/// the order itself first, then proof of work, then a process plugin's
+/// policy, then the credential spend,
 /// then notarization, which only records what all the others accepted.
 fn example_order(type_name: &str) -> u32 {
     match type_name {
         "market-board" => 10,
         "pow" => 20,
+        "process-plugin" => 25,
         "credentials" => 30,
         "mainstay" => 40,
         _ => 50,
