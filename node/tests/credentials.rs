@@ -83,12 +83,14 @@ async fn buy_restart_then_spend_per_order() {
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
     civkit_framework::keyfile::write_secret(&dir.path().join("data/invoice.macaroon"), "00ff")
         .unwrap();
+    // The stand-in serves a self-signed certificate, as LND does.
+    std::fs::write(dir.path().join("data/tls.cert"), &ln.cert_pem).unwrap();
     write_config(
         dir.path(),
         &format!(
             "[services.board]\ntype = \"market-board\"\norder = 1\n\
              [services.credentials]\ntype = \"credentials\"\norder = 2\nkinds = [38383]\nper_event = 1\nprice_msat = 2000\n\
-             [services.credentials.payment]\nbackend = \"lnd\"\nurl = \"{url}\"\nmacaroon_file = \"invoice.macaroon\"\n"
+             [services.credentials.payment]\nbackend = \"lnd\"\nurl = \"{url}\"\nmacaroon_file = \"invoice.macaroon\"\ntls_cert_file = \"tls.cert\"\n"
         ),
     );
     let board = start(dir.path());

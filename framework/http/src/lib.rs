@@ -56,6 +56,8 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     pub body: Option<Value>,
     pub timeout: Duration,
+    /// Trust only this certificate (none: web-PKI roots).
+    pub pinned: Option<PinnedCert>,
 }
 
 impl Request {
@@ -67,7 +69,13 @@ impl Request {
             headers: Vec::new(),
             body: None,
             timeout: Duration::from_secs(20),
+            pinned: None,
         }
+    }
+    /// Trust only `cert` for this request's TLS.
+    pub fn trust_only(mut self, cert: Option<&PinnedCert>) -> Self {
+        self.pinned = cert.cloned();
+        self
     }
     /// Add a header.
     pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
@@ -84,7 +92,11 @@ impl Request {
     pub async fn text(self) -> Result<String, Error> {
         let url = self.url.clone();
         tokio::task::spawn_blocking(move || {
-            let agent = ureq::AgentBuilder::new().timeout(self.timeout).build();
+            let mut agent = ureq::AgentBuilder::new().timeout(self.timeout);
+            if let Some(pin) = &self.pinned {
+                agent = agent.tls_config(pin.config.clone());
+            }
+            let agent = agent.build();
             let mut req = agent.request(self.method, &self.url);
             for (k, v) in &self.headers {
                 req = req.set(k, v);
@@ -125,5 +137,109 @@ impl Request {
             url,
             message: format!("not JSON: {e}"),
         })
+    }
+}
+
+/// One server certificate, trusted alone: a Lightning node's self-signed
+/// `tls.cert` (LND) or clnrest certificate. A connection succeeds only
+/// when the server presents exactly this certificate and proves, in the
+/// handshake, that it holds its key. Names, dates and web-PKI roots play no
+/// part: the operator chose this certificate for this backend.
+#[derive(Clone)]
+pub struct PinnedCert {
+    config: std::sync::Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for PinnedCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PinnedCert")
+    }
+}
+
+#[derive(Debug)]
+struct OnlyThis {
+    cert: rustls_pki_types::CertificateDer<'static>,
+    provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for OnlyThis {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.cert.as_ref() {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "the server presented a certificate other than tls_cert_file".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+impl PinnedCert {
+    /// The first certificate of a PEM text.
+    pub fn from_pem(pem: &[u8]) -> Result<Self, String> {
+        use rustls_pki_types::pem::PemObject;
+        let cert = rustls_pki_types::CertificateDer::from_pem_slice(pem)
+            .map_err(|e| format!("no PEM certificate: {e}"))?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(OnlyThis {
+                cert: cert.into_owned(),
+                provider,
+            }))
+            .with_no_client_auth();
+        Ok(PinnedCert {
+            config: std::sync::Arc::new(config),
+        })
+    }
+
+    /// The certificate in the PEM file at `path` (LND's `tls.cert`).
+    pub fn from_file(path: &std::path::Path) -> Result<Self, String> {
+        let pem =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Self::from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))
     }
 }

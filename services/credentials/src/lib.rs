@@ -178,6 +178,10 @@ url = ""
 macaroon_file = ""
 # Core Lightning: file with a rune allowed to call invoice and listinvoices.
 rune_file = ""
+# The node's own TLS certificate (LND's tls.cert, clnrest's certificate), relative
+# to node.data_dir: trusted alone for this backend; any other is refused.
+# Empty: the certificate must chain to a public (web-PKI) root.
+tls_cert_file = ""
 
 # Credentials paid by stake (Web-of-Stakes tiers from a rank service).
 [{table}.stake]

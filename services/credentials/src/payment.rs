@@ -49,6 +49,10 @@ pub struct PaymentConfig {
     pub macaroon_file: String,
     /// Core Lightning: file holding a rune allowed to call `invoice` and `listinvoices`.
     pub rune_file: String,
+    /// The node's own TLS certificate (LND's `tls.cert`, clnrest's
+    /// certificate), relative to node.data_dir: trusted alone, for this
+    /// backend only; any other certificate is refused. Empty: web-PKI roots.
+    pub tls_cert_file: String,
 }
 
 fn backend_err(backend: &str, e: impl std::fmt::Display) -> Error {
@@ -80,22 +84,38 @@ pub fn from_config(
             _ => hex::encode(bytes),
         })
     };
-    let url = || -> Result<String> {
+    let api = || -> Result<Api> {
         if cfg.url.is_empty() {
             return Err(Error::config(
                 format!("{key}.url"),
                 "is required for this backend",
             ));
         }
-        Ok(cfg.url.trim_end_matches('/').to_string())
+        let pinned = if cfg.tls_cert_file.is_empty() {
+            None
+        } else {
+            if !cfg.url.starts_with("https://") {
+                return Err(Error::config(
+                    format!("{key}.tls_cert_file"),
+                    "is set, so url must start with https://",
+                ));
+            }
+            let cert = civkit_http::PinnedCert::from_file(&data_dir.join(&cfg.tls_cert_file))
+                .map_err(|e| Error::config(format!("{key}.tls_cert_file"), e))?;
+            Some(cert)
+        };
+        Ok(Api {
+            url: cfg.url.trim_end_matches('/').to_string(),
+            pinned,
+        })
     };
     match cfg.backend.as_str() {
         "lnd" => Ok(Arc::new(Lnd {
-            url: url()?,
+            api: api()?,
             macaroon: read(&cfg.macaroon_file, "macaroon_file")?,
         })),
         "cln" => Ok(Arc::new(Cln {
-            url: url()?,
+            api: api()?,
             rune: read(&cfg.rune_file, "rune_file")?,
         })),
         "free" => {
@@ -113,25 +133,33 @@ pub fn from_config(
     }
 }
 
-async fn http(
-    method: &'static str,
+/// A node's REST API: its base URL, and the certificate it must present.
+struct Api {
     url: String,
-    headers: Vec<(&'static str, String)>,
-    body: Option<Value>,
-) -> std::result::Result<Value, civkit_http::Error> {
-    let mut req = civkit_http::Request::new(method, url);
-    for (k, v) in headers {
-        req = req.header(k, v);
+    pinned: Option<civkit_http::PinnedCert>,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: &'static str,
+        path: &str,
+        auth: (&'static str, &str),
+        body: Option<Value>,
+    ) -> std::result::Result<Value, civkit_http::Error> {
+        let mut req = civkit_http::Request::new(method, format!("{}{path}", self.url))
+            .header(auth.0, auth.1)
+            .trust_only(self.pinned.as_ref());
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        req.send().await
     }
-    if let Some(b) = body {
-        req = req.json(b);
-    }
-    req.send().await
 }
 
 /// LND's REST API.
 pub struct Lnd {
-    url: String,
+    api: Api,
     macaroon: String,
 }
 
@@ -147,14 +175,16 @@ impl PaymentBackend for Lnd {
         expiry_secs: u64,
     ) -> Result<Invoice> {
         let body = json!({ "value_msat": amount_msat.to_string(), "memo": memo, "expiry": expiry_secs.to_string() });
-        let v = http(
-            "POST",
-            format!("{}/v1/invoices", self.url),
-            vec![("Grpc-Metadata-macaroon", self.macaroon.clone())],
-            Some(body),
-        )
-        .await
-        .map_err(|e| backend_err("lnd", e))?;
+        let v = self
+            .api
+            .call(
+                "POST",
+                "/v1/invoices",
+                ("Grpc-Metadata-macaroon", &self.macaroon),
+                Some(body),
+            )
+            .await
+            .map_err(|e| backend_err("lnd", e))?;
         let r_hash = v["r_hash"]
             .as_str()
             .ok_or_else(|| backend_err("lnd", "no r_hash in AddInvoice answer"))?;
@@ -170,21 +200,23 @@ impl PaymentBackend for Lnd {
         })
     }
     async fn is_paid(&self, payment_hash: &str) -> Result<bool> {
-        let v = http(
-            "GET",
-            format!("{}/v1/invoice/{payment_hash}", self.url),
-            vec![("Grpc-Metadata-macaroon", self.macaroon.clone())],
-            None,
-        )
-        .await
-        .map_err(|e| backend_err("lnd", e))?;
+        let v = self
+            .api
+            .call(
+                "GET",
+                &format!("/v1/invoice/{payment_hash}"),
+                ("Grpc-Metadata-macaroon", &self.macaroon),
+                None,
+            )
+            .await
+            .map_err(|e| backend_err("lnd", e))?;
         Ok(v["state"] == "SETTLED" || v["settled"] == true)
     }
 }
 
 /// Core Lightning's clnrest API.
 pub struct Cln {
-    url: String,
+    api: Api,
     rune: String,
 }
 
@@ -202,14 +234,11 @@ impl PaymentBackend for Cln {
         let mut label = [0u8; 16];
         getrandom(&mut label);
         let body = json!({ "amount_msat": amount_msat, "label": format!("civkit-{}", hex::encode(label)), "description": memo, "expiry": expiry_secs });
-        let v = http(
-            "POST",
-            format!("{}/v1/invoice", self.url),
-            vec![("Rune", self.rune.clone())],
-            Some(body),
-        )
-        .await
-        .map_err(|e| backend_err("cln", e))?;
+        let v = self
+            .api
+            .call("POST", "/v1/invoice", ("Rune", &self.rune), Some(body))
+            .await
+            .map_err(|e| backend_err("cln", e))?;
         Ok(Invoice {
             bolt11: v["bolt11"].as_str().unwrap_or_default().to_string(),
             payment_hash: v["payment_hash"]
@@ -219,14 +248,16 @@ impl PaymentBackend for Cln {
         })
     }
     async fn is_paid(&self, payment_hash: &str) -> Result<bool> {
-        let v = http(
-            "POST",
-            format!("{}/v1/listinvoices", self.url),
-            vec![("Rune", self.rune.clone())],
-            Some(json!({ "payment_hash": payment_hash })),
-        )
-        .await
-        .map_err(|e| backend_err("cln", e))?;
+        let v = self
+            .api
+            .call(
+                "POST",
+                "/v1/listinvoices",
+                ("Rune", &self.rune),
+                Some(json!({ "payment_hash": payment_hash })),
+            )
+            .await
+            .map_err(|e| backend_err("cln", e))?;
         Ok(v["invoices"]
             .as_array()
             .is_some_and(|i| i.iter().any(|inv| inv["status"] == "paid")))

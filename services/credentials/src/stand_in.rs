@@ -1,6 +1,8 @@
-//! Stand-in Lightning nodes for tests (feature `testing`): one HTTP server
+//! Stand-in Lightning nodes for tests (feature `testing`): one HTTPS server
 //! answering LND's REST invoice endpoints and Core Lightning's clnrest ones,
-//! as documented, with invoices that a test marks paid.
+//! as documented, with invoices that a test marks paid. Like LND and
+//! clnrest, it serves a self-signed certificate of its own (a new one per
+//! stand-in), which a backend must be given as `tls_cert_file`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test double: failures are test failures
 
@@ -19,6 +21,8 @@ use serde_json::{json, Value};
 /// A stand-in Lightning node: invoices by payment hash, and which are paid.
 #[derive(Default)]
 pub struct Ln {
+    /// Its self-signed certificate, PEM (what LND writes as `tls.cert`).
+    pub cert_pem: String,
     /// Payment hashes of the invoices created, in order.
     pub invoices: Mutex<Vec<String>>,
     /// Payment hashes a test marked paid.
@@ -96,18 +100,51 @@ async fn cln_list(State(ln): State<Arc<Ln>>, Json(body): Json<Value>) -> Json<Va
     Json(json!({ "invoices": [{ "payment_hash": h, "status": status }] }))
 }
 
-/// Start the stand-in on a free port; returns it and its base URL.
-/// LND calls need the macaroon `00ff`, CLN calls the rune `test-rune`.
+/// Start the stand-in on a free port; returns it and its base URL
+/// (`https://127.0.0.1:<port>`). LND calls need the macaroon `00ff`, CLN
+/// calls the rune `test-rune`.
 pub async fn stand_in() -> (Arc<Ln>, String) {
-    let ln = Arc::new(Ln::default());
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let ln = Arc::new(Ln {
+        cert_pem: cert.cert.pem(),
+        ..Ln::default()
+    });
     let app = Router::new()
         .route("/v1/invoices", post(lnd_add))
         .route("/v1/invoice/{hash}", get(lnd_lookup))
         .route("/v1/invoice", post(cln_invoice))
         .route("/v1/listinvoices", post(cln_list))
         .with_state(ln.clone());
+    let key =
+        tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    let tls = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                // A client that refuses the certificate ends here.
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(stream),
+                        hyper_util::service::TowerToHyperService::new(app),
+                    )
+                    .await;
+            });
+        }
+    });
     (ln, url)
 }

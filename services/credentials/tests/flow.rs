@@ -17,23 +17,27 @@ use nostr::{Event, EventBuilder, Filter, Keys, Kind, Tag, Timestamp};
 
 const MASTER: [u8; 32] = [42; 32];
 
-fn service(backend: &str, url: &str, dir: &std::path::Path) -> Credentials {
-    service_with(backend, url, dir, |_| {})
+fn service(backend: &str, ln: &Ln, url: &str, dir: &std::path::Path) -> Credentials {
+    service_with(backend, ln, url, dir, |_| {})
 }
 
 fn service_with(
     backend: &str,
+    ln: &Ln,
     url: &str,
     dir: &std::path::Path,
     tune: impl FnOnce(&mut CredentialsConfig),
 ) -> Credentials {
     civkit_framework::keyfile::write_secret(&dir.join("mac"), "00ff").unwrap();
     civkit_framework::keyfile::write_secret(&dir.join("rune"), "test-rune").unwrap();
+    // The stand-in's self-signed certificate, as an operator copies tls.cert.
+    std::fs::write(dir.join("tls.cert"), &ln.cert_pem).unwrap();
     let payment = PaymentConfig {
         backend: backend.into(),
         url: url.into(),
         macaroon_file: "mac".into(),
         rune_file: "rune".into(),
+        tls_cert_file: "tls.cert".into(),
     };
     let mut cfg = CredentialsConfig {
         kinds: vec![1],
@@ -146,7 +150,7 @@ fn flip_parity(tag: &Tag) -> Tag {
 async fn buy_over_lnd_then_spend_once() {
     let (ln, url) = stand_in().await;
     let dir = tempfile::tempdir().unwrap();
-    let tn = node_with(service("lnd", &url, dir.path()), None);
+    let tn = node_with(service("lnd", &ln, &url, dir.path()), None);
     let maker = Keys::generate();
     let creds = buy(&tn, &ln, &maker, 3).await;
     assert_eq!(creds.len(), 3);
@@ -218,7 +222,7 @@ async fn buy_over_lnd_then_spend_once() {
 async fn buy_over_core_lightning_and_refuse_bad_requests() {
     let (ln, url) = stand_in().await;
     let dir = tempfile::tempdir().unwrap();
-    let tn = node_with(service("cln", &url, dir.path()), None);
+    let tn = node_with(service("cln", &ln, &url, dir.path()), None);
     let maker = Keys::generate();
     let creds = buy(&tn, &ln, &maker, 1).await;
     let mut c = tn.client().await;
@@ -292,7 +296,7 @@ async fn the_spent_set_survives_a_restart() {
     let creds;
     {
         let p: Arc<dyn Persister> = Arc::new(civkit_sled::LmdbPersister::open(&db).unwrap());
-        let tn = node_with(service("lnd", &url, dir.path()), Some(p));
+        let tn = node_with(service("lnd", &ln, &url, dir.path()), Some(p));
         creds = buy(&tn, &ln, &maker, 1).await;
         let mut c = tn.client().await;
         assert!(
@@ -312,7 +316,7 @@ async fn the_spent_set_survives_a_restart() {
             .await
             .unwrap(),
     );
-    let tn = node_with(service("lnd", &url, dir.path()), Some(p));
+    let tn = node_with(service("lnd", &ln, &url, dir.path()), Some(p));
     let mut c = tn.client().await;
     let (ok, msg) = c
         .publish(&note(
@@ -379,7 +383,7 @@ fn free_backend_must_be_chosen_explicitly() {
 async fn epochs_rotate_with_the_node_clock() {
     let (ln, url) = stand_in().await;
     let dir = tempfile::tempdir().unwrap();
-    let tn = node_with(service("lnd", &url, dir.path()), None);
+    let tn = node_with(service("lnd", &ln, &url, dir.path()), None);
     // The wallet signs its requests at the real time, which the clock starts at.
     let e0 = tn.node.now().as_secs() / 3600;
     let announced = |tn: &TestNode| tn.node.service_nip11()["civkit_credentials"].clone();
@@ -414,7 +418,7 @@ async fn epochs_rotate_with_the_node_clock() {
 async fn a_credential_cannot_be_spent_twice_by_flipping_its_parity() {
     let (ln, url) = stand_in().await;
     let dir = tempfile::tempdir().unwrap();
-    let tn = node_with(service("lnd", &url, dir.path()), None);
+    let tn = node_with(service("lnd", &ln, &url, dir.path()), None);
     let maker = Keys::generate();
     let creds = buy(&tn, &ln, &maker, 2).await;
     let mut c = tn.client().await;
@@ -431,7 +435,7 @@ async fn a_credential_cannot_be_spent_twice_by_flipping_its_parity() {
     // Twice in one order that needs two.
     let dir2 = tempfile::tempdir().unwrap();
     let tn2 = node_with(
-        service_with("lnd", &url, dir2.path(), |c| c.per_event = 2),
+        service_with("lnd", &ln, &url, dir2.path(), |c| c.per_event = 2),
         None,
     );
     let creds = buy(&tn2, &ln, &maker, 1).await;
@@ -453,7 +457,10 @@ async fn a_refused_order_burns_no_credential() {
     let (ln, url) = stand_in().await;
     let dir = tempfile::tempdir().unwrap();
     let tn = TestNode::builder()
-        .service("credentials", Arc::new(service("lnd", &url, dir.path())))
+        .service(
+            "credentials",
+            Arc::new(service("lnd", &ln, &url, dir.path())),
+        )
         .service(
             "pow",
             Arc::new(civkit_plugin_pow::PowGate::new(
@@ -505,7 +512,7 @@ async fn a_refused_order_burns_no_credential() {
 async fn a_missed_issuance_is_sent_again() {
     let (ln, url) = stand_in().await;
     let dir = tempfile::tempdir().unwrap();
-    let tn = node_with(service("lnd", &url, dir.path()), None);
+    let tn = node_with(service("lnd", &ln, &url, dir.path()), None);
     let board = tn.node.keys().public_key();
     let maker = Keys::generate();
     let mut c = tn.client().await;
@@ -556,7 +563,7 @@ async fn quote_spam_is_bounded() {
     let (ln, url) = stand_in().await;
     let dir = tempfile::tempdir().unwrap();
     let tn = node_with(
-        service_with("lnd", &url, dir.path(), |c| {
+        service_with("lnd", &ln, &url, dir.path(), |c| {
             c.max_open_quotes_per_author = 2;
             c.max_open_quotes = 3;
             c.max_backend_calls = 2;
@@ -664,6 +671,7 @@ fn payment_credentials_readable_by_others_are_refused() {
             url: "http://127.0.0.1:1".into(),
             macaroon_file: "mac".into(),
             rune_file: "rune".into(),
+            ..PaymentConfig::default()
         };
         assert!(
             payment::from_config(&cfg, dir.path(), "p").is_ok(),
@@ -676,6 +684,86 @@ fn payment_credentials_readable_by_others_are_refused() {
             .to_string();
         assert!(
             err.contains("readable by other users") && err.contains("chmod 600"),
+            "{err}"
+        );
+    }
+}
+
+/// The node's self-signed certificate is trusted for its backend alone:
+/// the stand-in's own certificate works for LND and CLN; a node presenting
+/// another certificate (a second stand-in, a man in the middle) is refused,
+/// and so is the same node without `tls_cert_file` (no public root signs it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_configured_certificate_is_trusted() {
+    let (real, real_url) = stand_in().await;
+    let (other, other_url) = stand_in().await;
+    let dir = tempfile::tempdir().unwrap();
+    civkit_framework::keyfile::write_secret(&dir.path().join("mac"), "00ff").unwrap();
+    civkit_framework::keyfile::write_secret(&dir.path().join("rune"), "test-rune").unwrap();
+    std::fs::write(dir.path().join("tls.cert"), &real.cert_pem).unwrap();
+    let backend = |kind: &str, url: &str, cert: &str| {
+        let cfg = PaymentConfig {
+            backend: kind.into(),
+            url: url.into(),
+            macaroon_file: "mac".into(),
+            rune_file: "rune".into(),
+            tls_cert_file: cert.into(),
+        };
+        payment::from_config(&cfg, dir.path(), "p").unwrap()
+    };
+    for kind in ["lnd", "cln"] {
+        let good = backend(kind, &real_url, "tls.cert");
+        let invoice = good.create_invoice(1_000, "m", 60).await.unwrap();
+        assert!(!good.is_paid(&invoice.payment_hash).await.unwrap());
+        real.pay_all();
+        assert!(good.is_paid(&invoice.payment_hash).await.unwrap());
+
+        // The other node presents its own certificate: refused, and it
+        // never sees the request (nor the macaroon or rune).
+        let err = backend(kind, &other_url, "tls.cert")
+            .create_invoice(1_000, "m", 60)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("other than tls_cert_file"), "{kind}: {err}");
+        assert!(other.invoices.lock().unwrap().is_empty());
+
+        // Without tls_cert_file, a self-signed certificate is refused.
+        let err = backend(kind, &real_url, "")
+            .create_invoice(1_000, "m", 60)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.to_lowercase().contains("certificate"), "{kind}: {err}");
+    }
+}
+
+#[test]
+fn a_tls_cert_file_that_is_wrong_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    civkit_framework::keyfile::write_secret(&dir.path().join("mac"), "00ff").unwrap();
+    std::fs::write(dir.path().join("garbage.cert"), "not a certificate").unwrap();
+    let cases = [
+        ("https://127.0.0.1:1", "missing.cert", "cannot read"),
+        ("https://127.0.0.1:1", "garbage.cert", "no PEM certificate"),
+        ("http://127.0.0.1:1", "garbage.cert", "https://"),
+    ];
+    for (url, cert, want) in cases {
+        let cfg = PaymentConfig {
+            backend: "lnd".into(),
+            url: url.into(),
+            macaroon_file: "mac".into(),
+            tls_cert_file: cert.into(),
+            ..PaymentConfig::default()
+        };
+        let err = payment::from_config(&cfg, dir.path(), "p")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("p.tls_cert_file") && err.contains(want),
             "{err}"
         );
     }
