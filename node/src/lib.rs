@@ -9,12 +9,14 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod completions;
 pub mod components;
 pub mod config;
 pub mod daemon;
 pub mod files;
 pub mod metrics;
 pub mod migrate;
+pub mod progress;
 pub mod serve;
 
 pub use config::Config;

@@ -126,3 +126,47 @@ async fn a_store_moves_from_lmdb_into_postgresql_and_on_into_sled() {
     assert!(ok, "{out}");
     check(sled.path(), &kept, &notes[7], &v1).await;
 }
+
+/// On a terminal, `civkitd migrate` draws a progress bar (indicatif) of the
+/// events moved out of the source's count; in a pipe (the test above) it
+/// prints plain lines only. `script` gives the command a pseudo-terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_shows_a_progress_bar_on_a_terminal() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: `script` (util-linux) is not installed");
+        return;
+    }
+    let lmdb = node_dir("");
+    let sled = node_dir("[persister]\ntype = \"sled\"\n");
+    {
+        let _node = start(lmdb.path());
+        let mut c = connect(&relay_url(lmdb.path())).await;
+        let keys = Keys::generate();
+        for i in 0..40 {
+            let e = EventBuilder::text_note(format!("n{i}"))
+                .sign_with_keys(&keys)
+                .unwrap();
+            assert!(publish(&mut c, &e).await.0);
+        }
+    }
+    let command = format!(
+        "{} migrate --from {} --to {}",
+        common::CIVKITD,
+        lmdb.path().join("civkit.toml").display(),
+        sled.path().join("civkit.toml").display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("COLUMNS", "120")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("moving ["), "{text}");
+    assert!(text.contains("/40 events"), "{text}");
+    assert!(text.contains("moved 40 events"), "{text}");
+}

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 /// With no flags it uses the same defaults as civkitd (./civkit-data), so run
 /// it from the directory civkitd was started in, or pass --data-dir/--config.
 #[derive(Parser)]
-#[command(version)]
+#[command(name = "civkit-cli", version)]
 struct Args {
     /// The daemon's data directory (holds admin.cookie and admin.endpoint).
     #[arg(long, global = true)]
@@ -56,6 +56,12 @@ enum Command {
         transport: Option<String>,
         #[command(subcommand)]
         command: PeersCommand,
+    },
+    /// Print a completion script for this shell (bash, zsh, fish, elvish,
+    /// powershell): e.g. `civkit-cli completions bash > /etc/bash_completion.d/civkit-cli`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
 }
 
@@ -181,8 +187,13 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
+    if let Command::Completions { shell } = args.command {
+        civkit_node::completions::print(shell, <Args as clap::CommandFactory>::command());
+        return Ok(());
+    }
     let admin = Admin::locate(&args)?;
     let out = match &args.command {
+        Command::Completions { .. } => return Ok(()), // answered above
         Command::Status => admin.call("GET", "/v1/status", None)?,
         Command::Connections => admin.call("GET", "/v1/connections", None)?,
         Command::Events {
@@ -234,6 +245,7 @@ fn run(args: Args) -> Result<()> {
 
 fn print_text(command: &Command, v: &Value) {
     match command {
+        Command::Completions { .. } => {}
         Command::Status => {
             println!("version         {}", v["version"].as_str().unwrap_or("?"));
             println!("uptime          {} s", v["uptime_secs"]);

@@ -12,7 +12,7 @@ use tracing_subscriber::EnvFilter;
 /// With no arguments it runs on its embedded defaults: a websocket relay on
 /// 127.0.0.1:7777 over the LMDB store in ./civkit-data.
 #[derive(Parser)]
-#[command(version)]
+#[command(name = "civkitd", version)]
 struct Args {
     /// TOML config file (layered over the defaults, under CIVKIT_* variables).
     #[arg(long, short)]
@@ -41,6 +41,12 @@ enum Command {
         #[arg(long)]
         to: PathBuf,
     },
+    /// Print a completion script for this shell (bash, zsh, fish, elvish,
+    /// powershell): e.g. `civkitd completions bash > /etc/bash_completion.d/civkitd`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() {
@@ -54,6 +60,10 @@ fn real_main() -> Result<()> {
     let args = Args::parse();
     let registry = components::registry();
     match args.command.unwrap_or(Command::Run) {
+        Command::Completions { shell } => {
+            civkit_node::completions::print(shell, <Args as clap::CommandFactory>::command());
+            Ok(())
+        }
         Command::ExampleConfig => {
             print!("{}", config::example_config(&registry));
             Ok(())
@@ -96,14 +106,21 @@ fn real_main() -> Result<()> {
                         source.backend(),
                         target.backend()
                     );
+                    let total = source.stats().await?.events;
+                    let bar = civkit_node::progress::bar(total, "events");
+                    bar.set_message("moving");
                     let mut shown = 0;
                     let moved = migrate::migrate(source.as_ref(), target.as_ref(), |m| {
-                        if m.events >= shown + 100_000 {
+                        bar.set_position(m.events);
+                        // Without a terminal, a line every 100,000 events.
+                        if bar.is_hidden() && m.events >= shown + 100_000 {
                             shown = m.events;
                             println!("  {} events so far", m.events);
                         }
                     })
-                    .await?;
+                    .await;
+                    bar.finish_and_clear();
+                    let moved = moved?;
                     println!(
                         "moved {} events, {} deletion tombstones and {} service keys",
                         moved.events, moved.tombstones, moved.keys

@@ -41,13 +41,18 @@ pub async fn verify(
         if let Some(path) = seen_file {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            for entry in text.lines().filter_map(parse_seen) {
+            let entries: Vec<_> = text.lines().filter_map(parse_seen).collect();
+            let bar = civkit_node::progress::bar(entries.len() as u64, "orders");
+            bar.set_message("looking up the orders you saw");
+            for entry in entries {
+                bar.inc(1);
                 let id = entry.id();
                 if seen.iter().any(|s| s.id == id) {
                     continue;
                 }
                 seen.push(look_up(&boards, url, entry).await?);
             }
+            bar.finish_and_clear();
         }
         Ok::<_, anyhow::Error>((rounds, seen))
     }
@@ -103,7 +108,10 @@ pub async fn verify(
             .collect();
         attested.sort_by_key(|a| std::cmp::Reverse(a.0));
         let mut txids: Vec<String> = Vec::new();
+        let bar = civkit_node::progress::bar(attested.len() as u64, "attestations");
+        bar.set_message("checking attestations on chain");
         for (round, txid, root) in &attested {
+            bar.inc(1);
             btc::check_attestation(
                 &source,
                 c.base_key,
@@ -118,6 +126,7 @@ pub async fn verify(
                 txids.push(txid.clone());
             }
         }
+        bar.finish_and_clear();
         btc::check_staychain(&source, &txids, c.staychain_start, 1_000_000)
             .await
             .map_err(|e| anyhow!(e))?;

@@ -38,7 +38,7 @@ pub const POLICY_KIND: u16 = 10383;
 
 /// Maker and taker client for CivKit market boards.
 #[derive(Parser)]
-#[command(version)]
+#[command(name = "civkit-sample", version)]
 pub struct Cli {
     /// Board websocket URL; repeat to use several boards.
     #[arg(long = "board", global = true, default_value = "ws://127.0.0.1:7777")]
@@ -119,6 +119,12 @@ enum Command {
     Credentials {
         #[command(subcommand)]
         command: CredentialsCommand,
+    },
+    /// Print a completion script for this shell (bash, zsh, fish, elvish,
+    /// powershell): e.g. `civkit-sample completions bash > /etc/bash_completion.d/civkit-sample`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
 }
 
@@ -295,6 +301,10 @@ enum BoardCommand {
 
 fn main() {
     let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        civkit_node::completions::print(shell, <Cli as clap::CommandFactory>::command());
+        return;
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -314,6 +324,7 @@ fn main() {
 async fn run(cli: Cli) -> Result<()> {
     tor::start(&cli).await?;
     match &cli.command {
+        Command::Completions { .. } => Ok(()), // answered in main
         Command::Keygen { force } => home::keygen(&cli, *force),
         Command::Order { command } => match command {
             OrderCommand::Create(a) => orders::create(&cli, a).await,
