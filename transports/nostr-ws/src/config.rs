@@ -31,6 +31,9 @@ pub struct NostrWsConfig {
     /// websocket upgrade or a NIP-11 request), and to start the next one on
     /// a kept-alive connection; then it is closed. 0 is refused.
     pub header_timeout_secs: u64,
+    /// Serve the live order book page to browsers at `/` (and its three
+    /// assets); `false`: browsers get a line of text, as other clients.
+    pub order_book: bool,
     /// Open connections that arrived through Tor (an onion service hands
     /// them over), all together: Tor hides addresses, so this budget takes
     /// the place of the per-address bound. 0: no bound but the total.
@@ -57,6 +60,7 @@ impl Default for NostrWsConfig {
             max_connections_per_ip: 100,
             max_tor_connections: 1_000,
             header_timeout_secs: 10,
+            order_book: true,
             limits: SessionLimits {
                 events_per_second: 50.0,
                 event_burst: 200,
@@ -92,6 +96,8 @@ max_tor_connections = 1000
 # Seconds a connection has to send its HTTP request head (the websocket
 # upgrade or a NIP-11 request); a silent or slow one is closed.
 header_timeout_secs = 10
+# Serve the live order book page to browsers at / (the assets are in the binary).
+order_book = true
 
 # Per-connection limits, enforced by the node for this transport's sessions.
 [{table}.limits]

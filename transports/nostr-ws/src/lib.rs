@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+mod book;
 mod config;
 mod nip11;
 mod socket;
@@ -410,6 +411,14 @@ async fn root(State(shared): State<Arc<Shared>>, req: Request<axum::body::Body>)
         .is_some_and(|v| v.contains("application/nostr+json"));
     if accepts_nip11 && parts.method == Method::GET {
         return nip11::document(&shared);
+    }
+    if shared.config.order_book && parts.method == Method::GET {
+        if let Some(asset) = book::asset(parts.uri.path()) {
+            return asset;
+        }
+        if book::wants_page(&parts.method, &parts.headers) {
+            return book::page();
+        }
     }
     (
         StatusCode::OK,
