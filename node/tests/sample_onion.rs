@@ -22,13 +22,19 @@ async fn order_create_via_onion_with_an_ephemeral_key() {
     // uses him as the introduction node of its blinded path.
     let local = Some("127.0.0.1:0".parse().unwrap());
     let bob = OnionNode::start(vec![], local).await.unwrap();
+    // A strfry-style policy plugin logs where each event came from.
+    let plugin_log = dir.path().join("plugin.log");
     write_config(
         dir.path(),
         &format!(
-            "[services.board]\ntype = \"market-board\"\n\
+            "[services.board]\ntype = \"market-board\"\norder = 1\n\
+             [services.policy]\ntype = \"process-plugin\"\norder = 2\n\
+             command = [\"python3\", \"{}/../plugins/process/tests/plugins/misbehave.py\", \"{}\"]\n\
              [transports.onion]\ntype = \"onion-messages\"\nvia = \"ln\"\n\
              [transports.ln]\ntype = \"bolt8\"\nlisten = \"127.0.0.1:0\"\n\
              [[transports.ln.peers]]\naddress = \"{}@{}\"\n",
+            env!("CARGO_MANIFEST_DIR"),
+            plugin_log.display(),
             bob.node_id,
             bob.addr.unwrap()
         ),
@@ -111,4 +117,7 @@ async fn order_create_via_onion_with_an_ephemeral_key() {
     assert!(out.contains("anon-1") && out.contains(&maker[..8]), "{out}");
     let components = status(dir.path())["components"]["onion"].clone();
     assert!(components["handled"].as_u64() >= Some(1), "{components}");
+    // The plugin was asked about it as an onion-message event.
+    let log = std::fs::read_to_string(&plugin_log).unwrap();
+    assert!(log.lines().any(|l| l == "req Onion "), "{log}");
 }

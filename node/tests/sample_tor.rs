@@ -23,10 +23,16 @@ async fn civkit_sample_publishes_to_an_onion_board_over_tor() {
         "tor": { "type": "tor", "via": "relay", "arti": net.arti(), "ports": { "lightning": 9735 } },
         "lightning": { "type": "bolt8", "listen": "127.0.0.1:0", "stranger_export": [{}] },
     } });
+    // A strfry-style policy plugin logs where each event came from.
+    let plugin_log = dir.path().join("plugin.log");
     write_config(
         dir.path(),
         &format!(
-            "[services.board]\ntype = \"market-board\"\n{}",
+            "[services.board]\ntype = \"market-board\"\norder = 1\n\
+             [services.policy]\ntype = \"process-plugin\"\norder = 2\n\
+             command = [\"python3\", \"{}/../plugins/process/tests/plugins/misbehave.py\", \"{}\"]\n{}",
+            env!("CARGO_MANIFEST_DIR"),
+            plugin_log.display(),
             toml::to_string(&tor).unwrap()
         ),
     );
@@ -138,6 +144,9 @@ async fn civkit_sample_publishes_to_an_onion_board_over_tor() {
     }
     let (ok, out) = common::sample_async(&["--board", &clearnet, "orders", "list"]).await;
     assert!(ok && out.contains("over-tor"), "{out}");
+    // The plugin was asked about it as an event that came through Tor.
+    let log = std::fs::read_to_string(&plugin_log).unwrap();
+    assert!(log.lines().any(|l| l == "req Tor "), "{log}");
 
     // The second board got it over BOLT8 through Tor (asked through its
     // admin API: it has no other door on this machine).
