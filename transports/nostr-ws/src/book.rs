@@ -15,7 +15,7 @@ const STYLE: &str = include_str!("../assets/book.css");
 /// inline script runs, nothing from elsewhere is fetched, and no other
 /// site may frame it.
 const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-    connect-src 'self' ws: wss:; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
+    connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
     frame-ancestors 'none'";
 
 /// Whether a request is a browser asking for a page.
