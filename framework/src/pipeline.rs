@@ -177,20 +177,35 @@ impl Core {
     /// Count a refusal made before the pipeline (by a session's own
     /// checks); `kind` is `None` when the message was not an event.
     pub fn count_rejected(&self, origin: &Origin, kind: Option<Kind>, prefix: Prefix) {
-        self.rejected.fetch_add(1, Ordering::Relaxed);
+        let class = kind.map_or("unknown", |k| kinds::classify(k).as_str());
+        self.count(origin, class, Some(prefix.as_str()));
+    }
+
+    /// Count one event received: accepted, or refused with `refused` (the
+    /// `OK` message's prefix, or `shadow`).
+    fn count(&self, origin: &Origin, kind_class: &'static str, refused: Option<&'static str>) {
+        let core = self.metrics.core();
         let labels = EventLabels {
             transport: origin.transport.to_string(),
-            kind_class: kind.map_or("unknown", |k| kinds::classify(k).as_str()),
+            kind_class,
         };
-        let core = self.metrics.core();
         core.received.get_or_create(&labels).inc();
-        core.rejected
-            .get_or_create(&RejectLabels {
-                transport: labels.transport,
-                kind_class: labels.kind_class,
-                reason: prefix.as_str(),
-            })
-            .inc();
+        match refused {
+            None => {
+                core.accepted.get_or_create(&labels).inc();
+                self.accepted.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(reason) => {
+                core.rejected
+                    .get_or_create(&RejectLabels {
+                        transport: labels.transport,
+                        kind_class,
+                        reason,
+                    })
+                    .inc();
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Validate, admit and durably store an event. Returns the `OK` reply and
@@ -198,13 +213,10 @@ impl Core {
     pub async fn ingest(&self, origin: &Origin, event: &Event) -> (OkReply, bool) {
         let started = Instant::now();
         let result = self.ingest_inner(origin, event).await;
-        let core = self.metrics.core();
-        core.ingest_seconds.observe(started.elapsed().as_secs_f64());
-        let labels = EventLabels {
-            transport: origin.transport.to_string(),
-            kind_class: kinds::classify(event.kind).as_str(),
-        };
-        core.received.get_or_create(&labels).inc();
+        self.metrics
+            .core()
+            .ingest_seconds
+            .observe(started.elapsed().as_secs_f64());
         // `refused`: the reason label of a refusal, shadow ones included.
         let (accepted, message, fresh, refused) = match result {
             Ok(Ingested::New) => (true, String::new(), true, None),
@@ -222,23 +234,7 @@ impl Core {
                 Some(rejection.prefix.as_str()),
             ),
         };
-        let counter = match refused {
-            None => {
-                core.accepted.get_or_create(&labels).inc();
-                &self.accepted
-            }
-            Some(reason) => {
-                core.rejected
-                    .get_or_create(&RejectLabels {
-                        transport: labels.transport,
-                        kind_class: labels.kind_class,
-                        reason,
-                    })
-                    .inc();
-                &self.rejected
-            }
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.count(origin, kinds::classify(event.kind).as_str(), refused);
         (
             OkReply {
                 event_id: event.id,
@@ -385,7 +381,6 @@ impl Core {
         self.services.iter().all(|s| s.service.serves(event, now))
     }
 
-    /// NIP-11 top-level fields contributed by services.
     /// Names of the transports that run (announced or not; endpoints of
     /// riders such as `tor.relay` are not transports).
     pub fn transport_names(&self) -> std::collections::BTreeSet<String> {
