@@ -27,7 +27,6 @@ pub struct Daemon {
     background: Vec<JoinHandle<()>>,
     admin: JoinHandle<()>,
     admin_addr: SocketAddr,
-    metrics_addr: Option<SocketAddr>,
     data_dir: PathBuf,
 }
 
@@ -113,21 +112,17 @@ impl Daemon {
             shutdown.clone(),
         ));
         info!(%admin_addr, "admin API listening (cookie in data dir)");
-        let metrics_addr = match config.metrics.listen {
-            Some(listen) => {
-                let listener = tokio::net::TcpListener::bind(listen)
-                    .await
-                    .with_context(|| format!("metrics endpoint cannot listen on {listen}"))?;
-                let addr = listener.local_addr()?;
-                let app = metrics::router(node.clone(), metrics_token);
-                background.push(tokio::spawn(serve::serve(
-                    listener, app, API_LIMITS, shutdown,
-                )));
-                info!(%addr, "metrics endpoint listening on /metrics");
-                Some(addr)
-            }
-            None => None,
-        };
+        if let Some(listen) = config.metrics.listen {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("metrics endpoint cannot listen on {listen}"))?;
+            let addr = listener.local_addr()?;
+            let app = metrics::router(node.clone(), metrics_token);
+            background.push(tokio::spawn(serve::serve(
+                listener, app, API_LIMITS, shutdown,
+            )));
+            info!(%addr, "metrics endpoint listening on /metrics");
+        }
         Ok(Daemon {
             node,
             trigger,
@@ -135,7 +130,6 @@ impl Daemon {
             background,
             admin,
             admin_addr,
-            metrics_addr,
             data_dir,
         })
     }
@@ -143,11 +137,6 @@ impl Daemon {
     /// Where the admin API listens.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
-    }
-
-    /// Where the metrics endpoint listens, when `[metrics] listen` is set.
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_addr
     }
 
     /// The endpoint a transport reported (e.g. `ws://127.0.0.1:7777`).

@@ -73,14 +73,6 @@ fn nginx(dir: &Path, port: u16, upstreams: &[String]) -> Nginx {
     Nginx(child)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The board's NIP-11 document, through nginx.
 async fn nip11(port: u16) -> Value {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -113,7 +105,7 @@ async fn two_nodes_behind_nginx_serve_one_board() {
         })
         .collect();
     let proxy_dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let _nginx = nginx(proxy_dir.path(), port, &upstreams);
     let url = format!("ws://127.0.0.1:{port}");
 

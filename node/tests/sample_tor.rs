@@ -63,14 +63,7 @@ async fn civkit_sample_publishes_to_an_onion_board_over_tor() {
     // address through its own Tor client. It reaches out through Tor only:
     // its websocket and BOLT8 ports are never opened.
     let peer_dir = tempfile::tempdir().unwrap();
-    let free_port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (ws_port, ln_port) = (free_port(), free_port());
+    let (ws_port, ln_port) = (common::free_port(), common::free_port());
     let peer = json!({ "transports": {
         "tor": { "type": "tor", "via": "relay", "arti": net.arti(), "outbound_only": true },
         "ln": {
