@@ -297,13 +297,21 @@ impl ProcessPlugin {
             .kill_on_drop(true);
         let mut child = cmd.spawn()?;
         if let Some(err) = child.stderr.take() {
-            // What the plugin prints for its operator, line by line.
+            // What the plugin prints for its operator, line by line; a
+            // longer line is logged in pieces, so none is held whole.
             let name = self.name.clone();
             tokio::spawn(async move {
-                let mut lines = BufReader::new(err).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let line: String = line.chars().take(1_000).collect();
-                    info!(plugin = %name, "{line}");
+                let mut err = BufReader::new(err);
+                let mut piece = Vec::new();
+                loop {
+                    piece.clear();
+                    match (&mut err).take(1_000).read_until(b'\n', &mut piece).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {
+                            let text = String::from_utf8_lossy(&piece);
+                            info!(plugin = %name, "{}", text.trim_end());
+                        }
+                    }
                 }
             });
         }

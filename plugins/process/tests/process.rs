@@ -363,3 +363,31 @@ async fn a_plugin_that_cannot_start_refuses_with_error_and_the_node_runs() {
         .await;
     assert!(reply.accepted);
 }
+
+/// A plugin that writes 16 MB to stderr without a newline before it starts
+/// answering: civkitd logs it in pieces (never holding the line whole) and
+/// the plugin's answers still come through.
+#[tokio::test]
+async fn a_flood_on_stderr_without_newlines_does_not_stop_the_plugin() {
+    let script = "head -c 16000000 /dev/zero | tr '\\0' x >&2; \
+        while IFS= read -r line; do \
+          [[ $line =~ \\\"id\\\":\\\"([0-9a-f]{64})\\\" ]] && \
+          printf '{\"id\":\"%s\",\"action\":\"accept\"}\\n' \"${BASH_REMATCH[1]}\"; \
+        done";
+    let n = node_with(plugin(&["bash", "-c", script], |c| c.timeout_ms = 10_000));
+    let mut c = n.client().await;
+    let keys = Keys::generate();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, msg) = c.publish(&note(&keys, "after the flood")).await;
+        if ok {
+            break;
+        }
+        assert!(msg.starts_with("error: "), "{msg}");
+        assert!(
+            Instant::now() < deadline,
+            "the plugin never answered: {msg}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
