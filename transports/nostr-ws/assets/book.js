@@ -11,6 +11,7 @@
   const ROUND = 30384;
   const DELETION = 5;
   const MAX_ORDERS = 2000; // orders kept in memory; the oldest go first
+  const MAX_DELETED = 10000; // cancellations remembered; the first seen go first
 
   const $ = (id) => document.getElementById(id);
   const orders = new Map(); // address -> newest event
@@ -184,20 +185,26 @@
     }
   }
 
+  function forget(address, at) {
+    deleted.delete(address);
+    deleted.set(address, at);
+    if (deleted.size > MAX_DELETED) deleted.delete(deleted.keys().next().value);
+  }
+
   function onDeletion(event) {
     for (const t of event.tags) {
       if (!Array.isArray(t) || t[0] !== "a" || typeof t[1] !== "string") continue;
       const [kind, author] = t[1].split(":");
       // Only the order's own maker can withdraw it.
       if (kind === String(ORDER) && author === event.pubkey) {
-        deleted.set(t[1], Math.max(deleted.get(t[1]) || 0, event.created_at));
+        forget(t[1], Math.max(deleted.get(t[1]) || 0, event.created_at));
       }
     }
     for (const t of event.tags) {
       if (Array.isArray(t) && t[0] === "e") {
         for (const [address, order] of orders) {
           if (order.id === t[1] && order.pubkey === event.pubkey) {
-            deleted.set(address, Math.max(deleted.get(address) || 0, event.created_at));
+            forget(address, Math.max(deleted.get(address) || 0, event.created_at));
           }
         }
       }
