@@ -98,11 +98,16 @@ pub fn relay_url(dir: &Path) -> String {
 
 /// Run civkit-sample without blocking the async runtime; (success, stdout + stderr).
 pub async fn sample_async<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String) {
-    let out = tokio::process::Command::new(SAMPLE)
+    // A run that hangs (seen once over Tor, in CI) is killed after 200 s
+    // and reported as failed, so a test's retry loop goes on.
+    let run = tokio::process::Command::new(SAMPLE)
         .args(args)
-        .output()
-        .await
-        .expect("run civkit-sample");
+        .kill_on_drop(true)
+        .output();
+    let Ok(out) = tokio::time::timeout(std::time::Duration::from_secs(200), run).await else {
+        return (false, "civkit-sample did not finish within 200 s".into());
+    };
+    let out = out.expect("run civkit-sample");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
